@@ -1,0 +1,37 @@
+"""The one place where torch_blue touches private PyTorch API, with fallbacks."""
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+
+def disable_torch_function_subclass() -> AbstractContextManager:
+    """Context in which Tensor subclasses' ``__torch_function__`` is not called.
+
+    Used by :class:`~torch_blue.vi.VIReturn` to run an operation on the plain data.
+    """
+    ctx = getattr(torch._C, "DisableTorchFunctionSubclass", None)
+    return ctx() if ctx is not None else nullcontext()
+
+
+def standard_gamma(concentration: torch.Tensor) -> torch.Tensor:
+    """Gamma(concentration, 1) samples that also work under ``torch.vmap``.
+
+    ``torch.distributions.Gamma.sample`` fills an empty tensor in place, which
+    ``vmap(randomness="different")`` refuses; the functional kernel does not.
+    """
+    return torch._standard_gamma(concentration)
+
+
+def tree_flatten(tree: object) -> tuple[list, object]:
+    """Flatten nested tuples/lists/dicts of outputs into leaves and a spec."""
+    from torch.utils import _pytree
+
+    return _pytree.tree_flatten(tree)
+
+
+def tree_unflatten(leaves: list, spec: object) -> object:
+    """Inverse of :func:`tree_flatten`."""
+    from torch.utils import _pytree
+
+    return _pytree.tree_unflatten(leaves, spec)

@@ -1,0 +1,453 @@
+"""``VIModule``: the base of every Bayesian layer and model."""
+
+import warnings
+from collections.abc import Mapping, Sequence
+from copy import deepcopy
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.nn import Module, Parameter, init
+
+from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .sampling import current_state, sampled_call
+from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
+from .utils.vi_return import VIReturn
+
+__all__ = ["VIModule"]
+
+_VariableShapes = Mapping[str, Optional[tuple[int, ...]]]
+
+
+class VIModule(Module):
+    r"""Base class of Bayesian modules trained with variational inference.
+
+    A ``VIModule`` declares *random variables* (weights drawn from a variational
+    distribution) by name and shape in ``variable_shapes``; it creates their
+    variational parameters itself, as ``nn.Parameter``\ s named
+    ``_{variable}_{parameter}`` (e.g. ``_weight_mean``, ``_weight_log_std``). Inside
+    ``forward``, reading ``self.<variable>`` draws a fresh sample (``None`` for a
+    variable declared with shape ``None``). Write ``forward`` for one sample, exactly
+    as for ``torch.nn``.
+
+    The outermost ``VIModule`` of a call takes ``samples=S`` (default 10), runs the
+    forward for S weight draws at once and returns a
+    :class:`~torch_blue.vi.VIReturn` with a leading sample dimension and the weights'
+    log-probabilities. "Outermost" is decided at call time: a layer on its own, a
+    layer inside any other ``VIModule`` and a model nested in another model all
+    behave as expected.
+
+    Parameters
+    ----------
+    variable_shapes : Mapping[str, tuple[int, ...] | None], optional
+        Random variables and their shapes; ``None`` for a container without own
+        variables.
+    variational_distribution : VariationalDistribution or sequence of them
+        One for all variables or one per variable (in ``variable_shapes`` order). Each
+        variable gets its own copy. Default: :class:`MeanFieldNormal`.
+    prior : Prior or sequence of them
+        Likewise for the priors. Default: standard :class:`MeanFieldNormal`.
+    rescale_prior : bool, default: False
+        Scale the priors to the spread of the Kaiming initialisation
+        (:meth:`Prior.kaiming_rescale`).
+    kaiming_initialization : bool, default: True
+        Scale initial variational scales by :math:`1/\sqrt{\text{fan\_in}}`.
+    prior_initialization : bool, default: False
+        Initialise the variational parameters from the prior instead.
+    return_log_probs : bool, default: True
+        Record the weights' log-probabilities (needed by
+        :class:`~torch_blue.vi.KullbackLeiblerLoss`). Switch off to deploy.
+    device, dtype
+        Factory arguments for the parameters, as in ``torch.nn``.
+    convert_overwrite : bool, default: False
+        Skip ``nn.Module.__init__`` (for converting an existing module in place).
+
+    Examples
+    --------
+    A custom Bayesian layer, written for one sample:
+
+    >>> import torch
+    >>> from torch_blue.vi import VIModule
+    >>> class BayesianProjection(VIModule):
+    ...     def __init__(self, features, rank):
+    ...         super().__init__(variable_shapes={"basis": (rank, features)})
+    ...     def forward(self, x):
+    ...         return x @ self.basis.T
+    >>> out = BayesianProjection(3, 2)(torch.ones(5, 3), samples=4)
+    >>> out.shape, out.log_probs.shape
+    (torch.Size([4, 5, 2]), torch.Size([4, 2]))
+    """
+
+    _return_log_probs: bool = True
+
+    def __init__(
+        self,
+        variable_shapes: Optional[_VariableShapes] = None,
+        variational_distribution: Union[
+            VariationalDistribution, Sequence[VariationalDistribution]
+        ] = MeanFieldNormal(),
+        prior: Union[Prior, Sequence[Prior]] = MeanFieldNormal(),
+        rescale_prior: bool = False,
+        kaiming_initialization: bool = True,
+        prior_initialization: bool = False,
+        return_log_probs: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+        convert_overwrite: bool = False,
+    ) -> None:
+        if not convert_overwrite:
+            super().__init__()
+        self._return_log_probs = bool(return_log_probs)
+        self._manual_log_probs: dict[str, list[Tensor]] = {}
+        if variable_shapes is None:
+            return
+        shapes = self._check_variable_shapes(variable_shapes)
+        names = tuple(shapes)
+        variational = self._per_variable(
+            "variational_distribution",
+            variational_distribution,
+            names,
+            VariationalDistribution,
+        )
+        priors = self._per_variable("prior", prior, names, Prior)
+        for name in names:
+            missing = set(priors[name]._required_parameters) - set(
+                variational[name].distribution_parameters
+            )
+            if missing:
+                raise UnsupportedDistributionError(
+                    f"{type(self).__name__}: prior {type(priors[name]).__name__} of "
+                    f"variable {name!r} needs the variational parameters "
+                    f"{sorted(missing)}, which {type(variational[name]).__name__} lacks"
+                )
+        self._kaiming_init = bool(kaiming_initialization)
+        self._prior_init = bool(prior_initialization)
+        factory_kwargs = {"device": device, "dtype": dtype}
+        for name in names:
+            if shapes[name] is None:
+                variational[name] = None
+                priors[name] = None
+                continue
+            for parameter in variational[name].distribution_parameters:
+                self.register_parameter(
+                    self.variational_parameter_name(name, parameter),
+                    Parameter(torch.empty(shapes[name], **factory_kwargs)),
+                )
+        # Plain dicts (not submodules): distributions are configuration, and keeping
+        # them out of the state dict keeps checkpoints compatible with upstream.
+        self.variational_distribution = variational
+        self.prior = priors
+        if rescale_prior:
+            fan_in = self._calculate_fan_in()
+            for p in priors.values():
+                if p is not None:
+                    p.kaiming_rescale(fan_in)
+        self.reset_variational_parameters()
+
+    # ------------------------------------------------------------------ validation
+    def _check_variable_shapes(self, variable_shapes: Any) -> dict:
+        owner = type(self).__name__
+        if not isinstance(variable_shapes, Mapping):
+            raise TypeError(
+                f"{owner}: variable_shapes must be a mapping from names to shapes, got "
+                f"{type(variable_shapes).__name__}"
+            )
+        shapes = {}
+        for name, shape in variable_shapes.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(
+                    f"{owner}: random variable names must be identifiers, got {name!r}"
+                )
+            if hasattr(type(self), name) or name in self.__dict__:
+                raise ValueError(
+                    f"{owner}: random variable {name!r} would shadow an existing attribute"
+                )
+            if shape is not None:
+                if isinstance(shape, int) or not isinstance(
+                    shape, (tuple, list, torch.Size)
+                ):
+                    raise ShapeError(
+                        f"{owner}: the shape of random variable {name!r} must be a tuple "
+                        f"of positive ints or None, got {shape!r}"
+                    )
+                if not all(
+                    isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape
+                ):
+                    raise ShapeError(
+                        f"{owner}: the shape of random variable {name!r} must contain "
+                        f"positive ints, got {tuple(shape)!r}"
+                    )
+                shape = tuple(shape)
+            shapes[name] = shape
+        return shapes
+
+    def _per_variable(
+        self, argument: str, value: Any, names: tuple[str, ...], role: type
+    ) -> dict:
+        owner = type(self).__name__
+        if isinstance(value, (tuple, list)):
+            if len(value) != len(names):
+                raise ValueError(
+                    f"{owner}: {argument} has {len(value)} entries but the module has "
+                    f"{len(names)} random variables {names}; give one for all or one each"
+                )
+            values = list(value)
+        else:
+            values = [value] * len(names)
+        for name, dist in zip(names, values):
+            if not isinstance(dist, role):
+                raise UnsupportedDistributionError(
+                    f"{owner}: {type(dist).__name__} cannot be used as {argument} "
+                    f"(variable {name!r}): it is not a {role.__name__}"
+                )
+        # Every variable owns its copy, so rescaling one never touches another.
+        return {name: deepcopy(dist) for name, dist in zip(names, values)}
+
+    # ------------------------------------------------------------------ variables
+    @property
+    def random_variables(self) -> Optional[tuple[str, ...]]:
+        """Names of the random variables, or ``None`` for a container."""
+        variational = self.__dict__.get("variational_distribution")
+        return None if variational is None else tuple(variational)
+
+    @staticmethod
+    def variational_parameter_name(variable: str, variational_parameter: str) -> str:
+        """Name of a variational parameter: ``_{variable}_{variational_parameter}``.
+
+        Examples
+        --------
+        >>> VIModule.variational_parameter_name("weight", "log_std")
+        '_weight_log_std'
+        """
+        return f"_{variable}_{variational_parameter}"
+
+    def _distribution(self, variable: str) -> Optional[VariationalDistribution]:
+        variational = self.__dict__.get("variational_distribution")
+        if variational is None:
+            raise NoVariablesError(f"{type(self).__name__} has no random variables")
+        if variable not in variational:
+            raise NoVariablesError(
+                f"{type(self).__name__} has no random variable {variable!r}; it has "
+                f"{tuple(variational)}"
+            )
+        return variational[variable]
+
+    def get_variational_parameters(self, variable: str) -> list[Tensor]:
+        """The variational parameters of ``variable``, in the distribution's order."""
+        dist = self._distribution(variable)
+        if dist is None:
+            raise NoVariablesError(
+                f"{type(self).__name__}: random variable {variable!r} is None and has "
+                "no parameters"
+            )
+        return [
+            getattr(self, self.variational_parameter_name(variable, p))
+            for p in dist.distribution_parameters
+        ]
+
+    def _prior_hyperparameters(self, variable: str) -> tuple[Tensor, ...]:
+        prior = self.prior[variable]
+        return tuple(
+            getattr(self, self.variational_parameter_name(variable, p))
+            for p in prior._required_parameters
+        )
+
+    def get_log_probs(self, sample: Tensor, variable: str) -> Tensor:
+        """``(2,)`` tensor: summed prior and variational log-density of ``sample``."""
+        dist = self._distribution(variable)
+        if dist is None:
+            raise NoVariablesError(
+                f"{type(self).__name__}: random variable {variable!r} is None"
+            )
+        parameters = tuple(self.get_variational_parameters(variable))
+        log_q = dist.variational_log_prob(sample, parameters).sum()
+        log_p = (
+            self.prior[variable]
+            .prior_log_prob(sample, self._prior_hyperparameters(variable))
+            .sum()
+        )
+        return torch.stack([log_p, log_q])
+
+    def sample_variable(self, variable: str) -> Optional[Tensor]:
+        """Draw ``variable`` once and record its log-probabilities.
+
+        Inside a sampled forward the log-probabilities go to the running call;
+        outside one they are kept on the module until :meth:`gather_log_probs`.
+        """
+        dist = self._distribution(variable)
+        if dist is None:
+            return None
+        parameters = tuple(self.get_variational_parameters(variable))
+        state = current_state()
+        record = state.record if state is not None else self._return_log_probs
+        if not record:
+            return dist.sample(parameters)
+        sample, log_q = dist.sample_and_log_prob(parameters)
+        log_p = self.prior[variable].prior_log_prob(
+            sample, self._prior_hyperparameters(variable)
+        )
+        log_probs = torch.stack([log_p.sum(), log_q.sum()])
+        if state is not None:
+            state.add(self, variable, log_probs)
+        else:
+            self._manual_log_probs.setdefault(variable, []).append(log_probs)
+        return sample
+
+    def __getattr__(self, name: str) -> Any:
+        variational = self.__dict__.get("variational_distribution")
+        if variational is not None and name in variational:
+            return self.sample_variable(name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        variational = self.__dict__.get("variational_distribution")
+        if variational is not None and name in variational:
+            raise AttributeError(
+                f"{type(self).__name__}: {name!r} is a random variable and is drawn on "
+                f"every access; set its variational parameters (e.g. "
+                f"{self.variational_parameter_name(name, 'mean')!r}) instead"
+            )
+        super().__setattr__(name, value)
+
+    # ------------------------------------------------------------------ init
+    def _calculate_fan_in(self) -> int:
+        shapes = [
+            getattr(self, self.variational_parameter_name(v, d.primary_parameter)).shape
+            for v, d in self.variational_distribution.items()
+            if d is not None
+        ]
+        if not shapes:
+            raise NoVariablesError(f"{type(self).__name__}: all random variables are None")
+        for shape in shapes:
+            if len(shape) >= 2:
+                fan_in, _ = init._calculate_fan_in_and_fan_out(
+                    torch.empty(shape, device="meta")
+                )
+                return fan_in
+        warnings.warn(
+            f"{type(self).__name__}: only one-dimensional random variables, using "
+            "fan_in = 1 for initialisation and prior rescaling",
+            stacklevel=3,
+        )
+        return 1
+
+    def reset_variational_parameters(self) -> None:
+        """Re-initialise the variational parameters of this module's variables."""
+        if self.random_variables is None:
+            raise NoVariablesError(
+                f"{type(self).__name__} has no random variables to reset"
+            )
+        fan_in = self._calculate_fan_in()
+        for variable, dist in self.variational_distribution.items():
+            if dist is None:
+                continue
+            dist.reset_variational_parameters(self, variable, fan_in, self._kaiming_init)
+            if self._prior_init:
+                self.prior[variable].reset_parameters_to_prior(self, variable)
+
+    # ------------------------------------------------------------------ log-probs
+    @property
+    def return_log_probs(self) -> bool:
+        """Whether calls record and return the weights' log-probabilities.
+
+        Setting it sets it for every ``VIModule`` inside too.
+        """
+        return self._return_log_probs
+
+    @return_log_probs.setter
+    def return_log_probs(self, mode: bool) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(
+                f"{type(self).__name__}: return_log_probs must be a bool, got {mode!r}"
+            )
+        for module in self.modules():
+            if isinstance(module, VIModule):
+                module._return_log_probs = mode
+
+    def gather_log_probs(self) -> Tensor:
+        """Log-probabilities of the draws made outside a sampled forward, ``(2,)``.
+
+        Sums over modules and variables the mean over accesses, then clears them.
+        """
+        total = None
+        for module in self.modules():
+            records = module.__dict__.get("_manual_log_probs")
+            if not records:
+                continue
+            for values in records.values():
+                term = torch.stack(values).mean(dim=0)
+                total = term if total is None else total + term
+            records.clear()
+        if total is None:
+            raise NoVariablesError(
+                f"{type(self).__name__}: no random variable was drawn since the last "
+                "gather_log_probs/reset_log_probs"
+            )
+        return total
+
+    def reset_log_probs(self) -> None:
+        """Forget the log-probabilities of draws made outside a sampled forward."""
+        for module in self.modules():
+            records = module.__dict__.get("_manual_log_probs")
+            if records:
+                records.clear()
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *input_: Optional[Tensor]) -> Tensor:
+        """Compute the output for one weight sample. Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        if current_state() is not None:
+            if "samples" in kwargs:
+                raise TypeError(
+                    f"{type(self).__name__}: samples= can only be given to the outermost "
+                    "module of a call"
+                )
+            return super().__call__(*args, **kwargs)
+        samples = kwargs.pop("samples", None)
+        return self._sampled(args, kwargs, samples, sampled_input=False)
+
+    def sampled_forward(
+        self,
+        *input_: Optional[Tensor],
+        samples: int = 10,
+        sampled_input: bool = False,
+        **kwargs: Any,
+    ) -> Union[VIReturn, tuple[VIReturn, ...]]:
+        """Run the module for ``samples`` weight draws and return a ``VIReturn``.
+
+        Calling the module (``model(x, samples=S)``) does this for the outermost
+        module; call it directly to pass inputs that already carry the sample
+        dimension (``sampled_input=True``).
+
+        Parameters
+        ----------
+        *input_ : Tensor
+            Positional inputs.
+        samples : int, default: 10
+            Number of weight draws S (taken from the inputs if they are sampled).
+        sampled_input : bool, default: False
+            Whether positional tensors already have a leading sample dimension.
+        **kwargs
+            Keyword arguments, shared by all samples.
+        """
+        if current_state() is not None:
+            raise RuntimeError(
+                f"{type(self).__name__}.sampled_forward was called inside a sampled "
+                "forward; call the module instead"
+            )
+        return self._sampled(input_, kwargs, samples, sampled_input)
+
+    def _sampled(
+        self, args: tuple, kwargs: dict, samples: Optional[int], sampled_input: bool
+    ) -> Any:
+        return sampled_call(
+            self,
+            super().__call__,
+            args,
+            kwargs,
+            samples,
+            sampled_input,
+            self._return_log_probs,
+        )

@@ -1,0 +1,299 @@
+"""``VIConv1d``, ``VIConv2d``, ``VIConv3d``: Bayesian twins of ``torch.nn.Conv*d``."""
+
+from collections.abc import Callable
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
+
+from .base import VIModule
+from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .utils.errors import ShapeError
+
+__all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+class _VIConvNd(VIModule):
+    """Shared argument handling and forward of the N-d Bayesian convolutions."""
+
+    _dims: int
+    _conv: Callable[..., Tensor]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        variational_distribution: Any = MeanFieldNormal(),
+        prior: Any = MeanFieldNormal(),
+        rescale_prior: bool = False,
+        kaiming_initialization: bool = True,
+        prior_initialization: bool = False,
+        return_log_probs: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        name = type(self).__name__
+        to_tuple = _ntuple(self._dims)
+        for arg, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("groups", groups),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must both be divisible by groups ({groups})"
+            )
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(
+                f"{name}: padding_mode must be one of {_PADDING_MODES}, got "
+                f"{padding_mode!r}"
+            )
+        kernel_size = to_tuple(kernel_size)
+        stride = to_tuple(stride)
+        dilation = to_tuple(dilation)
+        for arg, value in (
+            ("kernel_size", kernel_size),
+            ("stride", stride),
+            ("dilation", dilation),
+        ):
+            if not all(isinstance(v, int) and v > 0 for v in value):
+                raise ValueError(f"{name}: {arg} must hold positive ints, got {value!r}")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(
+                    f"{name}: padding must be 'same', 'valid' or ints, got {padding!r}"
+                )
+            if padding == "same" and any(s != 1 for s in stride):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got {stride}")
+        else:
+            padding = to_tuple(padding)
+            if not all(isinstance(v, int) and v >= 0 for v in padding):
+                raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            pad = [0, 0] * self._dims
+            if padding == "same":
+                for d, k, i in zip(dilation, kernel_size, range(self._dims - 1, -1, -1)):
+                    total = d * (k - 1)
+                    left = total // 2
+                    pad[2 * i] = left
+                    pad[2 * i + 1] = total - left
+            self._reversed_padding_repeated_twice = pad
+        else:
+            self._reversed_padding_repeated_twice = _reverse_repeat_tuple(padding, 2)
+        super().__init__(
+            variable_shapes={
+                "weight": (out_channels, in_channels // groups, *kernel_size),
+                "bias": (out_channels,) if bias else None,
+            },
+            variational_distribution=variational_distribution,
+            prior=prior,
+            rescale_prior=rescale_prior,
+            kaiming_initialization=kaiming_initialization,
+            prior_initialization=prior_initialization,
+            return_log_probs=return_log_probs,
+            device=device,
+            dtype=dtype,
+        )
+
+    def _check_input(self, input_: Tensor) -> None:
+        n = self._dims
+        if input_.dim() not in (n + 1, n + 2) or input_.shape[-n - 1] != self.in_channels:
+            raise ShapeError(
+                f"{type(self).__name__}(in_channels={self.in_channels}): expected input "
+                f"of shape (N, {self.in_channels}, *spatial) or ({self.in_channels}, "
+                f"*spatial) with {n} spatial dims, got {tuple(input_.shape)}"
+            )
+
+    def forward(self, input_: Tensor) -> Tensor:
+        """Apply the convolution with one weight sample."""
+        self._check_input(input_)
+        weight = self.weight
+        bias = self.bias
+        if self.padding_mode != "zeros":
+            padded = F.pad(
+                input_, self._reversed_padding_repeated_twice, mode=self.padding_mode
+            )
+            return self._conv(
+                padded, weight, bias, self.stride, 0, self.dilation, self.groups
+            )
+        return self._conv(
+            input_, weight, bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        """Summarise the layer for ``print(model)``."""
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0,) * self._dims:
+            text += f", padding={self.padding}"
+        if self.dilation != (1,) * self._dims:
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.variational_distribution["bias"] is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode!r}"
+        return text + (
+            f", variational_distribution={self.variational_distribution['weight']}, "
+            f"prior={self.prior['weight']}"
+        )
+
+
+_DOC = """Bayesian {n}-d convolution, the twin of :class:`torch.nn.Conv{n}d`.
+
+    Arguments and shapes are those of :class:`torch.nn.Conv{n}d`; the remaining
+    keyword arguments are the VIkwargs of :class:`~torch_blue.vi.VIModule`. The
+    ``weight`` of shape ``(out_channels, in_channels // groups, *kernel_size)`` and
+    the ``bias`` are random variables.
+
+    Shape
+    -----
+    - Input: ``(N, C_in, {spatial})`` or ``(C_in, {spatial})``.
+    - Output: ``(S, N, C_out, {spatial_out})`` as the outermost module with
+      ``samples=S``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi import VIConv{n}d
+    >>> conv = VIConv{n}d(2, 4, kernel_size=3, padding=1)
+    >>> conv(torch.randn(8, 2, {example}), samples=3).shape
+    torch.Size([3, 8, 4, {example_out}])
+    """
+
+
+class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
+    __doc__ = _DOC.format(
+        n=1, spatial="L", spatial_out="L_out", example="5", example_out="5"
+    )
+    _dims = 1
+    _conv = staticmethod(F.conv1d)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, tuple[int]],
+        stride: Union[int, tuple[int]] = 1,
+        padding: Union[str, int, tuple[int]] = 0,
+        dilation: Union[int, tuple[int]] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        variational_distribution: Union[
+            VariationalDistribution, tuple[VariationalDistribution, ...]
+        ] = MeanFieldNormal(),
+        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        rescale_prior: bool = False,
+        kaiming_initialization: bool = True,
+        prior_initialization: bool = False,
+        return_log_probs: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias, padding_mode, variational_distribution, prior, rescale_prior,
+            kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
+        )  # fmt: skip
+
+
+class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
+    __doc__ = _DOC.format(
+        n=2, spatial="H, W", spatial_out="H_out, W_out", example="5, 5", example_out="5, 5"
+    )
+    _dims = 2
+    _conv = staticmethod(F.conv2d)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, tuple[int, int]],
+        stride: Union[int, tuple[int, int]] = 1,
+        padding: Union[str, int, tuple[int, int]] = 0,
+        dilation: Union[int, tuple[int, int]] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        variational_distribution: Union[
+            VariationalDistribution, tuple[VariationalDistribution, ...]
+        ] = MeanFieldNormal(),
+        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        rescale_prior: bool = False,
+        kaiming_initialization: bool = True,
+        prior_initialization: bool = False,
+        return_log_probs: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias, padding_mode, variational_distribution, prior, rescale_prior,
+            kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
+        )  # fmt: skip
+
+
+class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
+    __doc__ = _DOC.format(
+        n=3,
+        spatial="D, H, W",
+        spatial_out="D_out, H_out, W_out",
+        example="5, 5, 5",
+        example_out="5, 5, 5",
+    )
+    _dims = 3
+    _conv = staticmethod(F.conv3d)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, tuple[int, int, int]],
+        stride: Union[int, tuple[int, int, int]] = 1,
+        padding: Union[str, int, tuple[int, int, int]] = 0,
+        dilation: Union[int, tuple[int, int, int]] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        variational_distribution: Union[
+            VariationalDistribution, tuple[VariationalDistribution, ...]
+        ] = MeanFieldNormal(),
+        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        rescale_prior: bool = False,
+        kaiming_initialization: bool = True,
+        prior_initialization: bool = False,
+        return_log_probs: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias, padding_mode, variational_distribution, prior, rescale_prior,
+            kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
+        )  # fmt: skip

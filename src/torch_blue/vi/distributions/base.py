@@ -1,0 +1,306 @@
+"""The three roles a distribution can play: prior, variational and predictive.
+
+A :class:`Distribution` describes its parameters by name (``distribution_parameters``)
+and computes element-wise log-densities from explicit parameter tensors, so the same
+object can serve many weights. The roles are mix-ins: a class may play several
+(:class:`~torch_blue.vi.distributions.MeanFieldNormal` plays all three).
+"""
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+from warnings import warn
+
+import torch
+from torch import Tensor
+from torch.nn import init
+
+from ..utils.errors import ShapeError, UnsupportedDistributionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..base import VIModule
+
+__all__ = ["Distribution", "Prior", "VariationalDistribution", "PredictiveDistribution"]
+
+
+class Distribution(ABC):
+    """Base of all torch_blue distributions.
+
+    Subclasses set the class attribute ``distribution_parameters`` (names of the
+    parameters, in the order :meth:`log_prob` expects them) and implement
+    :meth:`log_prob`. A concrete distribution must also derive from at least one role:
+    :class:`Prior`, :class:`VariationalDistribution` or :class:`PredictiveDistribution`.
+    """
+
+    distribution_parameters: tuple[str, ...] = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Distribution":  # noqa: D102
+        if not issubclass(cls, (Prior, VariationalDistribution, PredictiveDistribution)):
+            raise TypeError(
+                f"{cls.__name__} must derive from at least one of Prior, "
+                "VariationalDistribution or PredictiveDistribution"
+            )
+        return super().__new__(cls)
+
+    @property
+    def primary_parameter(self) -> str:
+        """The parameter that carries the shape and location (e.g. ``"mean"``)."""
+        return self.distribution_parameters[0]
+
+    @abstractmethod
+    def log_prob(self, sample: Tensor, parameters: tuple[Tensor, ...]) -> Tensor:
+        """Element-wise log-density of ``sample`` given ``parameters``."""
+
+    def match_parameters(
+        self, distribution_parameters: tuple[str, ...]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Split this distribution's parameters into shared and own ones.
+
+        Returns two dicts mapping parameter name to its index in
+        ``self.distribution_parameters``: those also named in
+        ``distribution_parameters``, and the rest.
+
+        Examples
+        --------
+        >>> from torch_blue.vi.distributions import MeanFieldNormal
+        >>> MeanFieldNormal().match_parameters(("mean",))
+        ({'mean': 0}, {'log_std': 1})
+        """
+        shared = {}
+        own = {}
+        for index, name in enumerate(self.distribution_parameters):
+            (shared if name in distribution_parameters else own)[name] = index
+        return shared, own
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._repr_args()})"
+
+    def _repr_args(self) -> str:
+        return ""
+
+
+def _positive(owner: str, name: str, value: float) -> float:
+    if isinstance(value, Tensor):
+        value = float(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be positive and finite, got {value!r}")
+    return float(value)
+
+
+def _finite(owner: str, name: str, value: float) -> float:
+    if isinstance(value, Tensor):
+        value = float(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    return float(value)
+
+
+class Prior(Distribution):
+    """Role: a prior :math:`p(w)` over a weight tensor.
+
+    A prior owns fixed hyperparameters, returned by :meth:`get_parameters` in the
+    order of ``distribution_parameters``. A prior may also need variational
+    parameters of the weight it scores (``_required_parameters``, e.g. the
+    variational mean); they are passed as ``hyperparameters`` to
+    :meth:`prior_log_prob`.
+    """
+
+    _required_parameters: tuple[str, ...] = ()
+    _rescaled: bool = False
+
+    @property
+    def _scaling_parameters(self) -> tuple[str, ...]:
+        """Hyperparameters that :meth:`kaiming_rescale` scales."""
+        return self.distribution_parameters
+
+    def get_parameters(self) -> tuple[Tensor, ...]:
+        """Return the hyperparameters in the order of ``distribution_parameters``."""
+        return tuple(getattr(self, name) for name in self.distribution_parameters)
+
+    def prior_log_prob(
+        self, sample: Tensor, hyperparameters: tuple[Tensor, ...] = tuple()
+    ) -> Tensor:
+        r"""Element-wise :math:`\log p(w)` of ``sample``."""
+        return self.log_prob(sample, (*self.get_parameters(), *hyperparameters))
+
+    def kaiming_rescale(self, fan_in: int, eps: float = 1e-5) -> None:
+        r"""Scale the prior to the spread of the Kaiming-uniform initialisation.
+
+        Multiplies every scaling hyperparameter by :math:`1/\sqrt{3 \cdot
+        \mathrm{fan\_in}}` (the standard deviation of
+        :math:`U(-1/\sqrt{\mathrm{fan\_in}}, 1/\sqrt{\mathrm{fan\_in}})`);
+        hyperparameters named ``log_*`` are shifted by the log of that factor. A prior
+        is rescaled at most once: layers own their copies, so a second call is a
+        mistake and only warns.
+        """
+        if self._rescaled:
+            warn(
+                f"{type(self).__name__} has been rescaled already; ignoring the second "
+                "kaiming_rescale",
+                stacklevel=2,
+            )
+            return
+        if not isinstance(fan_in, int) or fan_in < 0:
+            raise ValueError(
+                f"{type(self).__name__}.kaiming_rescale: fan_in must be a non-negative "
+                f"int, got {fan_in!r}"
+            )
+        self._rescaled = True
+        scale = 1.0 / math.sqrt(3 * fan_in) if fan_in > 0 else 0.0
+        for name in self._scaling_parameters:
+            value = getattr(self, name)
+            if name.startswith("log"):
+                setattr(self, name, value + math.log(scale + eps))
+            else:
+                setattr(self, name, value * scale)
+
+    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
+        """Set the variational parameters of ``variable`` to match this prior."""
+        raise UnsupportedDistributionError(
+            f"{type(self).__name__} does not support prior_initialization=True "
+            f"(module {type(module).__name__}, variable {variable!r})"
+        )
+
+
+class VariationalDistribution(Distribution):
+    """Role: a variational distribution :math:`q(w)` with learnable parameters.
+
+    :class:`~torch_blue.vi.VIModule` creates one ``nn.Parameter`` per name in
+    ``distribution_parameters`` for every random variable.
+    """
+
+    @property
+    @abstractmethod
+    def _default_variational_parameters(self) -> tuple[Any, ...]:
+        """Initial values of the non-location parameters, one per parameter."""
+
+    @abstractmethod
+    def sample(self, parameters: tuple[Tensor, ...]) -> Tensor:
+        """Draw one reparameterised sample of the parameters' shape."""
+
+    def variational_log_prob(
+        self, sample: Tensor, parameters: tuple[Tensor, ...]
+    ) -> Tensor:
+        r"""Element-wise :math:`\log q(w)` of ``sample``."""
+        return self.log_prob(sample, parameters)
+
+    def sample_and_log_prob(self, parameters: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        r"""Draw a sample and return it with its element-wise :math:`\log q(w)`.
+
+        Subclasses override this when the log-density is cheaper from the noise.
+        """
+        sample = self.sample(parameters)
+        return sample, self.variational_log_prob(sample, parameters)
+
+    def reset_variational_parameters(
+        self,
+        module: "VIModule",
+        variable: str,
+        fan_in: int,
+        kaiming_scaling: bool = True,
+    ) -> None:
+        r"""Initialise the variational parameters of ``variable`` on ``module``.
+
+        Location parameters (``mean``, ``mode``, ``loc``) are initialised like the
+        weights of ``torch.nn.Linear`` (uniform with bound :math:`1/\sqrt{\mathrm{
+        fan\_in}}`). The other parameters start at their default value; with
+        ``kaiming_scaling`` scale parameters are multiplied by
+        :math:`1/\sqrt{\mathrm{fan\_in}}` (``log_*`` ones shifted by its log).
+        """
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        for name, default in zip(
+            self.distribution_parameters, self._default_variational_parameters
+        ):
+            param = getattr(module, module.variational_parameter_name(variable, name))
+            if name in ("mean", "mode", "loc"):
+                init.uniform_(param, -bound, bound)
+            elif not kaiming_scaling:
+                init.constant_(param, float(default))
+            elif name.startswith("log"):
+                init.constant_(param, float(default) + math.log(bound + 1e-5))
+            else:
+                init.constant_(param, float(default) * bound)
+
+
+class PredictiveDistribution(Distribution):
+    r"""Role: the likelihood :math:`p(y \mid f(x, w))` of targets given model outputs.
+
+    A predictive distribution turns S sampled outputs (leading dimension S) and a
+    target into log-likelihoods. Its core is :meth:`sample_log_likelihood`, the
+    log-likelihood of each target under each sample (summed over every target
+    dimension after the first, the batch dimension). The losses build on it.
+    """
+
+    @abstractmethod
+    def predictive_parameters_from_samples(self, samples: Tensor) -> tuple[Tensor, ...]:
+        """Parameters of the predictive distribution summarising ``samples``."""
+
+    @abstractmethod
+    def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
+        """``(S, *reference.shape)`` log-likelihoods; inputs are validated."""
+
+    def _check(self, reference: Tensor, samples: Tensor) -> None:
+        """Raise a clear error when ``reference`` does not fit ``samples``."""
+        if not isinstance(reference, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: the target must be a Tensor, got "
+                f"{type(reference).__name__}"
+            )
+        if samples.shape[1:] != reference.shape:
+            raise ShapeError(
+                f"{type(self).__name__}: target shape {tuple(reference.shape)} does not "
+                f"match the model output {tuple(samples.shape)} without its sample "
+                f"dimension, {tuple(samples.shape[1:])}"
+            )
+
+    def sample_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
+        """Log-likelihood of ``reference`` under each sample, shape ``(S, B)``.
+
+        Parameters
+        ----------
+        reference : Tensor
+            The targets, batch dimension first.
+        samples : Tensor
+            Sampled model outputs of shape ``(S, ...)``.
+
+        Returns
+        -------
+        Tensor
+            ``(S, B)``: summed over every target dimension after the batch dimension
+            (``(S,)`` for a 0-d target).
+        """
+        samples = _plain(samples)
+        if samples.dim() == 0:
+            raise ShapeError(
+                f"{type(self).__name__}: the model output needs a leading sample "
+                "dimension, got a 0-d tensor"
+            )
+        self._check(reference, samples)
+        pointwise = self._pointwise_log_likelihood(reference, samples)
+        return pointwise.flatten(start_dim=2).sum(-1) if pointwise.dim() > 2 else pointwise
+
+    def log_prob_from_parameters(
+        self, reference: Tensor, parameters: tuple[Tensor, ...]
+    ) -> Tensor:
+        """Element-wise log-probability of ``reference`` given predictive parameters."""
+        return self.log_prob(reference, parameters)
+
+    def log_prob_from_samples(self, reference: Tensor, samples: Tensor) -> Tensor:
+        r"""Log of the sample-averaged predictive density, one value per data point.
+
+        Computes :math:`\log \frac{1}{S} \sum_s p(y \mid f(x, w_s))` for each data
+        point (batch dimension), the Monte Carlo estimate of the posterior predictive
+        log-likelihood.
+        """
+        per_sample = self.sample_log_likelihood(reference, samples)
+        return torch.logsumexp(per_sample, dim=0) - math.log(per_sample.shape[0])
+
+
+def _plain(tensor: Tensor) -> Tensor:
+    from ..utils.vi_return import VIReturn
+
+    return tensor.as_plain() if isinstance(tensor, VIReturn) else tensor

@@ -1,0 +1,154 @@
+"""The mean-field Normal distribution: prior, variational and predictive."""
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.nn import init
+
+from ..utils.use_norm_constants import norm_constants_enabled
+from .base import (
+    PredictiveDistribution,
+    Prior,
+    VariationalDistribution,
+    _finite,
+    _positive,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..base import VIModule
+
+__all__ = ["MeanFieldNormal", "Normal"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
+    r"""Independent Normal distribution per element, in all three roles.
+
+    Parameters are ``("mean", "log_std")``.
+
+    * **Prior** :math:`\mathcal N(\text{mean}, \text{std}^2)` per weight; its KL term
+      acts like L2 weight decay towards ``mean``.
+    * **Variational distribution**: learnable ``mean`` and ``log_std`` per weight.
+      ``mean`` initialises like ``torch.nn.Linear``; ``log_std`` starts at
+      ``log(std)``, scaled by :math:`1/\sqrt{\text{fan\_in}}` when the layer uses
+      Kaiming initialisation.
+    * **Predictive distribution** for regression: each sampled output is the mean of a
+      Normal with the fixed observation noise ``std`` (so it works with one sample).
+      The resulting loss is a scaled squared error.
+
+    Parameters
+    ----------
+    mean : float, default: 0.0
+        Mean (prior and initial variational mean; unused as predictive).
+    std : float, default: 1.0
+        Standard deviation (prior scale, initial variational scale before Kaiming
+        scaling, observation noise as predictive). Must be positive.
+    eps : float, default: 1e-10
+        Added to variances in :meth:`log_prob` for numerical stability.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi import VILinear
+    >>> from torch_blue.vi.distributions import MeanFieldNormal
+    >>> layer = VILinear(3, 2, prior=MeanFieldNormal(std=0.5))
+    >>> layer(torch.randn(4, 3), samples=5).shape
+    torch.Size([5, 4, 2])
+    """
+
+    distribution_parameters = ("mean", "log_std")
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0, eps: float = 1e-10) -> None:
+        name = type(self).__name__
+        self.mean = torch.tensor(_finite(name, "mean", mean))
+        self.log_std = torch.tensor(_positive(name, "std", std)).log()
+        self.eps = float(eps)
+
+    def _repr_args(self) -> str:
+        return f"mean={float(self.mean):g}, std={float(self.std):g}"
+
+    @property
+    def _default_variational_parameters(self) -> tuple[Tensor, Tensor]:
+        return self.mean, self.log_std
+
+    @property
+    def std(self) -> Tensor:
+        """Standard deviation, ``exp(log_std)``."""
+        return self.log_std.exp()
+
+    def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor]) -> Tensor:
+        """Element-wise Normal log-density of ``sample`` given ``(mean, log_std)``."""
+        mean, log_std = parameters
+        variance = torch.exp(2 * log_std) + self.eps
+        result = -0.5 * ((sample - mean) ** 2 / variance + torch.log(variance))
+        if norm_constants_enabled():
+            result = result - 0.5 * _LOG_2PI
+        return result
+
+    def sample(self, parameters: tuple[Tensor, Tensor]) -> Tensor:
+        """Reparameterised sample ``mean + exp(log_std) * noise``."""
+        mean, log_std = parameters
+        return mean + torch.exp(log_std) * torch.randn_like(mean)
+
+    def sample_and_log_prob(
+        self, parameters: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        r"""Sample and its log-density, the latter from the standard-normal noise.
+
+        :math:`(w - \mu)/\sigma` is the noise itself, so no division is needed.
+        """
+        mean, log_std = parameters
+        noise = torch.randn_like(mean)
+        sample = mean + torch.exp(log_std) * noise
+        log_prob = -0.5 * noise.square() - log_std
+        if norm_constants_enabled():
+            log_prob = log_prob - 0.5 * _LOG_2PI
+        return sample, log_prob
+
+    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
+        """Set the variational mean and log-std of ``variable`` to this prior's."""
+        init.constant_(
+            getattr(module, module.variational_parameter_name(variable, "mean")),
+            float(self.mean),
+        )
+        init.constant_(
+            getattr(module, module.variational_parameter_name(variable, "log_std")),
+            float(self.log_std),
+        )
+
+    def predictive_parameters_from_samples(self, samples: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Moment-matched predictive mean and standard deviation.
+
+        The standard deviation combines the spread of the samples (epistemic) with the
+        observation noise ``std`` (aleatoric): :math:`\sqrt{\mathrm{Var}_s[f_s] +
+        \text{std}^2}`. It is finite for a single sample.
+        """
+        mean = samples.mean(dim=0)
+        spread = samples.var(dim=0, unbiased=False)
+        std = torch.sqrt(spread + self.std.to(samples) ** 2)
+        return mean, std
+
+    def log_prob_from_parameters(
+        self, reference: Tensor, parameters: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """Log-density of ``reference`` given predictive ``(mean, std)``."""
+        mean, std = parameters
+        return self.log_prob(reference, (mean, torch.log(std)))
+
+    def _check(self, reference: Tensor, samples: Tensor) -> None:
+        super()._check(reference, samples)
+        if not reference.is_floating_point():
+            raise TypeError(
+                f"{type(self).__name__}: regression targets must be floating point, got "
+                f"{reference.dtype}"
+            )
+
+    def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
+        log_std = self.log_std.to(samples)
+        return self.log_prob(reference.unsqueeze(0), (samples, log_std))
+
+
+Normal = MeanFieldNormal

@@ -1,0 +1,200 @@
+"""``KullbackLeiblerLoss``: the negative ELBO from sampled outputs and log-probs."""
+
+import math
+from typing import Optional
+
+from torch import Tensor
+from torch.nn import Module
+
+from .distributions import PredictiveDistribution
+from .utils.errors import MissingLogProbsError, UnsupportedDistributionError
+from .utils.vi_return import VIReturn
+
+__all__ = ["KullbackLeiblerLoss"]
+
+OBJECTIVES = ("elbo", "log_mean_predictive")
+
+
+def _check_predictive(owner: str, distribution: object) -> PredictiveDistribution:
+    if not isinstance(distribution, PredictiveDistribution):
+        raise UnsupportedDistributionError(
+            f"{owner}: {type(distribution).__name__} cannot be used as predictive "
+            "distribution"
+        )
+    return distribution
+
+
+def _check_dataset_size(
+    owner: str, value: Optional[int], allow_none: bool = True
+) -> Optional[int]:
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(
+            f"{owner}: dataset_size (the number of training examples) is required; pass "
+            "it to the constructor or to forward"
+        )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: dataset_size must be a positive int, got {value!r}")
+    return value
+
+
+def _check_heat(owner: str, heat: float) -> float:
+    if isinstance(heat, bool) or not isinstance(heat, (int, float)):
+        raise TypeError(f"{owner}: heat must be a number, got {heat!r}")
+    if not math.isfinite(heat) or heat < 0:
+        raise ValueError(f"{owner}: heat must be finite and non-negative, got {heat!r}")
+    return float(heat)
+
+
+def _check_objective(owner: str, objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"{owner}: objective must be one of {OBJECTIVES}, got {objective!r}"
+        )
+    return objective
+
+
+def data_fitting(
+    predictive: PredictiveDistribution,
+    samples: Tensor,
+    target: Tensor,
+    dataset_size: int,
+    objective: str,
+) -> Tensor:
+    r"""The data term of the loss, scaled to the whole training set.
+
+    ``"elbo"``: :math:`-N \cdot \mathrm{mean}_b\, \mathrm{mean}_s \log p(y_b \mid
+    f(x_b, w_s))`, the expected log-likelihood of the textbook ELBO.
+    ``"log_mean_predictive"``: :math:`-N \cdot \mathrm{mean}_b \log \mathrm{mean}_s\,
+    p(y_b \mid f(x_b, w_s))`, the log of the sample-averaged predictive (upstream
+    torch_blue's choice; a tighter but biased objective).
+    """
+    if objective == "elbo":
+        log_likelihood = predictive.sample_log_likelihood(target, samples).mean()
+    else:
+        log_likelihood = predictive.log_prob_from_samples(target, samples).mean()
+    return -dataset_size * log_likelihood
+
+
+class KullbackLeiblerLoss(Module):
+    r"""Negative evidence lower bound (ELBO), estimated from sampled weights.
+
+    .. math::
+        \mathcal L = -N\,\mathrm{mean}_{b}\,\mathrm{mean}_{s}
+        \log p(y_b \mid f(x_b, w_s))
+        + \mathrm{heat}\cdot\mathrm{mean}_{s}\big[\log q(w_s) - \log p(w_s)\big]
+
+    :math:`N` is ``dataset_size``, the number of training examples, so that the loss
+    of one minibatch is an unbiased estimate of the full-data negative ELBO. The
+    second term is the Monte Carlo estimate of :math:`\mathrm{KL}(q\,\|\,p)` from the
+    model output's ``log_probs``.
+
+    Parameters
+    ----------
+    predictive_distribution : PredictiveDistribution
+        Likelihood of the targets: :class:`~.distributions.Categorical` for
+        classification, :class:`~.distributions.MeanFieldNormal` for regression.
+    dataset_size : int, optional
+        Number of training examples; if ``None`` it must be passed to
+        :meth:`forward` (it is never guessed).
+    heat : float, default: 1.0
+        Weight of the KL term (< 1 gives a "cold" posterior, 0 a plain loss).
+    track : bool, default: False
+        Record the loss components in :attr:`log`.
+    objective : {"elbo", "log_mean_predictive"}, default: "elbo"
+        Data term: the expected log-likelihood (textbook ELBO) or the log of the
+        sample-averaged predictive (upstream torch_blue 1.1's choice).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi import KullbackLeiblerLoss, VILinear
+    >>> from torch_blue.vi.distributions import Categorical
+    >>> model = VILinear(4, 3)
+    >>> loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=1000)
+    >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    >>> loss = loss_fn(model(x, samples=8), y)
+    >>> loss.backward()
+    """
+
+    def __init__(
+        self,
+        predictive_distribution: PredictiveDistribution,
+        dataset_size: Optional[int] = None,
+        heat: float = 1.0,
+        track: bool = False,
+        *,
+        objective: str = "elbo",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.predictive_distribution = _check_predictive(name, predictive_distribution)
+        self.dataset_size = _check_dataset_size(name, dataset_size)
+        self.heat = _check_heat(name, heat)
+        self.objective = _check_objective(name, objective)
+        self._track = False
+        self.log: Optional[dict[str, list]] = None
+        self.track(track)
+
+    def extra_repr(self) -> str:
+        """Summarise the configuration for ``print(loss)``."""
+        return (
+            f"predictive_distribution={self.predictive_distribution}, "
+            f"dataset_size={self.dataset_size}, heat={self.heat}, "
+            f"objective={self.objective!r}"
+        )
+
+    def track(self, mode: bool = True) -> None:
+        """Start (``True``) or pause (``False``) recording the loss components.
+
+        :attr:`log` maps ``"data_fitting"``, ``"prior_matching"`` and ``"log_probs"``
+        to lists with one entry per call; history is kept across pauses.
+        """
+        if mode and self.log is None:
+            self.log = {"data_fitting": [], "prior_matching": [], "log_probs": []}
+        self._track = bool(mode)
+
+    def forward(
+        self, model_output: VIReturn, target: Tensor, dataset_size: Optional[int] = None
+    ) -> Tensor:
+        """Compute the loss.
+
+        Parameters
+        ----------
+        model_output : VIReturn
+            Sampled outputs ``(S, *)`` with ``log_probs`` of shape ``(S, 2)``.
+        target : Tensor
+            Targets, shape ``(*)`` as the predictive distribution expects.
+        dataset_size : int, optional
+            Overrides the constructor's ``dataset_size`` for this call.
+        """
+        name = type(self).__name__
+        log_probs = getattr(model_output, "log_probs", None)
+        if not isinstance(model_output, VIReturn) or log_probs is None:
+            got = (
+                "a VIReturn without log_probs"
+                if isinstance(model_output, VIReturn)
+                else f"a plain {type(model_output).__name__}"
+            )
+            raise MissingLogProbsError(
+                f"{name} needs the weights' log-probabilities, but the model output is "
+                f"{got}; enable them with model.return_log_probs = True (or use "
+                "AnalyticalKullbackLeiblerLoss)"
+            )
+        n_data = _check_dataset_size(
+            name, dataset_size if dataset_size is not None else self.dataset_size, False
+        )
+        samples = model_output.as_plain()
+        log_probs = (
+            log_probs.as_subclass(Tensor) if isinstance(log_probs, VIReturn) else log_probs
+        )
+        prior_matching = self.heat * (log_probs[:, 1] - log_probs[:, 0]).mean()
+        data = data_fitting(
+            self.predictive_distribution, samples, target, n_data, self.objective
+        )
+        if self._track and self.log is not None:
+            self.log["data_fitting"].append(data.item())
+            self.log["prior_matching"].append(prior_matching.item())
+            self.log["log_probs"].append(log_probs.detach().mean(0).tolist())
+        return data + prior_matching

@@ -1,0 +1,103 @@
+"""``VILinear``: the Bayesian twin of ``torch.nn.Linear``."""
+
+from typing import ClassVar, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+
+from .base import VIModule
+from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .utils.errors import ShapeError
+
+__all__ = ["VILinear"]
+
+
+class VILinear(VIModule):
+    r"""Bayesian linear layer :math:`y = x W^\top + b` with random ``weight`` and ``bias``.
+
+    Arguments and shapes are those of :class:`torch.nn.Linear`; the remaining keyword
+    arguments are the VIkwargs of :class:`~torch_blue.vi.VIModule`.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of each input sample.
+    out_features : int
+        Size of each output sample.
+    bias : bool, default: True
+        Whether the layer has a (random) bias.
+
+    Shape
+    -----
+    - Input: ``(*, in_features)``.
+    - Output: ``(S, *, out_features)`` when called as the outermost module with
+      ``samples=S``; ``(*, out_features)`` per sample inside a model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi import VILinear
+    >>> layer = VILinear(20, 30)
+    >>> out = layer(torch.randn(128, 20), samples=4)
+    >>> out.shape
+    torch.Size([4, 128, 30])
+    """
+
+    __constants__: ClassVar[list[str]] = ["in_features", "out_features"]
+    in_features: int
+    out_features: int
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        variational_distribution: Union[
+            VariationalDistribution, tuple[VariationalDistribution, ...]
+        ] = MeanFieldNormal(),
+        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        bias: bool = True,
+        rescale_prior: bool = False,
+        kaiming_initialization: bool = True,
+        prior_initialization: bool = False,
+        return_log_probs: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"VILinear: {name} must be a positive int, got {value!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        super().__init__(
+            variable_shapes={
+                "weight": (out_features, in_features),
+                "bias": (out_features,) if bias else None,
+            },
+            variational_distribution=variational_distribution,
+            prior=prior,
+            rescale_prior=rescale_prior,
+            kaiming_initialization=kaiming_initialization,
+            prior_initialization=prior_initialization,
+            return_log_probs=return_log_probs,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, input_: Tensor) -> Tensor:
+        """Apply the layer with one weight sample."""
+        if input_.dim() == 0 or input_.shape[-1] != self.in_features:
+            raise ShapeError(
+                f"VILinear(in_features={self.in_features}): expected an input whose last "
+                f"dimension is {self.in_features}, got shape {tuple(input_.shape)}"
+            )
+        return F.linear(input_, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        """Summarise the layer for ``print(model)``."""
+        bias = self.variational_distribution["bias"] is not None
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={bias}, variational_distribution="
+            f"{self.variational_distribution['weight']}, prior={self.prior['weight']}"
+        )

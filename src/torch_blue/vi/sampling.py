@@ -1,0 +1,187 @@
+"""Autosampling: run a forward for S weight draws at once, decided at call time.
+
+The first :class:`~torch_blue.vi.VIModule` called while no sampled forward is running
+becomes the *outermost* module of that call. It opens a :class:`SamplingState`, runs
+its forward under ``torch.vmap(randomness="different")`` over S lanes, and returns a
+:class:`~torch_blue.vi.VIReturn`. Every VI module called inside sees the open state and
+runs its forward plainly, for one sample; every random-variable access inside draws a
+fresh weight per lane and adds its log-probabilities to the state.
+
+Inputs that do not depend on the sample enter the lanes unbatched, so computations on
+them alone (e.g. ``x @ mean.T`` of a first layer) run once, not S times. A
+``VIReturn`` input already carries its sample dimension: it is mapped over instead of
+being sampled again, and its log-probabilities are added to the output's, so chains of
+independent top-level calls (VI layers inside a plain ``nn.Sequential``) work.
+"""
+
+import threading
+from collections.abc import Callable
+from numbers import Integral
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from .._compat import tree_flatten, tree_unflatten
+from .utils.errors import ShapeError
+from .utils.vi_return import VIReturn
+
+__all__ = ["SamplingState", "current_state", "sampled_call", "DEFAULT_SAMPLES"]
+
+DEFAULT_SAMPLES = 10
+
+_local = threading.local()
+
+
+class SamplingState:
+    """Log-probabilities recorded during one sampled forward.
+
+    Repeated accesses of the same random variable are averaged, different variables
+    are summed.
+    """
+
+    __slots__ = ("_entries", "record")
+
+    def __init__(self, record: bool) -> None:
+        self.record = record
+        self._entries: dict[tuple[int, str], list] = {}
+
+    def add(self, module: torch.nn.Module, variable: str, log_probs: Tensor) -> None:
+        """Record the ``(2,)`` log-probabilities of one access of ``variable``."""
+        key = (id(module), variable)
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = [log_probs, 1]
+        else:
+            entry[0] = entry[0] + log_probs
+            entry[1] += 1
+
+    def total(self) -> Optional[Tensor]:
+        """Sum over variables of the mean over accesses, or ``None`` if none."""
+        result = None
+        for value, count in self._entries.values():
+            term = value if count == 1 else value / count
+            result = term if result is None else result + term
+        return result
+
+
+def current_state() -> Optional[SamplingState]:
+    """The state of the sampled forward running now in this thread, if any."""
+    return getattr(_local, "state", None)
+
+
+def _check_samples(owner: str, samples: Any) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
+        raise ValueError(f"{owner}: samples must be a positive int, got {samples!r}")
+    return int(samples)
+
+
+def sampled_call(
+    module: torch.nn.Module,
+    call: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    samples: Optional[int],
+    sampled_input: bool,
+    record: bool,
+) -> Any:
+    """Run ``call(*args, **kwargs)`` for S weight draws as the outermost module.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The outermost module (used in error messages).
+    call : callable
+        Runs the module for one sample (``nn.Module.__call__``).
+    args, kwargs
+        The inputs. Positional tensors that are ``VIReturn`` (or all positional
+        tensors if ``sampled_input``) carry a leading sample dimension; keyword
+        arguments are shared by all samples.
+    samples : int or None
+        S; ``None`` takes it from sampled inputs or uses :data:`DEFAULT_SAMPLES`.
+    sampled_input : bool
+        Whether all positional tensors carry the sample dimension.
+    record : bool
+        Whether to record and return log-probabilities.
+    """
+    owner = type(module).__name__
+    if samples is not None:
+        samples = _check_samples(owner, samples)
+    in_dims = []
+    inputs = []
+    incoming: list[Tensor] = []
+    sizes = set()
+    for arg in args:
+        if isinstance(arg, Tensor) and (sampled_input or isinstance(arg, VIReturn)):
+            if arg.dim() == 0:
+                raise ShapeError(
+                    f"{owner}: a sampled input needs a leading sample dimension, got a "
+                    "0-d tensor"
+                )
+            if isinstance(arg, VIReturn):
+                if arg.log_probs is not None and all(
+                    arg.log_probs is not t for t in incoming
+                ):
+                    incoming.append(arg.log_probs)
+                arg = arg.as_plain()
+            sizes.add(arg.shape[0])
+            in_dims.append(0)
+        else:
+            in_dims.append(None)
+        inputs.append(arg)
+    if len(sizes) > 1:
+        raise ShapeError(
+            f"{owner}: sampled inputs disagree on the number of samples: {sorted(sizes)}"
+        )
+    if sizes:
+        (size,) = sizes
+        if samples is not None and samples != size:
+            raise ShapeError(
+                f"{owner}: samples={samples} but the sampled input carries {size} samples"
+            )
+        samples = size
+    elif samples is None:
+        samples = DEFAULT_SAMPLES
+
+    structure: dict[str, Any] = {}
+
+    def one_sample(_lane: Tensor, *lane_args: Any) -> tuple[tuple[Tensor, ...], Tensor]:
+        state = SamplingState(record)
+        previous = current_state()
+        _local.state = state
+        try:
+            output = call(*lane_args, **kwargs)
+        finally:
+            _local.state = previous
+        leaves, spec = tree_flatten(output)
+        structure["spec"] = spec
+        structure["leaves"] = leaves
+        tensors = tuple(leaf for leaf in leaves if isinstance(leaf, Tensor))
+        log_probs = state.total() if record else None
+        if log_probs is None:
+            log_probs = _lane.new_zeros(2, dtype=_log_prob_dtype(module))
+        return tensors, log_probs
+
+    device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
+    lane = torch.empty(samples, 0, device=device)
+    tensors, log_probs = torch.vmap(
+        one_sample, in_dims=(0, *in_dims), randomness="different"
+    )(lane, *inputs)
+
+    if record:
+        for extra in incoming:
+            log_probs = log_probs + extra.to(log_probs)
+    else:
+        log_probs = None
+    wrapped = iter(VIReturn(t, log_probs) for t in tensors)
+    leaves = [
+        next(wrapped) if isinstance(leaf, Tensor) else leaf for leaf in structure["leaves"]
+    ]
+    return tree_unflatten(leaves, structure["spec"])
+
+
+def _log_prob_dtype(module: torch.nn.Module) -> torch.dtype:
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.get_default_dtype()
