@@ -411,7 +411,7 @@ class VIModule(Module):
     def sampled_forward(
         self,
         *input_: Optional[Tensor],
-        samples: int = 10,
+        samples: Optional[int] = None,
         sampled_input: bool = False,
         **kwargs: Any,
     ) -> Union[VIReturn, tuple[VIReturn, ...]]:
@@ -425,8 +425,9 @@ class VIModule(Module):
         ----------
         *input_ : Tensor
             Positional inputs.
-        samples : int, default: 10
-            Number of weight draws S (taken from the inputs if they are sampled).
+        samples : int, optional
+            Number of weight draws S. Default: the sample count of sampled inputs,
+            else 10. Given together with sampled inputs, it must match them.
         sampled_input : bool, default: False
             Whether positional tensors already have a leading sample dimension.
         **kwargs

@@ -1,0 +1,240 @@
+"""Autosampling contracts: call-time outermost module, shapes, log-prob aggregation."""
+
+import pytest
+import torch
+from torch import nn
+
+from torch_blue.vi import VILinear, VIModule, VIReturn, VISequential
+from torch_blue.vi.sampling import DEFAULT_SAMPLES, current_state
+from torch_blue.vi.utils import ShapeError
+
+
+class TwoHeads(VIModule):
+    """Several outputs, one of them None."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = VILinear(3, 4)
+        self.head_a = VILinear(4, 2)
+        self.head_b = VILinear(4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return self.head_a(h), (self.head_b(h), None)
+
+
+class Reuse(VIModule):
+    """Reads its weight twice per forward."""
+
+    def __init__(self):
+        super().__init__(variable_shapes={"weight": (2, 2)})
+
+    def forward(self, x):
+        return x @ self.weight + x @ self.weight
+
+
+class Wrapper(VIModule):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * 2
+
+
+def test_standalone_layer_adds_one_sample_dimension():
+    out = VILinear(3, 2)(torch.randn(5, 3), samples=7)
+    assert isinstance(out, VIReturn)
+    assert out.shape == (7, 5, 2)
+    assert out.log_probs.shape == (7, 2)
+
+
+def test_default_number_of_samples():
+    out = VILinear(3, 2)(torch.randn(5, 3))
+    assert out.shape == (DEFAULT_SAMPLES, 5, 2) and DEFAULT_SAMPLES == 10
+
+
+def test_unbatched_input():
+    assert VILinear(3, 2)(torch.randn(3), samples=4).shape == (4, 2)
+
+
+def test_several_outputs_each_carry_the_same_log_probs():
+    out_a, (out_b, nothing) = TwoHeads()(torch.randn(5, 3), samples=6)
+    assert out_a.shape == (6, 5, 2) and out_b.shape == (6, 5, 1)
+    assert nothing is None
+    assert out_a.log_probs is out_b.log_probs
+    assert out_a.log_probs.shape == (6, 2)
+
+
+def test_layer_attached_after_construction_is_not_outermost():
+    model = VIModule()
+    model.layer = VILinear(3, 2)
+    model.forward = lambda x: model.layer(x)
+    assert model(torch.randn(5, 3), samples=3).shape == (3, 5, 2)
+
+
+def test_nested_model_gives_one_sample_dimension():
+    inner = VISequential(VILinear(3, 4), nn.ReLU(), VILinear(4, 2))
+    # The inner model alone is outermost ...
+    assert inner(torch.randn(5, 3), samples=2).shape == (2, 5, 2)
+    # ... and inside another model it is not.
+    outer = Wrapper(inner)
+    assert outer(torch.randn(5, 3), samples=3).shape == (3, 5, 2)
+    assert Wrapper(outer)(torch.randn(5, 3), samples=4).shape == (4, 5, 2)
+
+
+def test_vi_layers_inside_plain_sequential_chain_their_samples():
+    model = nn.Sequential(VILinear(3, 4), nn.ReLU(), VILinear(4, 2))
+    out = model(torch.randn(5, 3))
+    assert out.shape == (DEFAULT_SAMPLES, 5, 2)
+    assert isinstance(out, VIReturn) and out.log_probs.shape == (DEFAULT_SAMPLES, 2)
+
+
+def test_chained_calls_accumulate_log_probs_of_both_layers():
+    torch.manual_seed(0)
+    first, second = VILinear(3, 4), VILinear(4, 2)
+    x = torch.randn(5, 3)
+    h = first(x, samples=3)
+    out = second(h)
+    assert out.shape == (3, 5, 2)
+    # The second layer's own contribution: its prior/variational densities only.
+    own = out.log_probs - h.log_probs
+    assert torch.all(own[:, 1] > -1e3) and not torch.allclose(own, torch.zeros_like(own))
+
+
+def test_chained_call_with_conflicting_samples_raises():
+    h = VILinear(3, 4)(torch.randn(5, 3), samples=3)
+    with pytest.raises(ShapeError, match="samples=5 but the sampled input carries 3"):
+        VILinear(4, 2)(h, samples=5)
+
+
+@pytest.mark.parametrize("samples", [0, -1, 2.0, "3", True, None])
+def test_samples_must_be_a_positive_int(samples):
+    layer = VILinear(3, 2)
+    if samples is None:  # None means "default" when calling, but not for sampled_forward
+        with pytest.raises(ValueError, match="samples must be a positive int"):
+            layer.sampled_forward(torch.randn(1, 3), samples=0)
+        return
+    with pytest.raises(ValueError, match="samples must be a positive int"):
+        layer(torch.randn(1, 3), samples=samples)
+
+
+def test_samples_on_an_inner_call_raises():
+    class Bad(VIModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = VILinear(3, 2)
+
+        def forward(self, x):
+            return self.layer(x, samples=3)
+
+    with pytest.raises(TypeError, match="outermost"):
+        Bad()(torch.randn(1, 3))
+
+
+def test_sampled_forward_with_sampled_input():
+    layer = VILinear(3, 2)
+    x = torch.randn(4, 5, 3)
+    out = layer.sampled_forward(x, sampled_input=True)
+    assert out.shape == (4, 5, 2)
+    # Lane s sees x[s]: with the weight noise switched off the lanes are exact.
+    with torch.no_grad():
+        layer._weight_log_std.fill_(-30.0)
+        layer._bias_log_std.fill_(-30.0)
+    out = layer.sampled_forward(x, sampled_input=True)
+    expected = torch.nn.functional.linear(x, layer._weight_mean, layer._bias_mean)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_state_is_closed_after_a_call_even_on_error():
+    layer = VILinear(3, 2)
+    with pytest.raises(ShapeError):
+        layer(torch.randn(4, 5), samples=2)
+    assert current_state() is None
+
+
+def test_lanes_draw_independent_weights_with_the_right_moments():
+    torch.manual_seed(0)
+    layer = VILinear(3, 2, bias=False)
+    samples = 20_000
+    # F.linear(I, W) = W^T, so every lane returns its own weight sample.
+    draws = layer(torch.eye(3), samples=samples).as_plain().detach().transpose(1, 2)
+    mean = layer._weight_mean.detach()
+    std = layer._weight_log_std.detach().exp()
+    # 5 standard errors: sigma/sqrt(n) for the mean, sigma/sqrt(2n) for the std.
+    assert torch.all((draws.mean(0) - mean).abs() < 5 * std / samples**0.5)
+    assert torch.all((draws.std(0) - std).abs() < 5 * std / (2 * samples) ** 0.5)
+    # Independent lanes: neighbouring lanes are uncorrelated.
+    centred = (draws - mean) / std
+    correlation = (centred[1:] * centred[:-1]).mean()
+    assert abs(correlation.item()) < 5 / (samples * 6) ** 0.5
+
+
+def test_log_probs_equal_the_densities_of_the_drawn_weights():
+    torch.manual_seed(0)
+    layer = VILinear(3, 2, bias=False)
+    out = layer(torch.eye(3), samples=5)
+    for s in range(5):
+        weight = out[s].as_plain().T if isinstance(out[s], VIReturn) else out[s].T
+        expected = layer.get_log_probs(weight, "weight")
+        assert torch.allclose(out.log_probs[s], expected, atol=1e-4)
+
+
+def test_repeated_accesses_are_averaged_not_summed():
+    torch.manual_seed(0)
+    module = Reuse()
+    out = module(torch.ones(1, 2), samples=50_000)
+    # Averaging two accesses keeps the expected log q at -entropy; summing would double it.
+    mean_log_q = out.log_probs[:, 1].mean()
+    entropy = torch.distributions.Normal(
+        module._weight_mean, module._weight_log_std.exp()
+    ).entropy()
+    # per-draw log q of 4 weights has std sqrt(4 * 0.5); averaging two halves the variance.
+    standard_error = (4 * 0.5 / 2) ** 0.5 / 50_000**0.5
+    assert abs(mean_log_q.item() + entropy.sum().item()) < 5 * standard_error
+
+
+def test_return_log_probs_false_returns_vireturn_without_log_probs():
+    model = VISequential(VILinear(3, 4), nn.ReLU(), VILinear(4, 2))
+    model.return_log_probs = False
+    out = model(torch.randn(5, 3), samples=3)
+    assert isinstance(out, VIReturn) and out.log_probs is None
+    model.return_log_probs = True
+    assert model(torch.randn(5, 3), samples=3).log_probs.shape == (3, 2)
+
+
+def test_gradients_reach_every_variational_parameter():
+    model = VISequential(VILinear(3, 4), nn.ReLU(), VILinear(4, 2))
+    out = model(torch.randn(5, 3), samples=3)
+    (out.sum() + out.log_probs.sum()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_keyword_arguments_are_shared_across_samples():
+    class Scaled(VIModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = VILinear(3, 2)
+
+        def forward(self, x, scale=1.0):
+            return self.layer(x) * scale
+
+    out = Scaled()(torch.randn(4, 3), samples=2, scale=0.0)
+    assert torch.equal(out.as_plain(), torch.zeros(2, 4, 2))
+
+
+def test_the_forward_runs_once_per_call_not_once_per_sample():
+    calls = []
+
+    class Counting(VIModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = VILinear(3, 2)
+
+        def forward(self, x):
+            calls.append(1)
+            return self.layer(x)
+
+    Counting()(torch.randn(4, 3), samples=16)
+    assert len(calls) == 1
