@@ -118,7 +118,7 @@ def test_upstream_divergence_modules():
 def test_pair_without_closed_form_raises_at_construction():
     model = VILinear(3, 2, prior=BasicQuietPrior())
     with pytest.raises(
-        UnsupportedDistributionError, match="no closed-form KL .*BasicQuietPrior"
+        UnsupportedDistributionError, match=r"no closed-form KL .*BasicQuietPrior"
     ):
         AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
 

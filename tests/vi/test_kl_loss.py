@@ -81,7 +81,7 @@ def test_dataset_size_in_forward_overrides():
 
 
 def test_missing_dataset_size_raises():
-    with pytest.raises(ValueError, match="dataset_size .* is required"):
+    with pytest.raises(ValueError, match=r"dataset_size .* is required"):
         KullbackLeiblerLoss(Categorical())(_output(), torch.randint(0, 3, (6,)))
 
 
@@ -92,7 +92,7 @@ def test_bad_dataset_size_raises(size):
 
 
 def test_plain_tensor_raises_missing_log_probs():
-    with pytest.raises(MissingLogProbsError, match="plain Tensor.*return_log_probs = True"):
+    with pytest.raises(MissingLogProbsError, match=r"plain Tensor.*return_log_probs = True"):
         KullbackLeiblerLoss(Categorical(), 10)(torch.randn(4, 6, 3), torch.zeros(6).long())
 
 

@@ -33,7 +33,7 @@ def test_shape_preserving_operations_keep_log_probs(output):
         lambda t: t.flatten(1),
         lambda t: t.sum(),
         lambda t: t.reshape(4, 6),
-    ],  # fmt: skip
+    ],
 )
 def test_shape_changing_operations_return_plain_tensors(output, operation):
     result = operation(output)
@@ -82,7 +82,7 @@ def test_repr_mentions_log_probs(output):
         (torch.zeros(4), r"shape \(S, 2\)"),
         (torch.zeros(3, 2), "leading sample dimension"),
         ([0.0, 0.0], "must be a Tensor"),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_log_probs_raise(log_probs, match):
     with pytest.raises((ValueError, TypeError), match=match):
