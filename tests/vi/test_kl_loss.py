@@ -92,7 +92,8 @@ def test_bad_dataset_size_raises(size):
 
 
 def test_plain_tensor_raises_missing_log_probs():
-    with pytest.raises(MissingLogProbsError, match=r"plain Tensor.*return_log_probs = True"):
+    match = r"plain Tensor.*return_log_probs = True"
+    with pytest.raises(MissingLogProbsError, match=match):
         KullbackLeiblerLoss(Categorical(), 10)(torch.randn(4, 6, 3), torch.zeros(6).long())
 
 
