@@ -238,3 +238,19 @@ def test_the_forward_runs_once_per_call_not_once_per_sample():
 
     Counting()(torch.randn(4, 3), samples=16)
     assert len(calls) == 1
+
+
+def test_sampled_forward_and_log_probs_pass_gradcheck_in_float64():
+    layer = VILinear(3, 2, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    names = [name for name, _ in layer.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in layer.parameters())
+
+    def sampled(*values):
+        torch.manual_seed(0)  # the same weight noise on every evaluation
+        out = torch.func.functional_call(
+            layer, dict(zip(names, values)), (x,), {"samples": 3}
+        )
+        return out.as_plain(), out.log_probs
+
+    assert torch.autograd.gradcheck(sampled, params)
