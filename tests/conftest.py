@@ -1,0 +1,20 @@
+"""Shared fixtures: every test starts seeded and leaves the global switches as found."""
+
+import os
+
+import pytest
+import torch
+
+from torch_blue.vi.utils import use_norm_constants
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per worker: with `pytest -n 2` on two cores, more threads
+    # only make the workers spin against each other.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_restore_norm_constants():
+    torch.manual_seed(0)
+    yield
+    use_norm_constants(True)
