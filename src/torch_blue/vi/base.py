@@ -283,10 +283,10 @@ class VIModule(Module):
         if not record:
             return dist.sample(parameters)
         sample, log_q = dist.sample_and_log_prob(parameters)
-        log_p = self.prior[variable].prior_log_prob(
+        log_p = self.prior[variable].prior_log_prob_sum(
             sample, self._prior_hyperparameters(variable)
         )
-        log_probs = torch.stack([log_p.sum(), log_q.sum()])
+        log_probs = torch.stack([log_p, log_q])
         if state is not None:
             state.add(self, variable, log_probs)
         else:

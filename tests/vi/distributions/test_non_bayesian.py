@@ -54,7 +54,7 @@ def test_sample_and_log_prob_returns_mean_and_zeros():
     mean = torch.randn(4, 3)
     sample, log_prob = NonBayesian().sample_and_log_prob((mean,))
     assert torch.equal(sample, mean)
-    assert torch.equal(log_prob, torch.zeros(4, 3))
+    assert torch.equal(log_prob, torch.zeros(()))
 
 
 def test_layer_is_deterministic():

@@ -90,7 +90,8 @@ def test_sample_and_log_prob_matches_log_prob(constants):
     mean, log_std = torch.randn(2, 1000)
     use_norm_constants(constants)
     sample, log_prob = dist.sample_and_log_prob((mean, log_std))
-    torch.testing.assert_close(log_prob, dist.log_prob(sample, (mean, log_std)))
+    expected = dist.log_prob(sample, (mean, log_std)).sum()
+    torch.testing.assert_close(log_prob, expected, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["sample", "sample_and_log_prob"])
@@ -216,3 +217,19 @@ def test_reset_parameters_to_prior():
         torch.testing.assert_close(
             log_std.detach(), torch.full_like(log_std, math.log(0.2))
         )
+
+
+@pytest.mark.parametrize("constants", [True, False])
+@pytest.mark.parametrize(("mean", "std"), [(0.0, 1.0), (0.3, 0.2)])
+def test_prior_log_prob_sum_matches_the_elementwise_sum(constants, mean, std):
+    use_norm_constants(constants)
+    prior = MeanFieldNormal(mean, std)
+    sample = torch.randn(40, 30, dtype=torch.float64)
+    expected = prior.prior_log_prob(sample).sum()
+    torch.testing.assert_close(prior.prior_log_prob_sum(sample), expected)
+
+
+def test_prior_log_prob_sum_gradcheck():
+    prior = MeanFieldNormal(0.2, 0.7)
+    sample = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(prior.prior_log_prob_sum, (sample,))

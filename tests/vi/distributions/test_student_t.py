@@ -122,7 +122,7 @@ def test_sample_and_log_prob_matches_log_prob():
     dist = MeanFieldStudentT(degrees_of_freedom=3.0)
     mean, log_scale = torch.randn(2, 100)
     sample, log_prob = dist.sample_and_log_prob((mean, log_scale))
-    torch.testing.assert_close(log_prob, dist.log_prob(sample, (mean, log_scale)))
+    torch.testing.assert_close(log_prob, dist.log_prob(sample, (mean, log_scale)).sum())
 
 
 # ---------------------------------------------------------------- construction

@@ -127,6 +127,16 @@ class Prior(Distribution):
         r"""Element-wise :math:`\log p(w)` of ``sample``."""
         return self.log_prob(sample, (*self.get_parameters(), *hyperparameters))
 
+    def prior_log_prob_sum(
+        self, sample: Tensor, hyperparameters: tuple[Tensor, ...] = tuple()
+    ) -> Tensor:
+        r"""Total :math:`\log p(w)` of ``sample``, summed over all elements (0-d).
+
+        The hot path of every weight access; subclasses override it when the sum is
+        cheaper than summing :meth:`prior_log_prob`.
+        """
+        return self.prior_log_prob(sample, hyperparameters).sum()
+
     def kaiming_rescale(self, fan_in: int, eps: float = 1e-5) -> None:
         r"""Scale the prior to the spread of the Kaiming-uniform initialisation.
 
@@ -189,12 +199,14 @@ class VariationalDistribution(Distribution):
         return self.log_prob(sample, parameters)
 
     def sample_and_log_prob(self, parameters: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        r"""Draw a sample and return it with its element-wise :math:`\log q(w)`.
+        r"""Draw a sample and return it with its total :math:`\log q(w)` (a 0-d tensor).
 
-        Subclasses override this when the log-density is cheaper from the noise.
+        The log-density is summed over all elements. This is the hot path of every
+        weight access; subclasses override it when the density is cheaper from the
+        noise that made the sample.
         """
         sample = self.sample(parameters)
-        return sample, self.variational_log_prob(sample, parameters)
+        return sample, self.variational_log_prob(sample, parameters).sum()
 
     def reset_variational_parameters(
         self,

@@ -34,6 +34,12 @@ class UniformPrior(Prior):
         """Zeros of the sample's shape."""
         return torch.zeros_like(sample)
 
+    def prior_log_prob_sum(
+        self, sample: Tensor, hyperparameters: tuple[Tensor, ...] = tuple()
+    ) -> Tensor:
+        """A zero (0-d) on the sample's device."""
+        return sample.new_zeros(())
+
 
 class NonBayesian(UniformPrior, VariationalDistribution, PredictiveDistribution):
     """A point estimate: the "distribution" that always returns its ``mean``.
@@ -76,8 +82,8 @@ class NonBayesian(UniformPrior, VariationalDistribution, PredictiveDistribution)
         return parameters[0]
 
     def sample_and_log_prob(self, parameters: tuple[Tensor]) -> tuple[Tensor, Tensor]:
-        """Return the mean and zeros."""
-        return parameters[0], torch.zeros_like(parameters[0])
+        """Return the mean and a zero log-density."""
+        return parameters[0], parameters[0].new_zeros(())
 
     def predictive_parameters_from_samples(self, samples: Tensor) -> tuple[Tensor]:
         """The mean over samples."""

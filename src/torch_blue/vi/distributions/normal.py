@@ -91,22 +91,37 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
     def sample(self, parameters: tuple[Tensor, Tensor]) -> Tensor:
         """Reparameterised sample ``mean + exp(log_std) * noise``."""
         mean, log_std = parameters
-        return mean + torch.exp(log_std) * torch.randn_like(mean)
+        return torch.addcmul(mean, torch.exp(log_std), torch.randn_like(mean))
 
     def sample_and_log_prob(
         self, parameters: tuple[Tensor, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        r"""Sample and its log-density, the latter from the standard-normal noise.
+        r"""Sample and its total log-density, the latter from the standard-normal noise.
 
-        :math:`(w - \mu)/\sigma` is the noise itself, so no division is needed.
+        :math:`(w - \mu)/\sigma` is the noise itself, so no division is needed, and
+        :math:`\sum \log\sigma` does not depend on the draw: under autosampling it is
+        computed once for all samples.
         """
         mean, log_std = parameters
         noise = torch.randn_like(mean)
-        sample = mean + torch.exp(log_std) * noise
-        log_prob = -0.5 * noise.square() - log_std
+        sample = torch.addcmul(mean, torch.exp(log_std), noise)
+        log_prob = -0.5 * torch.linalg.vector_norm(noise).square() - log_std.sum()
         if norm_constants_enabled():
-            log_prob = log_prob - 0.5 * _LOG_2PI
+            log_prob = log_prob - 0.5 * _LOG_2PI * mean.numel()
         return sample, log_prob
+
+    def prior_log_prob_sum(
+        self, sample: Tensor, hyperparameters: tuple[Tensor, ...] = tuple()
+    ) -> Tensor:
+        """Total prior log-density; one fused pass when mean and std are scalars."""
+        if self.mean.dim() or self.log_std.dim() or hyperparameters:
+            return super().prior_log_prob_sum(sample, hyperparameters)
+        variance = math.exp(2 * float(self.log_std)) + self.eps
+        mean = float(self.mean)
+        centred = sample if mean == 0.0 else sample - mean
+        log_norm = math.log(variance) + (_LOG_2PI if norm_constants_enabled() else 0.0)
+        squares = torch.linalg.vector_norm(centred).square()
+        return -0.5 * (squares / variance + sample.numel() * log_norm)
 
     def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
         """Set the variational mean and log-std of ``variable`` to this prior's."""
