@@ -286,12 +286,16 @@ class VIModule(Module):
         log_p = self.prior[variable].prior_log_prob_sum(
             sample, self._prior_hyperparameters(variable)
         )
-        log_probs = torch.stack([log_p, log_q])
+        self._record_log_probs(variable, torch.stack([log_p, log_q]))
+        return sample
+
+    def _record_log_probs(self, variable: str, log_probs: Tensor) -> None:
+        """Add ``(log p, log q)`` of one access of ``variable`` to the running call."""
+        state = current_state()
         if state is not None:
             state.add(self, variable, log_probs)
         else:
             self._manual_log_probs.setdefault(variable, []).append(log_probs)
-        return sample
 
     def __getattr__(self, name: str) -> Any:
         variational = self.__dict__.get("variational_distribution")
@@ -363,6 +367,29 @@ class VIModule(Module):
         for module in self.modules():
             if isinstance(module, VIModule):
                 module._return_log_probs = mode
+
+    @property
+    def estimator(self) -> Optional[str]:
+        """Gradient estimator of this layer (see :mod:`torch_blue.vi.estimators`).
+
+        ``None`` for modules without one (containers, custom modules). Setting it on a
+        container sets it on every layer inside that supports estimators.
+        """
+        return self.__dict__.get("_estimator")
+
+    @estimator.setter
+    def estimator(self, estimator: str) -> None:
+        from .estimators import EstimatorLayer, check_estimator
+
+        layers = [m for m in self.modules() if isinstance(m, EstimatorLayer)]
+        if not layers:
+            raise NoVariablesError(
+                f"{type(self).__name__}: no layer inside supports gradient estimators"
+            )
+        for layer in layers:  # validate all before changing any
+            check_estimator(layer, estimator)
+        for layer in layers:
+            layer._estimator = estimator
 
     def gather_log_probs(self) -> Tensor:
         """Log-probabilities of the draws made outside a sampled forward, ``(2,)``.

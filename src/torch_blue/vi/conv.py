@@ -10,6 +10,7 @@ from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
 
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .estimators import EstimatorLayer, check_estimator
 from .utils.errors import ShapeError
 
 __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
@@ -17,7 +18,7 @@ __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-class _VIConvNd(VIModule):
+class _VIConvNd(VIModule, EstimatorLayer):
     """Shared argument handling and forward of the N-d Bayesian convolutions."""
 
     _dims: int
@@ -42,6 +43,7 @@ class _VIConvNd(VIModule):
         return_log_probs: bool = True,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        estimator: str = "reparameterization",
     ) -> None:
         name = type(self).__name__
         to_tuple = _ntuple(self._dims)
@@ -116,6 +118,8 @@ class _VIConvNd(VIModule):
             device=device,
             dtype=dtype,
         )
+        self._spatial_dims = self._dims
+        self._estimator = check_estimator(self, estimator)
 
     def _check_input(self, input_: Tensor) -> None:
         n = self._dims
@@ -126,11 +130,9 @@ class _VIConvNd(VIModule):
                 f"*spatial) with {n} spatial dims, got {tuple(input_.shape)}"
             )
 
-    def forward(self, input_: Tensor) -> Tensor:
-        """Apply the convolution with one weight sample."""
-        self._check_input(input_)
-        weight = self.weight
-        bias = self.bias
+    def _conv_forward(
+        self, input_: Tensor, weight: Tensor, bias: Optional[Tensor]
+    ) -> Tensor:
         if self.padding_mode != "zeros":
             padded = F.pad(
                 input_, self._reversed_padding_repeated_twice, mode=self.padding_mode
@@ -141,6 +143,14 @@ class _VIConvNd(VIModule):
         return self._conv(
             input_, weight, bias, self.stride, self.padding, self.dilation, self.groups
         )
+
+    def forward(self, input_: Tensor) -> Tensor:
+        """Apply the convolution with one weight sample."""
+        self._check_input(input_)
+        fast = self._fast_preactivations(self._conv_forward, input_)
+        if fast is not None:
+            return fast
+        return self._conv_forward(input_, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""
@@ -158,6 +168,8 @@ class _VIConvNd(VIModule):
             text += ", bias=False"
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
+        if self._estimator != "reparameterization":
+            text += f", estimator={self._estimator!r}"
         return text + (
             f", variational_distribution={self.variational_distribution['weight']}, "
             f"prior={self.prior['weight']}"
@@ -215,11 +227,13 @@ class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
         return_log_probs: bool = True,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        estimator: str = "reparameterization",
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
             bias, padding_mode, variational_distribution, prior, rescale_prior,
             kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
+            estimator,
         )  # fmt: skip
 
 
@@ -251,11 +265,13 @@ class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
         return_log_probs: bool = True,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        estimator: str = "reparameterization",
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
             bias, padding_mode, variational_distribution, prior, rescale_prior,
             kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
+            estimator,
         )  # fmt: skip
 
 
@@ -291,9 +307,11 @@ class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
         return_log_probs: bool = True,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        estimator: str = "reparameterization",
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
             bias, padding_mode, variational_distribution, prior, rescale_prior,
             kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
+            estimator,
         )  # fmt: skip

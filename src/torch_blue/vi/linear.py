@@ -8,12 +8,13 @@ from torch.nn import functional as F  # noqa: N812
 
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .estimators import EstimatorLayer, check_estimator
 from .utils.errors import ShapeError
 
 __all__ = ["VILinear"]
 
 
-class VILinear(VIModule):
+class VILinear(VIModule, EstimatorLayer):
     r"""Bayesian linear layer :math:`y = x W^\top + b` with random ``weight`` and ``bias``.
 
     Arguments and shapes are those of :class:`torch.nn.Linear`; the remaining keyword
@@ -27,6 +28,9 @@ class VILinear(VIModule):
         Size of each output sample.
     bias : bool, default: True
         Whether the layer has a (random) bias.
+    estimator : str, default: "reparameterization"
+        Gradient estimator: ``"reparameterization"``, ``"local_reparameterization"``
+        or ``"flipout"`` (see :mod:`torch_blue.vi.estimators`).
 
     Shape
     -----
@@ -63,6 +67,7 @@ class VILinear(VIModule):
         return_log_probs: bool = True,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        estimator: str = "reparameterization",
     ) -> None:
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -83,6 +88,7 @@ class VILinear(VIModule):
             device=device,
             dtype=dtype,
         )
+        self._estimator = check_estimator(self, estimator)
 
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the layer with one weight sample."""
@@ -91,6 +97,9 @@ class VILinear(VIModule):
                 f"VILinear(in_features={self.in_features}): expected an input whose last "
                 f"dimension is {self.in_features}, got shape {tuple(input_.shape)}"
             )
+        fast = self._fast_preactivations(F.linear, input_)
+        if fast is not None:
+            return fast
         return F.linear(input_, self.weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -100,4 +109,9 @@ class VILinear(VIModule):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={bias}, variational_distribution="
             f"{self.variational_distribution['weight']}, prior={self.prior['weight']}"
+            + (
+                ""
+                if self._estimator == "reparameterization"
+                else f", estimator={self._estimator!r}"
+            )
         )

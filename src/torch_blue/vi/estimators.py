@@ -1,0 +1,169 @@
+r"""Gradient estimators of the Bayesian layers.
+
+A layer with mean-field Normal weights can propagate its randomness in three ways
+(all give outputs with the same distribution per example, and unbiased ELBO
+gradients):
+
+``"reparameterization"`` (default)
+    Draw the weights, :math:`W_s = \mu + \sigma \odot \epsilon_s`, once per sample
+    and share them across the batch; the KL term is estimated from the drawn weights.
+    Works with every variational distribution and prior. When the model runs with
+    ``return_log_probs = False`` (prediction), Normal layers sample the
+    pre-activations instead, like upstream torch_blue: the per-example predictive
+    distribution is the same and no weight matrix is drawn.
+``"local_reparameterization"`` (Kingma, Salimans & Welling 2015)
+    Sample the pre-activations :math:`\mathcal N(x\mu^\top, x^2 (\sigma^2)^\top)`
+    directly, independently per example. Much cheaper (no weight draws) and
+    lower-variance gradients.
+``"flipout"`` (Wen et al. 2018)
+    Draw one weight perturbation per sample and decorrelate it across the examples
+    of the batch with random sign flips: :math:`x\mu^\top + ((x \odot r)(\sigma
+    \odot \epsilon)^\top) \odot s`. Lower-variance gradients at the cost of
+    weight sampling.
+
+The last two draw no weights, so their layers contribute the closed-form KL
+divergence: they record the expected log-densities
+:math:`(\mathbb E_q \log p, \mathbb E_q \log q) = (-H[q] - \mathrm{KL}, -H[q])`,
+whose difference is exactly the KL term both losses need.
+"""
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+from .distributions import MeanFieldNormal
+from .distributions.kl import has_closed_form_kl, kl_divergence
+from .utils.errors import UnsupportedDistributionError
+from .utils.use_norm_constants import norm_constants_enabled
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import VIModule
+
+__all__ = ["ESTIMATORS", "EstimatorLayer", "check_estimator", "expected_log_probs"]
+
+ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout")
+
+Op = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+
+
+def normal_layer(module: "VIModule") -> bool:
+    """Whether every random variable of ``module`` is mean-field Normal (or None)."""
+    return all(
+        d is None or type(d) is MeanFieldNormal
+        for d in module.variational_distribution.values()
+    )
+
+
+def check_estimator(module: "VIModule", estimator: str) -> str:
+    """Validate ``estimator`` for ``module``; return it."""
+    name = type(module).__name__
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            f"{name}: estimator must be one of {ESTIMATORS}, got {estimator!r}"
+        )
+    if estimator == "reparameterization":
+        return estimator
+    if not normal_layer(module):
+        kinds = sorted(
+            {type(d).__name__ for d in module.variational_distribution.values() if d}
+        )
+        raise UnsupportedDistributionError(
+            f"{name}: estimator {estimator!r} needs MeanFieldNormal variational "
+            f"distributions, got {kinds}"
+        )
+    for variable, dist in module.variational_distribution.items():
+        if dist is not None and not has_closed_form_kl(module.prior[variable], dist):
+            raise UnsupportedDistributionError(
+                f"{name}: estimator {estimator!r} needs a closed-form KL divergence, but "
+                f"none is registered for prior {type(module.prior[variable]).__name__} "
+                f"of variable {variable!r}"
+            )
+    return estimator
+
+
+def expected_log_probs(module: "VIModule", variable: str) -> Tensor:
+    r"""``(2,)``: :math:`(\mathbb E_q \log p, \mathbb E_q \log q)` of a Normal variable."""
+    mean, log_std = module.get_variational_parameters(variable)
+    kl = kl_divergence(module.prior[variable], module.variational_distribution[variable],
+                       (mean, log_std))  # fmt: skip
+    per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
+    neg_entropy = -log_std.sum() - per_element * log_std.numel()
+    return torch.stack([neg_entropy - kl, neg_entropy])
+
+
+def _variance(log_std: Optional[Tensor]) -> Optional[Tensor]:
+    return None if log_std is None else torch.exp(2 * log_std)
+
+
+def local_reparameterization(
+    op: Op,
+    x: Tensor,
+    weight: tuple[Tensor, Tensor],
+    bias: Optional[tuple[Tensor, Tensor]],
+) -> Tensor:
+    """Sample pre-activations of ``op`` (linear or convolution) with Normal weights."""
+    b_mean, b_log_std = bias if bias is not None else (None, None)
+    mean = op(x, weight[0], b_mean)
+    variance = op(x.square(), _variance(weight[1]), _variance(b_log_std))
+    # The floor keeps sqrt differentiable where an input is exactly zero everywhere.
+    return torch.addcmul(mean, torch.sqrt(variance + 1e-16), torch.randn_like(mean))
+
+
+def flipout(
+    op: Op,
+    x: Tensor,
+    weight: tuple[Tensor, Tensor],
+    bias: Optional[tuple[Tensor, Tensor]],
+    spatial_dims: int,
+) -> Tensor:
+    """Flipout pre-activations of ``op`` with one weight perturbation per sample."""
+    b_mean, b_log_std = bias if bias is not None else (None, None)
+    mean = op(x, weight[0], b_mean)
+    delta_w = torch.exp(weight[1]) * torch.randn_like(weight[0])
+    delta_b = None if b_log_std is None else torch.exp(b_log_std) * torch.randn_like(b_mean)
+    trailing = (1,) * spatial_dims
+    in_signs = _signs(x, x.shape[: x.dim() - spatial_dims] + trailing)
+    out_signs = _signs(mean, mean.shape[: mean.dim() - spatial_dims] + trailing)
+    return mean + op(x * in_signs, delta_w, delta_b) * out_signs
+
+
+def _signs(like: Tensor, shape: torch.Size) -> Tensor:
+    # A random-number op that vmap(randomness="different") draws anew per sample.
+    return torch.randn(shape, dtype=like.dtype, device=like.device).sign()
+
+
+class EstimatorLayer:
+    """Mix-in for ``VIModule`` layers computing an affine ``op(x, weight, bias)``.
+
+    Used by linear maps and convolutions with random ``weight`` and ``bias``.
+    The layer calls :meth:`_fast_preactivations` first; ``None`` means "draw the
+    weights" (the reparameterisation estimator while log-probs are recorded).
+    """
+
+    _estimator: str = "reparameterization"
+    _spatial_dims: int = 0
+
+    def _fast_preactivations(self, op: Op, x: Tensor) -> Optional[Tensor]:
+        from .sampling import current_state
+
+        state = current_state()
+        record = state.record if state is not None else self._return_log_probs
+        estimator = self._estimator
+        if estimator == "reparameterization":
+            if record or not normal_layer(self):
+                return None
+            estimator = "local_reparameterization"
+        weight = tuple(self.get_variational_parameters("weight"))
+        bias = None
+        if self.variational_distribution["bias"] is not None:
+            bias = tuple(self.get_variational_parameters("bias"))
+        if record:
+            for variable in ("weight", "bias"):
+                if self.variational_distribution[variable] is not None:
+                    self._record_log_probs(variable, expected_log_probs(self, variable))
+        if estimator == "local_reparameterization":
+            return local_reparameterization(op, x, weight, bias)
+        return flipout(op, x, weight, bias, self._spatial_dims)

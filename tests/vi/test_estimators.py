@@ -1,0 +1,201 @@
+"""Gradient estimators: same distribution per example, exact KL term, lower variance."""
+
+import pytest
+import torch
+from torch import nn
+
+from torch_blue.vi import (
+    AnalyticalKullbackLeiblerLoss,
+    KullbackLeiblerLoss,
+    VIConv1d,
+    VIConv2d,
+    VILinear,
+    VISequential,
+)
+from torch_blue.vi.distributions import (
+    BasicQuietPrior,
+    Categorical,
+    MeanFieldNormal,
+    MeanFieldStudentT,
+)
+from torch_blue.vi.utils import NoVariablesError, UnsupportedDistributionError
+
+FAST = ["local_reparameterization", "flipout"]
+ALL = ["reparameterization", *FAST]
+
+
+def _layer(kind, estimator, **kwargs):
+    if kind == "linear":
+        return VILinear(4, 3, estimator=estimator, **kwargs), torch.randn(5, 4)
+    if kind == "conv1d":
+        return VIConv1d(2, 3, 3, padding=1, estimator=estimator, **kwargs), torch.randn(
+            5, 2, 6
+        )
+    layer = VIConv2d(
+        2, 3, 3, padding=1, padding_mode="reflect", estimator=estimator, **kwargs
+    )
+    return layer, torch.randn(5, 2, 4, 4)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d", "conv2d"])
+@pytest.mark.parametrize("estimator", FAST)
+def test_zero_variance_reproduces_the_mean_network(kind, estimator):
+    layer, x = _layer(kind, estimator)
+    reference, _ = _layer(kind, "reparameterization")
+    reference.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        for module in (layer, reference):
+            module._weight_log_std.fill_(-40.0)
+            module._bias_log_std.fill_(-40.0)
+    expected = reference(x, samples=2)
+    out = layer(x, samples=2)
+    assert out.shape == expected.shape
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+@pytest.mark.parametrize("estimator", ALL)
+def test_outputs_have_the_right_per_example_moments(kind, estimator):
+    torch.manual_seed(0)
+    layer, x = _layer(kind, estimator, variational_distribution=MeanFieldNormal(std=3.0))
+    n = 20_000
+    with torch.no_grad():
+        out = layer(x, samples=n).as_plain()
+        # Exact per-example moments of a Normal-weight affine map: mean op(x, mu, b_mu),
+        # variance op(x^2, sigma^2, sigma_b^2).
+        op = layer._conv_forward if kind == "conv2d" else torch.nn.functional.linear
+        mean = op(x, layer._weight_mean, layer._bias_mean)
+        var = op(x**2, layer._weight_log_std.exp() ** 2, layer._bias_log_std.exp() ** 2)
+    # 5 standard errors: sd/sqrt(n) for the mean, sd^2*sqrt(2/n) for the variance.
+    assert torch.all((out.mean(0) - mean).abs() < 5 * (var / n).sqrt())
+    assert torch.all((out.var(0) - var).abs() < 5 * var * (2 / n) ** 0.5)
+
+
+@pytest.mark.parametrize("estimator", FAST)
+def test_examples_are_decorrelated_within_a_sample(estimator):
+    # The reparameterisation estimator shares one weight draw across the batch; the
+    # fast estimators decorrelate examples (flipout: up to the shared perturbation's
+    # sign-symmetric part, which averages out to zero correlation).
+    torch.manual_seed(0)
+    layer = VILinear(1, 1, bias=False, estimator=estimator)
+    with torch.no_grad():
+        layer._weight_mean.zero_()
+    out = layer(torch.ones(2, 1), samples=20_000).as_plain()[..., 0]
+    correlation = torch.corrcoef(out.T)[0, 1]
+    assert abs(correlation) < 5 / 20_000**0.5
+
+
+@pytest.mark.parametrize("estimator", FAST)
+def test_log_probs_carry_the_exact_kl(estimator):
+    model = VISequential(VILinear(4, 8, estimator=estimator), nn.ReLU(),
+                         VILinear(8, 2, estimator=estimator))  # fmt: skip
+    out = model(torch.randn(5, 4), samples=3)
+    kl = AnalyticalKullbackLeiblerLoss(model, Categorical(), 1).prior_matching()
+    assert torch.allclose(
+        out.log_probs[:, 1] - out.log_probs[:, 0], kl.expand(3), atol=1e-3
+    )
+    # ... and E_q log q is the negative entropy of the posterior.
+    entropy = sum(
+        torch.distributions.Normal(m, s.exp()).entropy().sum()
+        for layer in (model[0], model[2])
+        for m, s in (layer.get_variational_parameters(v) for v in ("weight", "bias"))
+    )
+    assert torch.allclose(out.log_probs[:, 1], -entropy.expand(3), atol=1e-3)
+
+
+def _elbo_and_gradients(estimator, repeats, batch=128, samples=1):
+    torch.manual_seed(0)
+    model = VISequential(VILinear(10, 16), nn.ReLU(), VILinear(16, 3))
+    model.estimator = estimator
+    x = torch.randn(batch, 10)
+    y = torch.randint(0, 3, (batch,))
+    loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=1000)
+    losses, grads = [], []
+    for seed in range(repeats):
+        torch.manual_seed(seed + 1)
+        model.zero_grad()
+        loss = loss_fn(model(x, samples=samples), y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model[2]._weight_mean.grad.flatten().clone())
+    return torch.stack(losses), torch.stack(grads)
+
+
+def test_estimators_agree_on_the_expected_loss_and_gradient():
+    repeats = 400
+    reference_loss, reference_grad = _elbo_and_gradients("reparameterization", repeats)
+    for estimator in FAST:
+        loss, grad = _elbo_and_gradients(estimator, repeats)
+        # 5 standard errors of the difference of two independent means.
+        se = ((reference_loss.var() + loss.var()) / repeats).sqrt()
+        assert abs(loss.mean() - reference_loss.mean()) < 5 * se, estimator
+        se_grad = ((reference_grad.var(0) + grad.var(0)) / repeats).sqrt()
+        assert torch.all((grad.mean(0) - reference_grad.mean(0)).abs() < 5 * se_grad + 1e-6)
+
+
+def test_fast_estimators_lower_the_top_layer_gradient_variance():
+    # Kingma et al. 2015 protocol: variance over draws of the minibatch gradient of
+    # the top-layer means, batch 128, one sample.
+    repeats = 200
+    _, reference = _elbo_and_gradients("reparameterization", repeats)
+    reference_var = reference.var(0).sum()
+    for estimator in FAST:
+        _, grad = _elbo_and_gradients(estimator, repeats)
+        # A sum of many variances: its relative standard error is at most
+        # sqrt(2 / (repeats - 1)) (10 %); demand a gap of more than 5 of those.
+        assert grad.var(0).sum() < (1 - 5 * (2 / (repeats - 1)) ** 0.5) * reference_var
+
+
+def test_prediction_mode_samples_preactivations_for_normal_layers():
+    torch.manual_seed(0)
+    layer = VILinear(1, 1, bias=False, return_log_probs=False)
+    with torch.no_grad():
+        layer._weight_mean.zero_()
+    out = layer(torch.ones(2, 1), samples=20_000).as_plain()[..., 0]
+    # Independent draws per example (weights would make the two columns identical).
+    assert abs(torch.corrcoef(out.T)[0, 1]) < 5 / 20_000**0.5
+    layer.return_log_probs = True
+    out = layer(torch.ones(2, 1), samples=5).as_plain()[..., 0]
+    assert torch.equal(out[:, 0], out[:, 1])
+
+
+def test_estimator_property_propagates_and_validates():
+    model = VISequential(VILinear(4, 8), nn.ReLU(), VIConv1d(1, 1, 1))
+    model.estimator = "flipout"
+    assert model[0].estimator == "flipout" and model[2].estimator == "flipout"
+    assert model.estimator is None
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        model.estimator = "lrt"
+    assert model[0].estimator == "flipout"
+    with pytest.raises(NoVariablesError, match="no layer inside supports"):
+        VISequential(nn.ReLU()).estimator = "flipout"
+
+
+@pytest.mark.parametrize("estimator", FAST)
+def test_fast_estimators_need_normal_posteriors_and_closed_form_kl(estimator):
+    with pytest.raises(UnsupportedDistributionError, match="needs MeanFieldNormal"):
+        VILinear(2, 2, variational_distribution=MeanFieldStudentT(), estimator=estimator)
+    with pytest.raises(UnsupportedDistributionError, match="closed-form KL"):
+        VILinear(2, 2, prior=BasicQuietPrior(), estimator=estimator)
+    layer = VILinear(2, 2, prior=BasicQuietPrior())
+    with pytest.raises(UnsupportedDistributionError, match="closed-form KL"):
+        layer.estimator = estimator
+    assert layer.estimator == "reparameterization"
+
+
+@pytest.mark.parametrize("estimator", FAST)
+def test_fast_estimators_train(estimator):
+    torch.manual_seed(0)
+    x = torch.randn(200, 2)
+    y = (x[:, 0] > 0).long()
+    model = VISequential(VILinear(2, 16), nn.ReLU(), VILinear(16, 2))
+    model.estimator = estimator
+    loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=200)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss_fn(model(x, samples=2), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        accuracy = (model(x, samples=16).softmax(-1).mean(0).argmax(-1) == y).float().mean()
+    assert accuracy > 0.9
