@@ -76,6 +76,9 @@ def _check_samples(owner: str, samples: Any) -> int:
     return int(samples)
 
 
+# Dynamo cannot yet trace graph breaks inside vmap, so a compiled model runs its
+# autosampled forward eagerly (one graph break); code around it still compiles.
+@torch.compiler.disable
 def sampled_call(
     module: torch.nn.Module,
     call: Callable[..., Any],

@@ -116,11 +116,11 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         """Total prior log-density; one fused pass when mean and std are scalars."""
         if self.mean.dim() or self.log_std.dim() or hyperparameters:
             return super().prior_log_prob_sum(sample, hyperparameters)
-        variance = math.exp(2 * float(self.log_std)) + self.eps
-        mean = float(self.mean)
-        centred = sample if mean == 0.0 else sample - mean
-        log_norm = math.log(variance) + (_LOG_2PI if norm_constants_enabled() else 0.0)
-        squares = torch.linalg.vector_norm(centred).square()
+        variance = torch.exp(2 * self.log_std.to(sample)) + self.eps
+        log_norm = torch.log(variance)
+        if norm_constants_enabled():
+            log_norm = log_norm + _LOG_2PI
+        squares = torch.linalg.vector_norm(sample - self.mean.to(sample)).square()
         return -0.5 * (squares / variance + sample.numel() * log_norm)
 
     def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:

@@ -110,7 +110,7 @@ class VIReturn(Tensor):
         kwargs = kwargs or {}
         with disable_torch_function_subclass():
             result = func(*args, **kwargs)
-        if not isinstance(result, Tensor):
+        if not isinstance(result, Tensor) or func in _NO_WRAP:
             return result
         carriers = [a for a in _flat(args, kwargs) if isinstance(a, VIReturn)]
         if result is not None and carriers:
@@ -125,6 +125,10 @@ class VIReturn(Tensor):
         if isinstance(result, VIReturn):
             result = result.as_subclass(Tensor)
         return result
+
+
+# Attribute getters (``._base``, ``.grad``, ``.data``, ...) return what they hold.
+_NO_WRAP = torch.overrides.get_default_nowrap_functions()
 
 
 def _flat(args: tuple, kwargs: dict) -> list:
