@@ -254,3 +254,24 @@ def test_sampled_forward_and_log_probs_pass_gradcheck_in_float64():
         return out.as_plain(), out.log_probs
 
     assert torch.autograd.gradcheck(sampled, params)
+
+
+def test_chunked_sampling_gives_the_same_distribution():
+    torch.manual_seed(0)
+    layer = VILinear(3, 2, bias=False)
+    samples = 20_000
+    out = layer(torch.eye(3), samples=samples, chunk_size=999)
+    assert out.shape == (samples, 3, 2) and out.log_probs.shape == (samples, 2)
+    draws = out.as_plain().detach().transpose(1, 2)
+    mean = layer._weight_mean.detach()
+    std = layer._weight_log_std.detach().exp()
+    # 5 standard errors, as in the unchunked moment test; chunks draw independently.
+    assert torch.all((draws.mean(0) - mean).abs() < 5 * std / samples**0.5)
+    assert torch.all((draws.std(0) - std).abs() < 5 * std / (2 * samples) ** 0.5)
+    assert not torch.equal(draws[0], draws[999])
+
+
+@pytest.mark.parametrize("chunk_size", [0, 2.5, True])
+def test_chunk_size_must_be_a_positive_int(chunk_size):
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        VILinear(3, 2)(torch.randn(1, 3), samples=4, chunk_size=chunk_size)

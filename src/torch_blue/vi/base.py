@@ -426,20 +426,22 @@ class VIModule(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         if current_state() is not None:
-            if "samples" in kwargs:
+            if "samples" in kwargs or "chunk_size" in kwargs:
                 raise TypeError(
-                    f"{type(self).__name__}: samples= can only be given to the outermost "
-                    "module of a call"
+                    f"{type(self).__name__}: samples= and chunk_size= can only be given "
+                    "to the outermost module of a call"
                 )
             return super().__call__(*args, **kwargs)
         samples = kwargs.pop("samples", None)
-        return self._sampled(args, kwargs, samples, sampled_input=False)
+        chunk_size = kwargs.pop("chunk_size", None)
+        return self._sampled(args, kwargs, samples, False, chunk_size)
 
     def sampled_forward(
         self,
         *input_: Optional[Tensor],
         samples: Optional[int] = None,
         sampled_input: bool = False,
+        chunk_size: Optional[int] = None,
         **kwargs: Any,
     ) -> Union[VIReturn, tuple[VIReturn, ...]]:
         """Run the module for ``samples`` weight draws and return a ``VIReturn``.
@@ -457,6 +459,9 @@ class VIModule(Module):
             else 10. Given together with sampled inputs, it must match them.
         sampled_input : bool, default: False
             Whether positional tensors already have a leading sample dimension.
+        chunk_size : int, optional
+            Process the samples in chunks of this many to bound the memory of
+            intermediate results (also accepted by ``model(x, chunk_size=...)``).
         **kwargs
             Keyword arguments, shared by all samples.
         """
@@ -465,10 +470,15 @@ class VIModule(Module):
                 f"{type(self).__name__}.sampled_forward was called inside a sampled "
                 "forward; call the module instead"
             )
-        return self._sampled(input_, kwargs, samples, sampled_input)
+        return self._sampled(input_, kwargs, samples, sampled_input, chunk_size)
 
     def _sampled(
-        self, args: tuple, kwargs: dict, samples: Optional[int], sampled_input: bool
+        self,
+        args: tuple,
+        kwargs: dict,
+        samples: Optional[int],
+        sampled_input: bool,
+        chunk_size: Optional[int] = None,
     ) -> Any:
         return sampled_call(
             self,
@@ -478,4 +488,5 @@ class VIModule(Module):
             samples,
             sampled_input,
             self._return_log_probs,
+            chunk_size,
         )

@@ -87,6 +87,7 @@ def sampled_call(
     samples: Optional[int],
     sampled_input: bool,
     record: bool,
+    chunk_size: Optional[int] = None,
 ) -> Any:
     """Run ``call(*args, **kwargs)`` for S weight draws as the outermost module.
 
@@ -106,10 +107,22 @@ def sampled_call(
         Whether all positional tensors carry the sample dimension.
     record : bool
         Whether to record and return log-probabilities.
+    chunk_size : int, optional
+        Run the samples in chunks of this many lanes to bound the memory of
+        intermediate results (most useful for prediction with many samples).
     """
     owner = type(module).__name__
     if samples is not None:
         samples = _check_samples(owner, samples)
+    if chunk_size is not None:
+        if (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, Integral)
+            or chunk_size < 1
+        ):
+            raise ValueError(
+                f"{owner}: chunk_size must be a positive int, got {chunk_size!r}"
+            )
     in_dims = []
     inputs = []
     incoming: list[Tensor] = []
@@ -168,7 +181,7 @@ def sampled_call(
     device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
     lane = torch.empty(samples, 0, device=device)
     tensors, log_probs = torch.vmap(
-        one_sample, in_dims=(0, *in_dims), randomness="different"
+        one_sample, in_dims=(0, *in_dims), randomness="different", chunk_size=chunk_size
     )(lane, *inputs)
 
     if record:
