@@ -1,0 +1,72 @@
+"""Tests of scripts/benchmark.py (a quick run of the MLP, peers absent)."""
+
+import gzip
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_quick_mlp_run(benchmark, tmp_path, capsys):
+    output = tmp_path / "bench.md"
+    status = benchmark.main(
+        [
+            "--quick",
+            "--tasks",
+            "mlp",
+            "--modes",
+            "plain,torch_blue,torch_blue-local_reparameterization",
+            "--peers-dir",
+            str(tmp_path / "no-peers"),
+            "--output",
+            str(output),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "Machine:" in out and "Command:" in out
+    assert "| task | mode | median ms/step | ratio to plain |" in out
+    for mode in ("plain", "torch_blue", "torch_blue-local_reparameterization"):
+        assert f"| mlp | {mode} |" in out
+    assert "| mlp | plain | " in out and "| 1.00x |" in out
+    assert "worker failed" not in out
+    assert output.read_text() == out
+
+
+def test_missing_peers_are_skipped_with_a_note(benchmark, tmp_path):
+    folders = benchmark.locate_peers(tmp_path, None, None)
+    modes = [benchmark.MODES_BY_NAME[m] for m in ("plain", "upstream", "blitz")]
+    available, notes = benchmark.split_available(modes, folders)
+    assert [m.name for m in available] == ["plain"]
+    assert len(notes) == 2
+    assert any("upstream" in note and "torch_blue_1.1" in note for note in notes)
+
+
+def test_unknown_mode_is_rejected(benchmark):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--modes", "no-such-mode"])
+
+
+def test_read_idx(benchmark, tmp_path):
+    images = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 3, 4))
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + images.tobytes())
+    np.testing.assert_array_equal(benchmark.read_idx(path), images)
