@@ -1,7 +1,6 @@
 """Tests of scripts/pytorch_tutorial.py (the Bayesian PyTorch Quickstart)."""
 
 import gzip
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -9,19 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pytorch_tutorial.py"
+from .conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def tutorial():
-    spec = importlib.util.spec_from_file_location("pytorch_tutorial", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script("pytorch_tutorial") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_digits_tiny_run(tutorial, capsys):
