@@ -13,10 +13,12 @@ from .analytical_kl_loss import (
 )
 from .base import VIModule
 from .conv import VIConv1d, VIConv2d, VIConv3d
+from .deterministic import mean_weights, to_deterministic
 from .kl_loss import KullbackLeiblerLoss
 from .linear import VILinear
 from .sequential import VIResidualConnection, VISequential
 from .utils.common_types import VIkwargs
+from .utils.convert import convert_to_vimodule
 from .utils.vi_return import VIReturn
 
 __all__ = [
@@ -35,4 +37,7 @@ __all__ = [
     "VIReturn",
     "VISequential",
     "VIkwargs",
+    "convert_to_vimodule",
+    "mean_weights",
+    "to_deterministic",
 ]

@@ -3,20 +3,23 @@
 import warnings
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 from torch import Tensor
 from torch.nn import Module, Parameter, init
 
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .sampling import current_state, sampled_call
+from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from .utils.vi_return import VIReturn
 
-__all__ = ["VIModule"]
+__all__ = ["TORCH_TWINS", "VIModule"]
 
 _VariableShapes = Mapping[str, Optional[tuple[int, ...]]]
+
+#: ``torch.nn`` class -> its ``VIModule`` twin, filled by ``VIModule._torch_twin``.
+TORCH_TWINS: dict[type[Module], type["VIModule"]] = {}
 
 
 class VIModule(Module):
@@ -79,6 +82,44 @@ class VIModule(Module):
     """
 
     _return_log_probs: bool = True
+
+    #: The ``torch.nn`` class this layer mirrors. Setting it in a class body registers
+    #: the class as that module's twin for :func:`~torch_blue.vi.convert_to_vimodule`
+    #: and :func:`~torch_blue.vi.to_deterministic`. A twin names its random variables,
+    #: other parameters, buffers and submodules exactly like the ``torch.nn`` module's
+    #: state dict, so weights map by name, and implements :meth:`_from_torch` and
+    #: :meth:`_to_torch`.
+    _torch_twin: ClassVar[Optional[type[Module]]] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        twin = cls.__dict__.get("_torch_twin")
+        if twin is not None:
+            TORCH_TWINS[twin] = cls
+
+    @classmethod
+    def _from_torch(cls, module: Module, **vikwargs: Any) -> "VIModule":
+        """Build this twin with the configuration of the ``torch.nn`` ``module``.
+
+        The variational parameters are freshly initialised; the converter copies
+        weights by name afterwards when asked to.
+        """
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a torch module")
+
+    def _factory_kwargs(self) -> dict[str, Any]:
+        """``device`` and ``dtype`` of this module's first parameter (or defaults)."""
+        parameter = next(self.parameters(), None)
+        if parameter is None:
+            return {"device": None, "dtype": None}
+        return {"device": parameter.device, "dtype": parameter.dtype}
+
+    def _to_torch(self) -> Module:
+        """Build the ``torch.nn`` twin with this layer's configuration.
+
+        Its parameter values do not matter: :func:`~torch_blue.vi.to_deterministic`
+        fills them (and the buffers) by name afterwards.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no torch.nn twin")
 
     def __init__(
         self,
@@ -278,6 +319,8 @@ class VIModule(Module):
         if dist is None:
             return None
         parameters = tuple(self.get_variational_parameters(variable))
+        if mean_weights_enabled():
+            return dist.point_estimate(parameters)
         state = current_state()
         record = state.record if state is not None else self._return_log_probs
         if not record:

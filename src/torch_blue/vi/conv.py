@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
 
@@ -144,6 +144,37 @@ class _VIConvNd(VIModule, EstimatorLayer):
             input_, weight, bias, self.stride, self.padding, self.dilation, self.groups
         )
 
+    @classmethod
+    def _from_torch(cls, module: nn.Module, **vikwargs: Any) -> "_VIConvNd":
+        return cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+            **vikwargs,
+        )
+
+    def _to_torch(self) -> nn.Module:
+        return self._torch_twin(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.variational_distribution["bias"] is not None,
+            padding_mode=self.padding_mode,
+            **self._factory_kwargs(),
+        )
+
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the convolution with one weight sample."""
         self._check_input(input_)
@@ -205,6 +236,7 @@ class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     )
     _dims = 1
     _conv = staticmethod(F.conv1d)
+    _torch_twin = nn.Conv1d
 
     def __init__(
         self,
@@ -243,6 +275,7 @@ class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     )
     _dims = 2
     _conv = staticmethod(F.conv2d)
+    _torch_twin = nn.Conv2d
 
     def __init__(
         self,
@@ -285,6 +318,7 @@ class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     )
     _dims = 3
     _conv = staticmethod(F.conv3d)
+    _torch_twin = nn.Conv3d
 
     def __init__(
         self,

@@ -149,8 +149,10 @@ class EstimatorLayer:
     _spatial_dims: int = 0
 
     def _fast_preactivations(self, op: Op, x: Tensor) -> Optional[Tensor]:
-        from .sampling import current_state
+        from .sampling import current_state, mean_weights_enabled
 
+        if mean_weights_enabled():
+            return None  # the layer reads the point estimates
         state = current_state()
         record = state.record if state is not None else self._return_log_probs
         estimator = self._estimator

@@ -26,7 +26,14 @@ from .._compat import tree_flatten, tree_unflatten
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn
 
-__all__ = ["SamplingState", "current_state", "sampled_call", "DEFAULT_SAMPLES"]
+__all__ = [
+    "DEFAULT_SAMPLES",
+    "SamplingState",
+    "current_state",
+    "mean_weights",
+    "mean_weights_enabled",
+    "sampled_call",
+]
 
 DEFAULT_SAMPLES = 10
 
@@ -40,11 +47,21 @@ class SamplingState:
     are summed.
     """
 
-    __slots__ = ("_entries", "record")
+    __slots__ = ("_entries", "deferred", "record")
 
     def __init__(self, record: bool) -> None:
         self.record = record
         self._entries: dict[tuple[int, str], list] = {}
+        self.deferred: list[tuple[Callable[[Tensor], None], Tensor]] = []
+
+    def defer(self, callback: Callable[[Tensor], None], value: Tensor) -> None:
+        """Call ``callback`` with ``value`` for all lanes, ``(S, ...)``, after the call.
+
+        Inside the lanes, state cannot be updated in place with per-lane values
+        (e.g. the running statistics of a batch norm); a module defers the update
+        instead and receives the stacked values once the sampled forward is done.
+        """
+        self.deferred.append((callback, value))
 
     def add(self, module: torch.nn.Module, variable: str, log_probs: Tensor) -> None:
         """Record the ``(2,)`` log-probabilities of one access of ``variable``."""
@@ -68,6 +85,54 @@ class SamplingState:
 def current_state() -> Optional[SamplingState]:
     """The state of the sampled forward running now in this thread, if any."""
     return getattr(_local, "state", None)
+
+
+def mean_weights_enabled() -> bool:
+    """Whether mean-weight mode (:func:`~torch_blue.vi.mean_weights`) is on here."""
+    return getattr(_local, "mean_weights", False)
+
+
+class mean_weights:  # noqa: N801 - a context manager named like torch.no_grad
+    """Context manager: use the variational means instead of weight draws.
+
+    Inside it every random variable reads as its point estimate (the mean of a
+    Normal), layers draw no noise, no log-probabilities are recorded (outputs carry
+    ``log_probs=None``) and an outermost call without ``samples=`` runs one sample.
+    This is the deterministic network :func:`~torch_blue.vi.to_deterministic`
+    exports. The setting is per thread, like ``torch.no_grad``.
+
+    Parameters
+    ----------
+    mode : bool, default: True
+        ``False`` switches mean-weight mode off inside an enclosing one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue import vi
+    >>> layer = vi.VILinear(3, 2)
+    >>> x = torch.randn(4, 3)
+    >>> with vi.mean_weights():
+    ...     out = layer(x)
+    >>> out.shape, out.log_probs
+    (torch.Size([1, 4, 2]), None)
+    >>> torch.equal(out[0], x @ layer._weight_mean.T + layer._bias_mean)
+    True
+    """
+
+    def __init__(self, mode: bool = True) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(f"mean_weights: mode must be a bool, got {mode!r}")
+        self.mode = mode
+        self._previous: list[bool] = []
+
+    def __enter__(self) -> "mean_weights":
+        self._previous.append(mean_weights_enabled())
+        _local.mean_weights = self.mode
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _local.mean_weights = self._previous.pop()
 
 
 def _check_samples(owner: str, samples: Any) -> int:
@@ -157,11 +222,12 @@ def sampled_call(
             )
         samples = size
     elif samples is None:
-        samples = DEFAULT_SAMPLES
+        samples = 1 if mean_weights_enabled() else DEFAULT_SAMPLES
+    record = record and not mean_weights_enabled()
 
     structure: dict[str, Any] = {}
 
-    def one_sample(_lane: Tensor, *lane_args: Any) -> tuple[tuple[Tensor, ...], Tensor]:
+    def one_sample(_lane: Tensor, *lane_args: Any) -> tuple[Any, ...]:
         state = SamplingState(record)
         previous = current_state()
         _local.state = state
@@ -176,13 +242,16 @@ def sampled_call(
         log_probs = state.total() if record else None
         if log_probs is None:
             log_probs = _lane.new_zeros(2, dtype=_log_prob_dtype(module))
-        return tensors, log_probs
+        structure["callbacks"] = [callback for callback, _ in state.deferred]
+        return tensors, log_probs, tuple(value for _, value in state.deferred)
 
     device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
     lane = torch.empty(samples, 0, device=device)
-    tensors, log_probs = torch.vmap(
+    tensors, log_probs, deferred = torch.vmap(
         one_sample, in_dims=(0, *in_dims), randomness="different", chunk_size=chunk_size
     )(lane, *inputs)
+    for callback, values in zip(structure["callbacks"], deferred):
+        callback(values)
 
     if record:
         for extra in incoming:

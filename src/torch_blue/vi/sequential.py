@@ -59,6 +59,21 @@ class VISequential(VIModule, Sequential):
             )
         self._return_log_probs = flags.pop() if flags else True
 
+    _torch_twin = Sequential
+    # Conversion turns the children first and keeps them: the container is a shell.
+    _convert_children_first = True
+
+    @classmethod
+    def _from_torch(cls, module: Module, **vikwargs: Any) -> "VISequential":
+        return cls(OrderedDict(module.named_children()))
+
+    def _to_torch(self) -> Module:
+        from .deterministic import to_deterministic
+
+        return Sequential(
+            OrderedDict((name, to_deterministic(m)) for name, m in self.named_children())
+        )
+
     def forward(self, input_: Any) -> Any:
         """Pass the input through the modules in order."""
         for module in self:
@@ -81,7 +96,9 @@ class VIResidualConnection(VISequential):
 
     def forward(self, input_: Tensor) -> Tensor:
         """Return ``f(input_) + input_``."""
-        output = super().forward(input_)
+        output = input_
+        for module in self:
+            output = module(output)
         if output.shape != input_.shape:
             raise ShapeError(
                 f"{type(self).__name__}: the output shape {tuple(output.shape)} must equal "

@@ -192,6 +192,14 @@ class VariationalDistribution(Distribution):
     def sample(self, parameters: tuple[Tensor, ...]) -> Tensor:
         """Draw one reparameterised sample of the parameters' shape."""
 
+    def point_estimate(self, parameters: tuple[Tensor, ...]) -> Tensor:
+        """The weight used in mean-weight mode (:func:`~torch_blue.vi.mean_weights`).
+
+        The location parameter (the primary parameter): the mean of a Normal or
+        Student-t with more than one degree of freedom.
+        """
+        return parameters[self.distribution_parameters.index(self.primary_parameter)]
+
     def variational_log_prob(
         self, sample: Tensor, parameters: tuple[Tensor, ...]
     ) -> Tensor:

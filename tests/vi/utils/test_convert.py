@@ -1,0 +1,269 @@
+"""``convert_to_vimodule``, ``convert_norms`` and ``ban_convert``."""
+
+import pytest
+import torch
+from torch import nn
+
+from torch_blue import vi
+from torch_blue.vi.distributions import Categorical, MeanFieldNormal, NonBayesian
+from torch_blue.vi.utils import convert
+
+
+@pytest.fixture(autouse=True)
+def _restore_banlists():
+    saved = {mode: set(classes) for mode, classes in convert._banlists.items()}
+    yield
+    for mode, classes in saved.items():
+        convert._banlists[mode].clear()
+        convert._banlists[mode].update(classes)
+
+
+class Gate(nn.Module):
+    """A custom layer with parameters: y = sigmoid(gate) * x @ proj + shift."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.randn(features))
+        self.proj = nn.Parameter(torch.randn(features, features) / features**0.5)
+        self.register_parameter("shift", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate) * (x @ self.proj)
+
+
+class Net(nn.Module):
+    """A custom container without own parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(4 * 6, 5), nn.ReLU())
+        self.gate = Gate(5)
+        self.norm = nn.LayerNorm(5)
+        self.head = nn.ModuleList([nn.Linear(5, 3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gate(self.body(self.conv(x)))
+        return self.head[0](self.norm(h))
+
+
+def test_converts_in_place_to_the_twins():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Conv1d(1, 2, 3))
+    first = model[0]
+    result = vi.convert_to_vimodule(model)
+    assert result is model and model[0] is first
+    assert type(model) is vi.VISequential
+    assert type(model[0]) is vi.VILinear and type(model[2]) is vi.VIConv1d
+    assert type(model[1]) is nn.ReLU
+    assert (model[0].in_features, model[0].out_features) == (4, 8)
+    assert model[2].kernel_size == (3,)
+
+
+def test_custom_modules_get_generated_classes():
+    model = Net()
+    vi.convert_to_vimodule(model)
+    assert isinstance(model, vi.VIModule) and type(model).__name__ == "AVINet"
+    assert type(model.gate).__name__ == "AVIGate"
+    assert model.gate.random_variables == ("gate", "proj", "shift")
+    assert type(model.norm) is nn.LayerNorm  # norms stay deterministic by default
+    assert type(model.head) is nn.ModuleList and type(model.head[0]) is vi.VILinear
+    out = model(torch.randn(7, 2, 6), samples=4)
+    assert out.shape == (4, 7, 3) and out.log_probs.shape == (4, 2)
+    assert not torch.equal(out[0], out[1])
+
+
+def test_the_converted_model_samples_once_per_call(monkeypatch):
+    from torch_blue.vi import base
+
+    model = Net()
+    vi.convert_to_vimodule(model)
+    calls = []
+
+    def counting(module, *args, **kwargs):
+        calls.append(type(module).__name__)
+        return sampled_call(module, *args, **kwargs)
+
+    sampled_call = base.sampled_call
+    monkeypatch.setattr(base, "sampled_call", counting)
+    out = model(torch.randn(7, 2, 6), samples=3)
+    assert calls == ["AVINet"]
+    assert out.shape == (3, 7, 3)
+
+
+def test_non_bayesian_keep_weights_reproduces_the_original():
+    torch.manual_seed(1)
+    model = Net()
+    x = torch.randn(7, 2, 6)
+    expected = model(x)
+    vi.convert_to_vimodule(
+        model,
+        keep_weights=True,
+        variational_distribution=NonBayesian(),
+        prior=NonBayesian(),
+    )
+    out = model(x, samples=1)
+    torch.testing.assert_close(out[0], expected)
+
+
+def test_keep_weights_sets_the_means():
+    torch.manual_seed(2)
+    model = Net()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    vi.convert_to_vimodule(model, keep_weights=True)
+    assert torch.equal(model.gate._proj_mean, state["gate.proj"])
+    assert torch.equal(model.body[1]._weight_mean, state["body.1.weight"])
+    assert torch.equal(model.norm.weight, state["norm.weight"])
+    # and the mean network is the original network again
+    x = torch.randn(3, 2, 6)
+    torch.testing.assert_close(vi.to_deterministic(model)(x), _original_output(state, x))
+
+
+def _original_output(state: dict, x: torch.Tensor) -> torch.Tensor:
+    net = Net()
+    net.load_state_dict(state)
+    return net(x)
+
+
+def test_without_keep_weights_everything_is_fresh():
+    torch.manual_seed(3)
+    model = nn.Linear(10, 10)
+    old = model.weight.detach().clone()
+    vi.convert_to_vimodule(model)
+    assert not torch.equal(model._weight_mean, old)
+
+
+def test_to_deterministic_returns_the_original_classes():
+    model = Net()
+    vi.convert_to_vimodule(model)
+    plain = vi.to_deterministic(model)
+    assert type(plain) is Net and type(plain.gate) is Gate
+    assert type(plain.body[1]) is nn.Linear and type(plain.head) is nn.ModuleList
+    assert set(plain.state_dict()) == set(Net().state_dict())
+    x = torch.randn(3, 2, 6)
+    with vi.mean_weights():
+        expected = model(x)[0]
+    assert torch.equal(plain(x), expected)
+
+
+def test_vikwargs_reach_every_layer():
+    model = nn.Sequential(nn.Linear(3, 4), Gate(4))
+    prior = MeanFieldNormal(std=0.5)
+    vi.convert_to_vimodule(model, prior=prior, return_log_probs=False)
+    assert model[0].prior["weight"].std == 0.5 and model[1].prior["proj"].std == 0.5
+    assert model[1].prior["proj"] is not model[0].prior["weight"]
+    assert model(torch.randn(2, 3)).log_probs is None
+
+
+def test_dtype_and_device_are_kept_per_parameter():
+    model = nn.Sequential(nn.Linear(3, 4).double(), Gate(4))
+    model[1].gate.data = model[1].gate.data.double()
+    vi.convert_to_vimodule(model)
+    assert model[0]._weight_mean.dtype == torch.float64
+    assert model[1]._gate_mean.dtype == torch.float64
+    assert model[1]._proj_log_std.dtype == torch.float32
+
+
+def test_already_bayesian_modules_are_left_alone():
+    layer = vi.VILinear(2, 2)
+    model = nn.Sequential(layer, nn.Linear(2, 2))
+    vi.convert_to_vimodule(model)
+    assert model[0] is layer and type(model[1]) is vi.VILinear
+
+
+def test_parameter_free_models_stay_plain():
+    model = nn.Sequential(nn.ReLU(), nn.Flatten())
+    vi.convert_to_vimodule(model)
+    assert type(model) is nn.Sequential
+
+
+def test_convert_norms_makes_norms_bayesian():
+    vi.utils.convert.convert_norms(True)
+    model = nn.Sequential(nn.Linear(3, 6), nn.GroupNorm(2, 6))
+    with pytest.warns(UserWarning, match="only one-dimensional random variables"):
+        vi.convert_to_vimodule(model)
+    assert isinstance(model[1], vi.VIModule)
+    assert model[1].random_variables == ("weight", "bias")
+    vi.utils.convert.convert_norms(False)
+    other = nn.Sequential(nn.Linear(3, 6), nn.GroupNorm(2, 6))
+    vi.convert_to_vimodule(other)
+    assert type(other[1]) is nn.GroupNorm
+
+
+def test_ban_modes():
+    convert.ban_convert(nn.Linear)
+    model = nn.Sequential(nn.Linear(2, 2), nn.Conv1d(1, 1, 1))
+    vi.convert_to_vimodule(model)
+    assert type(model[0]) is nn.Linear and type(model[1]) is vi.VIConv1d
+    convert.ban_convert(nn.Linear, unban=True)
+
+    convert.ban_convert(Net, ban_mode="submodule")
+    net = Net()
+    vi.convert_to_vimodule(net)
+    assert type(net) is Net and type(net.body[1]) is nn.Linear
+    convert.ban_convert(Net, ban_mode="submodule", unban=True)
+
+    convert.ban_convert([nn.Linear], ban_mode="replace")
+    replaced = nn.Linear(2, 2)
+    vi.convert_to_vimodule(replaced)
+    assert type(replaced).__name__ == "AVILinear"
+    assert replaced(torch.randn(3, 2), samples=2).shape == (2, 3, 2)
+
+    convert.ban_convert(Gate, ban_mode="reuse")
+    a, b = Gate(2), Gate(2)
+    vi.convert_to_vimodule(a)
+    vi.convert_to_vimodule(b)
+    assert type(a) is not type(b)
+    convert.ban_convert(Gate, ban_mode="reuse", unban=True)
+    c, d = Gate(2), Gate(2)
+    vi.convert_to_vimodule(c)
+    vi.convert_to_vimodule(d)
+    assert type(c) is type(d)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(
+        TypeError, match=r"convert_to_vimodule: module must be an nn\.Module"
+    ):
+        vi.convert_to_vimodule(torch.zeros(2))
+    with pytest.raises(ValueError, match="ban_convert: ban_mode must be one of"):
+        convert.ban_convert(nn.Linear, ban_mode="forbid")
+    with pytest.raises(TypeError, match=r"ban_convert: class_names must hold nn\.Module"):
+        convert.ban_convert(int)
+    with pytest.raises(TypeError, match="convert_norms: mode must be a bool"):
+        convert.convert_norms("on")
+
+
+def test_a_converted_model_trains():
+    torch.manual_seed(4)
+    model = Net()
+    vi.convert_to_vimodule(model)
+    x, y = torch.randn(64, 2, 6), torch.randint(0, 3, (64,))
+    loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x, samples=4), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) < sum(losses[:10])
+
+
+def test_convert_then_ddp_trains(tmp_path):
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+        vi.convert_to_vimodule(model)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=16)
+        out = ddp(torch.randn(16, 3), samples=3)
+        assert out.shape == (3, 16, 2) and out.log_probs.shape == (3, 2)
+        loss_fn(out, torch.randint(0, 2, (16,))).backward()
+        assert all(p.grad is not None for p in model.parameters())
+        optimizer.step()
+    finally:
+        torch.distributed.destroy_process_group()
