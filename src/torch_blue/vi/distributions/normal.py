@@ -123,7 +123,7 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         # A zero-mean prior (the usual case) saves a full pass over the S weight draws.
         # (The autosampled forward runs outside torch.compile, so float() is fine.)
         centred = sample if float(self.mean) == 0.0 else sample - self.mean.to(sample)
-        squares = centred.square().sum()
+        squares = torch.linalg.vector_norm(centred).square()  # no S x P temporary
         return -0.5 * (squares / variance + sample.numel() * log_norm)
 
     def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
