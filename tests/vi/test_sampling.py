@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from torch_blue import vi
 from torch_blue.vi import VILinear, VIModule, VIReturn, VISequential
 from torch_blue.vi.sampling import DEFAULT_SAMPLES, current_state
 from torch_blue.vi.utils import ShapeError
@@ -275,3 +276,47 @@ def test_chunked_sampling_gives_the_same_distribution():
 def test_chunk_size_must_be_a_positive_int(chunk_size):
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         VILinear(3, 2)(torch.randn(1, 3), samples=4, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_plain_batch_norm_trains_inside_the_lanes(chunk_size):
+    torch.manual_seed(0)
+    norm = nn.BatchNorm1d(4, momentum=0.3)
+    model = vi.VISequential(vi.VILinear(3, 4), norm)
+    x = torch.randn(16, 3)
+    out = model(x, samples=4, chunk_size=chunk_size)
+    # every lane is normalised with its own batch statistics
+    torch.testing.assert_close(out.mean(dim=1), torch.zeros(4, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out.var(dim=1, unbiased=False), torch.ones(4, 4), atol=1e-3, rtol=0
+    )
+    # one running-statistics update, from the lanes' statistics averaged
+    assert int(norm.num_batches_tracked) == 1
+    assert out.log_probs.shape == (4, 2)
+
+
+def test_plain_batch_norm_running_stats_are_the_lane_average():
+    from torch_blue.vi.distributions import NonBayesian
+
+    norm = nn.BatchNorm1d(2, momentum=0.5)
+    linear = vi.VILinear(2, 2, variational_distribution=NonBayesian(), prior=NonBayesian())
+    model = vi.VISequential(linear, norm)
+    lanes = torch.randn(3, 10, 2)
+    model.sampled_forward(lanes, sampled_input=True)
+    hidden = lanes @ linear._weight_mean.detach().T + linear._bias_mean.detach()
+    var, mean = torch.var_mean(hidden, dim=1, correction=1)
+    torch.testing.assert_close(norm.running_mean, 0.5 * mean.mean(0))
+    torch.testing.assert_close(norm.running_var, 0.5 + 0.5 * var.mean(0))
+    assert int(norm.num_batches_tracked) == 1
+
+
+def test_plain_batch_norm_in_eval_mode_uses_running_stats():
+    norm = nn.BatchNorm1d(3)
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        norm.running_var.copy_(torch.tensor([4.0, 1.0, 0.25]))
+    model = vi.VISequential(norm, vi.VILinear(3, 2)).eval()
+    x = torch.randn(5, 3)
+    plain = vi.to_deterministic(model)
+    with vi.mean_weights():
+        torch.testing.assert_close(model(x)[0], plain(x))

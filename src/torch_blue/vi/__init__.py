@@ -13,9 +13,12 @@ from .analytical_kl_loss import (
 )
 from .base import VIModule
 from .conv import VIConv1d, VIConv2d, VIConv3d
+from .conv_transpose import VIConvTranspose1d, VIConvTranspose2d, VIConvTranspose3d
 from .deterministic import mean_weights, to_deterministic
+from .embedding import VIEmbedding
 from .kl_loss import KullbackLeiblerLoss
 from .linear import VILinear
+from .normalization import VIBatchNorm1d, VIBatchNorm2d, VIBatchNorm3d, VILayerNorm
 from .sequential import VIResidualConnection, VISequential
 from .utils.common_types import VIkwargs
 from .utils.convert import convert_to_vimodule
@@ -28,9 +31,17 @@ __all__ = [
     "NonBayesianDivergence",
     "NormalNormalDivergence",
     "UniformNormalDivergence",
+    "VIBatchNorm1d",
+    "VIBatchNorm2d",
+    "VIBatchNorm3d",
     "VIConv1d",
     "VIConv2d",
     "VIConv3d",
+    "VIConvTranspose1d",
+    "VIConvTranspose2d",
+    "VIConvTranspose3d",
+    "VIEmbedding",
+    "VILayerNorm",
     "VILinear",
     "VIModule",
     "VIResidualConnection",

@@ -15,12 +15,17 @@ independent top-level calls (VI layers inside a plain ``nn.Sequential``) work.
 """
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from numbers import Integral
+from types import MethodType
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._compat import tree_flatten, tree_unflatten
 from .utils.errors import ShapeError
@@ -141,6 +146,59 @@ def _check_samples(owner: str, samples: Any) -> int:
     return int(samples)
 
 
+def _lane_safe_batch_norm(self: _BatchNorm, input_: Tensor) -> Tensor:
+    """Train-mode forward of a plain ``nn.BatchNorm`` inside the sample lanes.
+
+    ``F.batch_norm`` updates the running statistics in place, which vmap forbids for
+    per-lane inputs. Instead every lane is normalised with its own batch statistics
+    and the update is deferred until after the call, with the lanes' statistics
+    averaged (as :class:`~torch_blue.vi.VIBatchNorm1d` does).
+    """
+    self._check_input_dim(input_)
+    output = F.batch_norm(input_, None, None, self.weight, self.bias, True, 0.0, self.eps)
+    dims = [0, *range(2, input_.dim())]
+    var, mean = torch.var_mean(input_.detach(), dim=dims, correction=1)
+    current_state().defer(self._torch_blue_update, torch.stack([mean, var]))
+    return output
+
+
+def _update_running_stats(module: _BatchNorm, lane_stats: Tensor) -> None:
+    """Momentum update of ``module`` from ``(S, 2, C)`` per-lane (mean, variance)."""
+    mean, var = lane_stats.mean(dim=0)
+    with torch.no_grad():
+        module.num_batches_tracked.add_(1)
+        if module.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(module.num_batches_tracked)
+        else:
+            factor = module.momentum
+        module.running_mean.mul_(1 - factor).add_(
+            mean.to(module.running_mean), alpha=factor
+        )
+        module.running_var.mul_(1 - factor).add_(var.to(module.running_var), alpha=factor)
+
+
+@contextmanager
+def _lane_safe_batch_norms(module: torch.nn.Module) -> Iterator[None]:
+    """Give the training plain batch norms inside ``module`` a lane-safe forward."""
+    norms = [
+        m
+        for m in module.modules()
+        if isinstance(m, _BatchNorm)
+        and m.training
+        and m.track_running_stats
+        and "forward" not in m.__dict__
+    ]
+    for norm in norms:
+        norm.forward = MethodType(_lane_safe_batch_norm, norm)
+        norm._torch_blue_update = partial(_update_running_stats, norm)
+    try:
+        yield
+    finally:
+        for norm in norms:
+            del norm.forward
+            del norm._torch_blue_update
+
+
 # Dynamo cannot yet trace graph breaks inside vmap, so a compiled model runs its
 # autosampled forward eagerly (one graph break); code around it still compiles.
 @torch.compiler.disable
@@ -247,9 +305,13 @@ def sampled_call(
 
     device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
     lane = torch.empty(samples, 0, device=device)
-    tensors, log_probs, deferred = torch.vmap(
-        one_sample, in_dims=(0, *in_dims), randomness="different", chunk_size=chunk_size
-    )(lane, *inputs)
+    with _lane_safe_batch_norms(module):
+        tensors, log_probs, deferred = torch.vmap(
+            one_sample,
+            in_dims=(0, *in_dims),
+            randomness="different",
+            chunk_size=chunk_size,
+        )(lane, *inputs)
     for callback, values in zip(structure["callbacks"], deferred):
         callback(values)
 

@@ -267,3 +267,24 @@ def test_convert_then_ddp_trains(tmp_path):
         optimizer.step()
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_converted_norms_keep_their_own_scale_prior():
+    convert.convert_norms(True)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.LayerNorm(4))
+    vi.convert_to_vimodule(model)
+    assert type(model[1]) is vi.VIBatchNorm1d and type(model[2]) is vi.VILayerNorm
+    assert float(model[1].prior["weight"].mean) == 1.0
+    assert float(model[2].prior["weight"].mean) == 1.0
+    assert float(model[0].prior["weight"].mean) == 0.0
+    chosen = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    vi.convert_to_vimodule(chosen, prior=MeanFieldNormal(std=0.5))
+    assert float(chosen[1].prior["weight"].mean) == 0.0  # the user's choice wins
+
+
+def test_plain_norms_left_alone_train_under_autosampling():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    vi.convert_to_vimodule(model)
+    assert type(model[1]) is nn.BatchNorm1d
+    out = model(torch.randn(8, 3), samples=3)
+    assert out.shape == (3, 8, 2) and int(model[1].num_batches_tracked) == 1

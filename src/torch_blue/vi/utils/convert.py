@@ -57,6 +57,9 @@ _banlists: dict[str, set[type]] = {
     "replace": set(),
 }
 _generated: dict[type, type] = {}
+# The default prior of convert_to_vimodule; when it is left as is, twins with a prior
+# default of their own (norm layers: a scale prior centred at 1) keep theirs.
+_DEFAULT_PRIOR = MeanFieldNormal()
 
 
 def convert_norms(mode: bool = True) -> None:
@@ -130,7 +133,7 @@ def convert_to_vimodule(
     variational_distribution: Union[
         VariationalDistribution, Sequence[VariationalDistribution]
     ] = MeanFieldNormal(),
-    prior: Union[Prior, Sequence[Prior]] = MeanFieldNormal(),
+    prior: Union[Prior, Sequence[Prior]] = _DEFAULT_PRIOR,
     rescale_prior: bool = False,
     kaiming_initialization: bool = True,
     prior_initialization: bool = False,
@@ -167,7 +170,8 @@ def convert_to_vimodule(
     variational_distribution, prior, rescale_prior, kaiming_initialization, \
 prior_initialization, return_log_probs
         The VIkwargs of :class:`~torch_blue.vi.VIModule`, used for every converted
-        module.
+        module. Left at its default, ``prior`` is the standard Normal, except for
+        twins with their own default (the norm layers' scale prior is centred at 1).
 
     Returns
     -------
@@ -241,6 +245,8 @@ def _replace_by_twin(
     module: nn.Module, twin: type[VIModule], keep_weights: bool, vikwargs: dict
 ) -> None:
     state = module.state_dict() if keep_weights else {}
+    if vikwargs["prior"] is _DEFAULT_PRIOR:
+        vikwargs = {k: v for k, v in vikwargs.items() if k != "prior"}
     new = twin._from_torch(module, **vikwargs)
     for key, value in state.items():
         _assign(new, key, value, type(module).__name__)
