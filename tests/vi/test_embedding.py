@@ -181,11 +181,25 @@ def test_repeated_tokens_share_noise_only_under_weight_sampling(estimator):
         assert abs(torch.corrcoef(out.T)[0, 1]) < 5 / n**0.5
 
 
-def test_prediction_mode_draws_per_occurrence():
+def test_prediction_mode_shares_the_table_within_a_sequence():
+    # positions of one sequence share a draw, so repeated tokens stay equal
     layer = VIEmbedding(10, 4, return_log_probs=False)
-    out = layer(TOKENS, samples=2)
+    tokens = torch.tensor([[3, 3, 5]])
+    out = layer(tokens, samples=2)
     assert out.log_probs is None
-    assert not torch.equal(out[:, 0, 1], out[:, 0, 2])
+    assert torch.equal(out[:, 0, 0], out[:, 0, 1])
+    assert not torch.equal(out[0], out[1])
+
+
+def test_prediction_mode_draws_rows_for_single_tokens():
+    layer = VIEmbedding(10, 4, return_log_probs=False)
+    calls = []
+    lookup = layer._lookup
+    layer._lookup = lambda x, table: calls.append(table.shape) or lookup(x, table)
+    out = layer(torch.tensor([3, 3, 5]), samples=2)
+    assert out.log_probs is None and out.shape == (2, 3, 4)
+    assert len(calls) == 2  # mean rows and std rows, no table drawn
+    assert not torch.equal(out[:, 0], out[:, 1])  # per occurrence
 
 
 @pytest.mark.parametrize("estimator", ["local_reparameterization", "flipout"])

@@ -159,6 +159,22 @@ def test_prediction_mode_samples_preactivations_for_normal_layers():
     assert torch.equal(out[:, 0], out[:, 1])
 
 
+@pytest.mark.parametrize(
+    ("layer", "x"),
+    [
+        (VILinear(1, 1, bias=False, return_log_probs=False), torch.ones(1, 3, 1)),
+        (VIConv1d(1, 1, 1, bias=False, return_log_probs=False), torch.ones(1, 1, 3)),
+    ],
+    ids=["sequence", "convolution"],
+)
+def test_prediction_mode_shares_one_draw_across_positions(layer, x):
+    # Positions of one example share a weight draw, as in training: per-position
+    # noise would change the predictive distribution.
+    out = layer(x, samples=4).as_plain().flatten(1)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
+    assert not torch.equal(out[0], out[1])
+
+
 def test_estimator_property_propagates_and_validates():
     model = VISequential(VILinear(4, 8), nn.ReLU(), VIConv1d(1, 1, 1))
     model.estimator = "flipout"

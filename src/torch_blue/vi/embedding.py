@@ -15,7 +15,8 @@ randomness (the layer's ``estimator``):
     that of the lookup, not of the table (``S * tokens * dim`` normals instead of
     ``S * num_embeddings * dim``); the closed-form KL divergence of the table is
     recorded. With ``return_log_probs=False`` (prediction) a Normal layer uses this
-    path under ``"reparameterization"`` too, like the other built-in layers.
+    path under ``"reparameterization"`` too when it is exact: one token per example
+    (inputs ``(batch,)``); sequences keep drawing the table.
 ``"flipout"``
     One table perturbation per sample, with random signs per occurrence and feature
     (the embedding analogue of Wen et al. 2018). It draws the whole table, so it is
@@ -357,6 +358,11 @@ class VIEmbedding(VIModule, EstimatorLayer):
         neg_entropy = -log_std.sum() - per_element * log_std.numel()
         return torch.stack([neg_entropy - kl, neg_entropy])
 
+    def _local_noise_is_exact(self, x: Tensor) -> bool:
+        # One token per example meets each row at most once; a sequence may repeat
+        # a token, and its occurrences share one draw of the table.
+        return x.dim() <= 1
+
     def _fast_preactivations(self, op: Any, x: Tensor) -> Optional[Tensor]:
         """Looked-up vectors drawn without drawing the table, or ``None``.
 
@@ -368,7 +374,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
         record = state.record if state is not None else self._return_log_probs
         estimator = self._estimator
         if estimator == "reparameterization":
-            if record or not normal_layer(self):
+            if record or not normal_layer(self) or not self._local_noise_is_exact(x):
                 return None
             estimator = "local_reparameterization"
         mean, log_std = self.get_variational_parameters("weight")

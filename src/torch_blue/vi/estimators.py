@@ -8,13 +8,18 @@ gradients):
     Draw the weights, :math:`W_s = \mu + \sigma \odot \epsilon_s`, once per sample
     and share them across the batch; the KL term is estimated from the drawn weights.
     Works with every variational distribution and prior. When the model runs with
-    ``return_log_probs = False`` (prediction), Normal layers sample the
-    pre-activations instead, like upstream torch_blue: the per-example predictive
-    distribution is the same and no weight matrix is drawn.
+    ``return_log_probs = False`` (prediction), dense Normal layers on
+    ``(batch, features)`` inputs sample the pre-activations instead: the per-example
+    predictive distribution is exactly the same and no weight matrix is drawn.
+    Convolutions, sequences and embeddings keep drawing weights, because positions of
+    one example share a draw (upstream torch_blue samples them per position, which
+    changes the predictive distribution).
 ``"local_reparameterization"`` (Kingma, Salimans & Welling 2015)
     Sample the pre-activations :math:`\mathcal N(x\mu^\top, x^2 (\sigma^2)^\top)`
     directly, independently per example. Much cheaper (no weight draws) and
-    lower-variance gradients.
+    lower-variance gradients. For a dense layer on ``(batch, features)`` it is exact;
+    on convolutions and sequences the noise is independent per position too, the
+    usual approximation (Kingma et al. 2015 apply it to dense layers).
 ``"flipout"`` (Wen et al. 2018)
     Draw one weight perturbation per sample and decorrelate it across the examples
     of the batch with random sign flips: :math:`x\mu^\top + ((x \odot r)(\sigma
@@ -148,6 +153,17 @@ class EstimatorLayer:
     _estimator: str = "reparameterization"
     _spatial_dims: int = 0
 
+    def _local_noise_is_exact(self, x: Tensor) -> bool:
+        """Whether sampling pre-activations for input ``x`` equals sampling weights.
+
+        Per example, independent noise per pre-activation has the distribution of a
+        shared weight draw only when every weight meets the example once: a dense
+        layer on ``(batch, features)``, not positions of a sequence or an image
+        (which share one draw). Prediction switches to local reparameterisation only
+        then.
+        """
+        return self._spatial_dims == 0 and x.dim() <= 2
+
     def _fast_preactivations(self, op: Op, x: Tensor) -> Optional[Tensor]:
         from .sampling import current_state, mean_weights_enabled
 
@@ -157,7 +173,7 @@ class EstimatorLayer:
         record = state.record if state is not None else self._return_log_probs
         estimator = self._estimator
         if estimator == "reparameterization":
-            if record or not normal_layer(self):
+            if record or not normal_layer(self) or not self._local_noise_is_exact(x):
                 return None
             estimator = "local_reparameterization"
         weight = tuple(self.get_variational_parameters("weight"))
