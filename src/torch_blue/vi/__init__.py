@@ -20,6 +20,14 @@ from .kl_loss import KullbackLeiblerLoss
 from .linear import VILinear
 from .normalization import VIBatchNorm1d, VIBatchNorm2d, VIBatchNorm3d, VILayerNorm
 from .sequential import VIResidualConnection, VISequential
+from .transformer import (
+    VIMultiheadAttention,
+    VITransformer,
+    VITransformerDecoder,
+    VITransformerDecoderLayer,
+    VITransformerEncoder,
+    VITransformerEncoderLayer,
+)
 from .utils.common_types import VIkwargs
 from .utils.convert import convert_to_vimodule
 from .utils.vi_return import VIReturn
@@ -44,9 +52,15 @@ __all__ = [
     "VILayerNorm",
     "VILinear",
     "VIModule",
+    "VIMultiheadAttention",
     "VIResidualConnection",
     "VIReturn",
     "VISequential",
+    "VITransformer",
+    "VITransformerDecoder",
+    "VITransformerDecoderLayer",
+    "VITransformerEncoder",
+    "VITransformerEncoderLayer",
     "VIkwargs",
     "convert_to_vimodule",
     "mean_weights",
