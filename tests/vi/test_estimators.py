@@ -215,3 +215,24 @@ def test_fast_estimators_train(estimator):
     with torch.no_grad():
         accuracy = (model(x, samples=16).softmax(-1).mean(0).argmax(-1) == y).float().mean()
     assert accuracy > 0.9
+
+
+def test_estimator_property_reaches_recurrent_layers_and_respects_their_limits():
+    from torch_blue.vi import VILSTM, VIModule
+
+    class Tagger(VIModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = VILSTM(3, 4, batch_first=True)
+            self.out = VILinear(4, 2)
+
+        def forward(self, x):
+            return self.out(self.rnn(x)[0])
+
+    model = Tagger()
+    model.estimator = "flipout"
+    assert model.rnn.estimator == "flipout" and model.out.estimator == "flipout"
+    with pytest.raises(ValueError, match="VILSTM: estimator must be one of"):
+        model.estimator = "local_reparameterization"
+    assert model.out.estimator == "flipout"  # nothing changed
+    assert model(torch.randn(2, 5, 3), samples=2).shape == (2, 2, 5, 2)

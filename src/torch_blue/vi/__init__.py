@@ -19,6 +19,7 @@ from .embedding import VIEmbedding
 from .kl_loss import KullbackLeiblerLoss
 from .linear import VILinear
 from .normalization import VIBatchNorm1d, VIBatchNorm2d, VIBatchNorm3d, VILayerNorm
+from .rnn import VIGRU, VILSTM, VIRNN
 from .sequential import VIResidualConnection, VISequential
 from .transformer import (
     VIMultiheadAttention,
@@ -49,10 +50,13 @@ __all__ = [
     "VIConvTranspose2d",
     "VIConvTranspose3d",
     "VIEmbedding",
+    "VIGRU",
+    "VILSTM",
     "VILayerNorm",
     "VILinear",
     "VIModule",
     "VIMultiheadAttention",
+    "VIRNN",
     "VIResidualConnection",
     "VIReturn",
     "VISequential",

@@ -422,7 +422,7 @@ class VIModule(Module):
 
     @estimator.setter
     def estimator(self, estimator: str) -> None:
-        from .estimators import EstimatorLayer, check_estimator
+        from .estimators import EstimatorLayer
 
         layers = [m for m in self.modules() if isinstance(m, EstimatorLayer)]
         if not layers:
@@ -430,7 +430,7 @@ class VIModule(Module):
                 f"{type(self).__name__}: no layer inside supports gradient estimators"
             )
         for layer in layers:  # validate all before changing any
-            check_estimator(layer, estimator)
+            layer._check_estimator(estimator)
         for layer in layers:
             layer._estimator = estimator
 

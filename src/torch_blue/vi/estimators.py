@@ -153,6 +153,10 @@ class EstimatorLayer:
     _estimator: str = "reparameterization"
     _spatial_dims: int = 0
 
+    def _check_estimator(self, estimator: str) -> str:
+        """Validate ``estimator`` for this layer; layers supporting fewer override."""
+        return check_estimator(self, estimator)
+
     def _local_noise_is_exact(self, x: Tensor) -> bool:
         """Whether sampling pre-activations for input ``x`` equals sampling weights.
 
