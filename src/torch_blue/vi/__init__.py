@@ -19,7 +19,20 @@ from .embedding import VIEmbedding
 from .kl_loss import KullbackLeiblerLoss
 from .linear import VILinear
 from .normalization import VIBatchNorm1d, VIBatchNorm2d, VIBatchNorm3d, VILayerNorm
+from .pruning import (
+    compression_report,
+    description_length,
+    prune,
+    pruning_masks,
+    signal_to_noise,
+)
 from .rnn import VIGRU, VILSTM, VIRNN
+from .schedules import (
+    BlundellMinibatchWeighting,
+    CyclicalKLAnnealing,
+    KLSchedule,
+    LinearKLWarmup,
+)
 from .sequential import VIResidualConnection, VISequential
 from .transformer import (
     VIMultiheadAttention,
@@ -35,8 +48,12 @@ from .utils.vi_return import VIReturn
 
 __all__ = [
     "AnalyticalKullbackLeiblerLoss",
+    "BlundellMinibatchWeighting",
+    "CyclicalKLAnnealing",
+    "KLSchedule",
     "KullbackLeiblerLoss",
     "KullbackLeiblerModule",
+    "LinearKLWarmup",
     "NonBayesianDivergence",
     "NormalNormalDivergence",
     "UniformNormalDivergence",
@@ -66,7 +83,12 @@ __all__ = [
     "VITransformerEncoder",
     "VITransformerEncoderLayer",
     "VIkwargs",
+    "compression_report",
     "convert_to_vimodule",
+    "description_length",
     "mean_weights",
+    "prune",
+    "pruning_masks",
+    "signal_to_noise",
     "to_deterministic",
 ]
