@@ -1,0 +1,117 @@
+"""Training with DistributedDataParallel on 2 CPU processes (gloo)."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from torch_blue import vi
+from torch_blue.vi.distributions import Categorical, NonBayesian
+
+WORLD = 2
+N, B, FEATURES, CLASSES = 1000, 16, 5, 3
+REPEATS = 300
+
+
+def _model(bayesian: bool) -> nn.Module:
+    torch.manual_seed(0)  # the same initial parameters everywhere
+    kwargs = {} if bayesian else {"variational_distribution": NonBayesian()}
+    return vi.VISequential(
+        vi.VILinear(FEATURES, 8, **kwargs), nn.Tanh(), vi.VILinear(8, CLASSES, **kwargs)
+    )
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(B, FEATURES, generator=generator)
+    return x, torch.randint(0, CLASSES, (B,), generator=generator)
+
+
+def _grads(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def _worker(rank: int, store: str, path: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD
+    )
+    try:
+        x, y = _data()
+        mine = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+        loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)
+        results = {}
+
+        # 1. deterministic weights: DDP gradients equal the full-batch gradients
+        model = _model(False)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        loss_fn(ddp(x[mine], samples=1), y[mine]).backward()
+        results["exact"] = _grads(model)
+
+        # 2. sampled weights: every rank draws its own samples (seed per rank), and
+        # the averaged gradient matches the full-batch one in expectation
+        model = _model(True)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        torch.manual_seed(100 + rank)
+        grads, first = [], None
+        for _ in range(REPEATS):
+            model.zero_grad()
+            out = ddp(x[mine], samples=2)
+            if first is None:
+                first = out.as_plain().detach()
+            loss_fn(out, y[mine]).backward()
+            grads.append(_grads(model))
+        results["sampled"] = torch.stack(grads)
+        gathered = [torch.empty_like(first) for _ in range(WORLD)]
+        dist.all_gather(gathered, first)
+        results["draws"] = gathered
+        if rank == 0:
+            torch.save(results, path)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("ddp")
+    out = tmp / "rank0.pt"
+    mp.spawn(_worker, args=(str(tmp / "store"), str(out)), nprocs=WORLD, join=True)
+    return torch.load(out, weights_only=True)
+
+
+def _single_process_grads(bayesian: bool, repeats: int) -> torch.Tensor:
+    x, y = _data()
+    loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)
+    model = _model(bayesian)
+    torch.manual_seed(7)
+    grads = []
+    for _ in range(repeats):
+        model.zero_grad()
+        loss_fn(model(x, samples=2 if bayesian else 1), y).backward()
+        grads.append(_grads(model))
+    return torch.stack(grads)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+def test_gradients_are_averaged_and_the_prior_term_counted_once(ddp_results):
+    # N * mean NLL over each half, averaged by DDP, is N * mean NLL over the batch; the
+    # prior term enters every rank's loss once and the average keeps it once.
+    expected = _single_process_grads(bayesian=False, repeats=1)[0]
+    torch.testing.assert_close(ddp_results["exact"], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+def test_each_rank_draws_its_own_samples(ddp_results):
+    first, second = ddp_results["draws"]
+    assert not torch.allclose(first, second)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+def test_sampled_gradients_match_single_process_in_expectation(ddp_results):
+    distributed = ddp_results["sampled"]
+    single = _single_process_grads(bayesian=True, repeats=REPEATS)
+    difference = distributed.mean(0) - single.mean(0)
+    stderr = (distributed.var(0) / REPEATS + single.var(0) / REPEATS).sqrt()
+    # 5 standard errors per coordinate (false-alarm rate ~ 1e-4 over all of them)
+    assert torch.all(difference.abs() <= 5 * stderr + 1e-6)
