@@ -51,3 +51,50 @@ def test_compiled_model_returns_vireturn():
     model = vi.VISequential(vi.VILinear(6, 8), nn.ReLU(), vi.VILinear(8, 3))
     out = torch.compile(model, backend="eager")(torch.randn(5, 6), samples=4)
     assert isinstance(out, vi.VIReturn) and out.log_probs.shape == (4, 2)
+
+
+class _Mixed(vi.VIModule):
+    """Every new layer family in one model, called as one autosampled forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = vi.VIEmbedding(10, 6)
+        self.rnn = vi.VIGRU(6, 6, batch_first=True)
+        self.attn = vi.VITransformerEncoderLayer(6, 2, dim_feedforward=8)
+        self.norm = vi.VIBatchNorm1d(6)
+        self.up = vi.VIConvTranspose1d(6, 2, 3)
+        self.head = vi.VILinear(2 * 6, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(self.embed(tokens))
+        h = self.norm(self.attn(h).transpose(1, 2))
+        return self.head(self.up(h).flatten(1))
+
+
+def _mixed_step(tokens: torch.Tensor, y: torch.Tensor):
+    torch.manual_seed(0)
+    model = _Mixed()
+    loss_fn = vi.KullbackLeiblerLoss(Categorical(), 100)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad()
+        loss = loss_fn(model(tokens, samples=2), y)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def test_compiled_training_step_of_every_layer_family_matches_eager():
+    torch._dynamo.reset()
+    tokens = torch.randint(0, 10, (4, 4))
+    y = torch.randint(0, 3, (4,))
+    eager_step = _mixed_step(tokens, y)
+    torch.manual_seed(1)
+    eager = torch.stack([eager_step() for _ in range(2)])
+    compiled_step = torch.compile(_mixed_step(tokens, y), backend="eager")
+    torch.manual_seed(1)
+    compiled = torch.stack([compiled_step() for _ in range(2)])
+    torch.testing.assert_close(compiled, eager)
