@@ -8,7 +8,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # Pages whose ``code-block:: python`` blocks form one runnable script each (the
 # concept pages show fragments instead).
-RUNNABLE = ["convert.rst", "deploy.rst"]
+RUNNABLE = ["convert.rst", "deploy.rst", "priors.rst"]
 
 
 def python_blocks(page: Path) -> list[str]:

@@ -14,11 +14,18 @@ from torch_blue.vi import (
 from torch_blue.vi.distributions import (
     BasicQuietPrior,
     Categorical,
+    Laplace,
     MeanFieldNormal,
     NonBayesian,
+    RadialNormal,
+    ScaleMixtureNormal,
+    StudentTPrior,
     UniformPrior,
+    register_kl,
 )
-from torch_blue.vi.utils import NoVariablesError, UnsupportedDistributionError
+from torch_blue.vi.distributions import kl as kl_module
+from torch_blue.vi.distributions.kl import LaplaceNormalDivergence
+from torch_blue.vi.utils import NoVariablesError
 
 
 def _model(**kwargs):
@@ -115,12 +122,99 @@ def test_upstream_divergence_modules():
     )
 
 
-def test_pair_without_closed_form_raises_at_construction():
+def test_pair_without_closed_form_falls_back_to_monte_carlo():
     model = VILinear(3, 2, prior=BasicQuietPrior())
-    with pytest.raises(
-        UnsupportedDistributionError, match=r"no closed-form KL .*BasicQuietPrior"
+    loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
+    assert loss_fn.monte_carlo_variables == ["weight", "bias"]
+    loss = loss_fn(model(torch.randn(4, 3), samples=2), torch.zeros(4).long())
+    loss.backward()
+    assert model._weight_mean.grad is not None
+
+
+def test_monte_carlo_kl_is_unbiased():
+    torch.manual_seed(0)
+    model = _model(prior=ScaleMixtureNormal(0.5, 1.0, 0.1))
+    loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 1)
+    with torch.no_grad():
+        estimates = torch.stack([loss_fn.prior_matching() for _ in range(2000)])
+        reference = model(torch.randn(1, 3), samples=20_000).log_probs
+    per_draw = reference[:, 1] - reference[:, 0]
+    # 5 standard errors of the difference of two independent means.
+    se = (estimates.var() / len(estimates) + per_draw.var() / len(per_draw)).sqrt()
+    assert abs(estimates.mean() - per_draw.mean()) < 5 * se
+
+
+def test_closed_form_and_monte_carlo_layers_mix():
+    model = VISequential(
+        VILinear(3, 5, prior=Laplace()),
+        nn.ReLU(),
+        VILinear(5, 2, prior=StudentTPrior()),
+    )
+    loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10, kl_samples=3)
+    assert loss_fn.monte_carlo_variables == ["2.weight", "2.bias"]
+    loss_fn(model(torch.randn(4, 3), samples=2), torch.zeros(4).long()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_closed_forms_are_deterministic():
+    for model in (
+        VILinear(3, 2, prior=Laplace(0.1, 0.5)),
+        VILinear(3, 2, variational_distribution=RadialNormal(), prior=MeanFieldNormal()),
     ):
-        AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
+        loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
+        assert loss_fn.monte_carlo_variables == []
+        torch.testing.assert_close(loss_fn.prior_matching(), loss_fn.prior_matching())
+
+
+def test_laplace_uses_its_closed_form():
+    model = VILinear(3, 2, prior=Laplace(0.1, 0.5))
+    loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
+    prior = model.prior["weight"]
+    expected = sum(
+        LaplaceNormalDivergence.forward(
+            prior.loc, prior.log_scale, *model.get_variational_parameters(v)
+        )
+        for v in ("weight", "bias")
+    )
+    torch.testing.assert_close(loss_fn.prior_matching(), expected)
+
+
+def test_pairs_registered_later_are_used():
+    saved = dict(kl_module._REGISTRY)
+    try:
+        model = VILinear(3, 2, prior=StudentTPrior())
+        loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
+        assert loss_fn.monte_carlo_variables == ["weight", "bias"]
+
+        @register_kl(StudentTPrior, MeanFieldNormal)
+        def _kl(prior, variational, parameters):
+            return parameters[0].new_tensor(42.0)
+
+        assert loss_fn.monte_carlo_variables == []
+        assert loss_fn.prior_matching().item() == 84.0
+    finally:
+        kl_module._REGISTRY.clear()
+        kl_module._REGISTRY.update(saved)
+
+
+def test_construction_does_not_draw_random_numbers():
+    model = _model(prior=ScaleMixtureNormal())
+    state = torch.get_rng_state()
+    AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("kl_samples", [0, -2, 1.5, True])
+def test_bad_kl_samples_raise(kl_samples):
+    with pytest.raises(ValueError, match="kl_samples must be a positive int"):
+        AnalyticalKullbackLeiblerLoss(
+            VILinear(2, 2), Categorical(), 10, kl_samples=kl_samples
+        )
+
+
+def test_extra_repr_names_the_settings():
+    loss_fn = AnalyticalKullbackLeiblerLoss(VILinear(2, 2), Categorical(), 10, kl_samples=4)
+    assert "dataset_size=10" in repr(loss_fn) and "kl_samples=4" in repr(loss_fn)
 
 
 def test_model_without_variables_raises():

@@ -15,6 +15,7 @@ from .base import VIModule
 from .conv import VIConv1d, VIConv2d, VIConv3d
 from .conv_transpose import VIConvTranspose1d, VIConvTranspose2d, VIConvTranspose3d
 from .deterministic import mean_weights, to_deterministic
+from .distributions.kl import LaplaceNormalDivergence, LogUniformNormalDivergence
 from .embedding import VIEmbedding
 from .kl_loss import KullbackLeiblerLoss
 from .linear import VILinear
@@ -53,7 +54,9 @@ __all__ = [
     "KLSchedule",
     "KullbackLeiblerLoss",
     "KullbackLeiblerModule",
+    "LaplaceNormalDivergence",
     "LinearKLWarmup",
+    "LogUniformNormalDivergence",
     "NonBayesianDivergence",
     "NormalNormalDivergence",
     "UniformNormalDivergence",

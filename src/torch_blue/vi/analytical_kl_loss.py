@@ -1,5 +1,6 @@
-"""``AnalyticalKullbackLeiblerLoss``: the negative ELBO with a closed-form KL term."""
+"""``AnalyticalKullbackLeiblerLoss``: the negative ELBO, its KL term from the parameters."""
 
+from numbers import Integral
 from typing import Optional
 
 import torch
@@ -13,7 +14,9 @@ from .distributions.kl import (
     NonBayesianDivergence,
     NormalNormalDivergence,
     UniformNormalDivergence,
+    has_closed_form_kl,
     kl_divergence,
+    monte_carlo_kl_divergence,
 )
 from .kl_loss import (
     _check_dataset_size,
@@ -35,12 +38,19 @@ __all__ = [
 
 
 class AnalyticalKullbackLeiblerLoss(Module):
-    r"""Negative ELBO whose KL term is computed in closed form from the parameters.
+    r"""Negative ELBO whose KL term is computed from the variational parameters.
 
     Same data term as :class:`~torch_blue.vi.KullbackLeiblerLoss`, but the KL term
-    :math:`\mathrm{KL}(q\,\|\,p)` is exact (no Monte Carlo noise): it is summed over
-    every random variable of ``model``, looked up by ``(prior type, variational
-    type)`` in the registry of :mod:`torch_blue.vi.distributions.kl`. The model output
+    :math:`\mathrm{KL}(q\,\|\,p)` is computed per random variable of ``model`` from
+    its variational parameters: exactly (no Monte Carlo noise) where a closed form is
+    registered for the pair ``(prior type, variational type)`` (see
+    :mod:`torch_blue.vi.distributions.kl`; add your own with
+    :func:`~torch_blue.vi.distributions.register_kl`), and otherwise by an unbiased
+    Monte Carlo estimate from ``kl_samples`` fresh draws of that variable
+    (:func:`~torch_blue.vi.distributions.monte_carlo_kl_divergence`; one draw by
+    default, which costs one weight draw per variable and step).
+    :attr:`monte_carlo_variables` lists the variables estimated that way. The lookup
+    happens at every call, so pairs registered later are picked up. The model output
     may be a plain tensor, so the model can run with ``return_log_probs = False``
     (which skips the log-prob computation).
 
@@ -63,6 +73,8 @@ class AnalyticalKullbackLeiblerLoss(Module):
         Record the loss components in :attr:`log`.
     objective : {"elbo", "log_mean_predictive"}, default: "elbo"
         Data term, as in :class:`~torch_blue.vi.KullbackLeiblerLoss`.
+    kl_samples : int, default: 1
+        Number of draws for the Monte Carlo estimate of pairs without a closed form.
 
     Examples
     --------
@@ -85,6 +97,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
         track: bool = False,
         *,
         objective: str = "elbo",
+        kl_samples: int = 1,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -99,6 +112,15 @@ class AnalyticalKullbackLeiblerLoss(Module):
                 f"{name}: divergence_type must be a KullbackLeiblerModule instance, got "
                 f"{divergence_type!r}"
             )
+        if (
+            isinstance(kl_samples, bool)
+            or not isinstance(kl_samples, Integral)
+            or kl_samples < 1
+        ):
+            raise ValueError(
+                f"{name}: kl_samples must be a positive int, got {kl_samples!r}"
+            )
+        self.kl_samples = int(kl_samples)
         self.predictive_distribution = _check_predictive(name, predictive_distribution)
         self.dataset_size = _check_dataset_size(name, dataset_size)
         self.heat = _check_heat(name, heat)
@@ -107,8 +129,8 @@ class AnalyticalKullbackLeiblerLoss(Module):
         # Stored outside _modules on purpose: see the class docstring.
         self.__dict__["model"] = model
         self._variables = [
-            (module, variable)
-            for module in model.modules()
+            (f"{path}.{variable}" if path else variable, module, variable)
+            for path, module in model.named_modules()
             if isinstance(module, VIModule) and module.random_variables is not None
             for variable in module.random_variables
             if module.variational_distribution[variable] is not None
@@ -116,10 +138,13 @@ class AnalyticalKullbackLeiblerLoss(Module):
         if not self._variables:
             raise NoVariablesError(f"{name}: the model has no random variables")
         if divergence_type is None:
-            # Fail now, not at the first step, when a pair has no closed form.
+            # Fail now, not at the first step, when a closed form does not fit its
+            # variable. (Monte Carlo pairs are not tried: that would draw random
+            # numbers and shift the user's random stream.)
             with torch.no_grad():
-                for module, variable in self._variables:
-                    self._variable_kl(module, variable)
+                for _, module, variable in self._variables:
+                    if self._closed_form(module, variable):
+                        self._variable_kl(module, variable)
         self._track = False
         self.log: Optional[dict[str, list]] = None
         self.track(track)
@@ -129,11 +154,36 @@ class AnalyticalKullbackLeiblerLoss(Module):
         """The forced divergence (``divergence_type``), or ``None`` for the registry."""
         return self.divergence_type
 
+    @property
+    def monte_carlo_variables(self) -> list[str]:
+        """Names (``"path.variable"``) of the variables with a Monte Carlo KL."""
+        if self.divergence_type is not None:
+            return []
+        return [
+            name
+            for name, module, variable in self._variables
+            if not self._closed_form(module, variable)
+        ]
+
+    def extra_repr(self) -> str:
+        """Summarise the configuration for ``print(loss)``."""
+        return (
+            f"predictive_distribution={self.predictive_distribution}, "
+            f"dataset_size={self.dataset_size}, heat={self.heat}, "
+            f"objective={self.objective!r}, kl_samples={self.kl_samples}"
+        )
+
     def track(self, mode: bool = True) -> None:
         """Start (``True``) or pause (``False``) recording the loss components."""
         if mode and self.log is None:
             self.log = {"data_fitting": [], "prior_matching": []}
         self._track = bool(mode)
+
+    @staticmethod
+    def _closed_form(module: VIModule, variable: str) -> bool:
+        return has_closed_form_kl(
+            module.prior[variable], module.variational_distribution[variable]
+        )
 
     def _variable_kl(self, module: VIModule, variable: str) -> Tensor:
         prior = module.prior[variable]
@@ -141,12 +191,23 @@ class AnalyticalKullbackLeiblerLoss(Module):
         parameters = module.get_variational_parameters(variable)
         if self.divergence_type is not None:
             return self.divergence_type(prior.get_parameters(), parameters)
-        return kl_divergence(prior, variational, parameters)
+        if has_closed_form_kl(prior, variational):
+            return kl_divergence(prior, variational, parameters)
+        return monte_carlo_kl_divergence(
+            prior,
+            variational,
+            parameters,
+            self.kl_samples,
+            module._prior_hyperparameters(variable),
+        )
 
     def prior_matching(self) -> Tensor:
-        """The closed-form KL divergence, summed over all random variables."""
+        """The KL divergence, summed over all random variables.
+
+        Exact for pairs with a closed form, an unbiased estimate for the others.
+        """
         return torch.stack(
-            [self._variable_kl(m, v).reshape(()) for m, v in self._variables]
+            [self._variable_kl(m, v).reshape(()) for _, m, v in self._variables]
         ).sum()
 
     def forward(

@@ -1,13 +1,31 @@
-"""Closed-form KL divergences between a prior and a variational distribution.
+r"""KL divergences between a prior and a variational distribution.
 
-KL divergences are looked up by the pair ``(type(prior), type(variational))`` in a
+Closed forms are looked up by the pair ``(type(prior), type(variational))`` in a
 registry, the way :func:`torch.distributions.kl.register_kl` works: the most specific
 registered pair along both classes' MROs wins. Register your own pair with
-:func:`register_kl`.
+:func:`register_kl`. Pairs without a closed form get an unbiased Monte Carlo estimate
+(:func:`monte_carlo_kl_divergence`); :class:`~torch_blue.vi.AnalyticalKullbackLeiblerLoss`
+picks the closed form where one is registered and the estimate otherwise.
+
+Registered closed forms (prior, variational):
+
+* ``(MeanFieldNormal, MeanFieldNormal)``, ``(EmpiricalNormalPrior, MeanFieldNormal)``;
+* ``(UniformPrior, MeanFieldNormal)``: the negative entropy;
+* ``(Laplace, MeanFieldNormal)``: via the folded-Normal mean :math:`\mathbb E|w - m|`;
+* ``(LogUniformPrior, MeanFieldNormal)``: the approximation of Molchanov et al. (2017);
+* ``(MeanFieldNormal, RadialNormal)``, ``(EmpiricalNormalPrior, RadialNormal)``,
+  ``(UniformPrior, RadialNormal)``: exact entropy and cross-entropy of the radial
+  distribution;
+* ``(Prior, NonBayesian)``: zero.
+
+Mixtures, heavy-tailed and hierarchical priors (:class:`ScaleMixtureNormal`,
+:class:`StudentTPrior`, :class:`HorseshoePrior`, the Normal-Gamma priors,
+:class:`BasicQuietPrior`) have none.
 """
 
 import math
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Optional, Union
 
 import torch
@@ -16,18 +34,30 @@ from torch import Tensor
 from ..utils.errors import UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import Prior, VariationalDistribution
+from .laplace import Laplace
+from .log_uniform import LogUniformPrior
+from .moped import EmpiricalNormalPrior
 from .non_bayesian import NonBayesian, UniformPrior
 from .normal import MeanFieldNormal
+from .radial import RadialNormal
 
 __all__ = [
     "KullbackLeiblerModule",
     "NormalNormalDivergence",
     "UniformNormalDivergence",
     "NonBayesianDivergence",
+    "LaplaceNormalDivergence",
+    "LogUniformNormalDivergence",
     "register_kl",
     "kl_divergence",
     "has_closed_form_kl",
+    "monte_carlo_kl_divergence",
 ]
+
+_LOG_2PI = math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
+# Molchanov et al. (2017), sparse variational dropout
+_K1, _K2, _K3 = 0.63576, 1.87320, 1.48695
 
 KLFunction = Callable[[Prior, VariationalDistribution, Sequence[Tensor]], Tensor]
 _REGISTRY: dict[tuple[type, type], KLFunction] = {}
@@ -106,6 +136,86 @@ class UniformNormalDivergence(KullbackLeiblerModule):
         if norm_constants_enabled():
             kl = kl - 0.5 * math.log(2 * math.pi)
         return kl.sum()
+
+
+class LaplaceNormalDivergence(KullbackLeiblerModule):
+    r"""KL divergence of a Normal from a Laplace prior, summed over elements.
+
+    .. math::
+        \mathrm{KL} = -H[q] + \log(2b) + \frac{\mathbb E_q|w - m|}{b},\qquad
+        \mathbb E_q|w - m| = \sigma\sqrt{2/\pi}\, e^{-d^2/2\sigma^2}
+        + d\,\mathrm{erf}\big(d/(\sigma\sqrt2)\big),\quad d = \mu - m
+
+    (the mean of a folded Normal).
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.zeros(1)
+    >>> round(float(LaplaceNormalDivergence.forward(0.0, 0.0, z, z)), 4)
+    0.0721
+    """
+
+    @staticmethod
+    def forward(
+        prior_loc: Union[Tensor, float],
+        prior_log_scale: Union[Tensor, float],
+        variational_mean: Tensor,
+        variational_log_std: Tensor,
+    ) -> Tensor:
+        """Summed KL from the Laplace location and log-scale and the Normal's."""
+        loc = torch.as_tensor(prior_loc).to(variational_mean)
+        log_scale = torch.as_tensor(prior_log_scale).to(variational_mean)
+        std = torch.exp(variational_log_std)
+        offset = variational_mean - loc
+        expected_abs = std * math.sqrt(2 / math.pi) * torch.exp(
+            -0.5 * (offset / std).square()
+        ) + offset * torch.erf(offset / (std * math.sqrt(2)))
+        cross_entropy = log_scale + expected_abs * torch.exp(-log_scale)
+        kl = _normal_negative_entropy(variational_log_std) + cross_entropy
+        if norm_constants_enabled():
+            kl = kl + _LOG_2
+        return kl.sum()
+
+
+class LogUniformNormalDivergence(KullbackLeiblerModule):
+    r"""KL of a Normal from the log-uniform prior (Molchanov et al., 2017), summed.
+
+    .. math::
+        \mathrm{KL} \approx k_1\,\mathrm{sigmoid}(-(k_2 + k_3\log\alpha))
+        + \tfrac12\log(1 + 1/\alpha),\qquad \alpha = \sigma^2/\mu^2,
+
+    with :math:`k_1 = 0.63576, k_2 = 1.87320, k_3 = 1.48695`: an approximation (to
+    within 0.01 nats per weight) of the KL divergence up to the constant that makes it
+    vanish as :math:`\alpha \to \infty`. See
+    :class:`~torch_blue.vi.distributions.LogUniformPrior`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(float(LogUniformNormalDivergence.forward(torch.ones(1), torch.zeros(1))), 4)
+    0.4312
+    >>> float(LogUniformNormalDivergence.forward(torch.zeros(1), torch.zeros(1))) < 1e-30
+    True
+    """
+
+    @staticmethod
+    def forward(variational_mean: Tensor, variational_log_std: Tensor) -> Tensor:
+        """Summed KL from the means and log standard deviations."""
+        tiny = torch.finfo(variational_mean.dtype).tiny
+        log_alpha = 2 * variational_log_std - torch.log(variational_mean.square() + tiny)
+        kl = _K1 * torch.sigmoid(
+            -(_K2 + _K3 * log_alpha)
+        ) + 0.5 * torch.nn.functional.softplus(-log_alpha)
+        return kl.sum()
+
+
+def _normal_negative_entropy(log_std: Tensor) -> Tensor:
+    """Element-wise -H of a Normal, with or without the normalisation constant."""
+    value = -log_std - 0.5
+    if norm_constants_enabled():
+        value = value - 0.5 * _LOG_2PI
+    return value
 
 
 class NonBayesianDivergence(KullbackLeiblerModule):
@@ -206,3 +316,122 @@ def _kl_point_estimate(
     prior: Prior, variational: NonBayesian, parameters: Sequence[Tensor]
 ) -> Tensor:
     return NonBayesianDivergence.forward(*parameters)
+
+
+def monte_carlo_kl_divergence(
+    prior: Prior,
+    variational: VariationalDistribution,
+    parameters: Sequence[Tensor],
+    samples: int = 1,
+    hyperparameters: Sequence[Tensor] = (),
+) -> Tensor:
+    r"""Unbiased Monte Carlo estimate of :math:`\mathrm{KL}(q \| p)` for any pair.
+
+    :math:`\frac1K\sum_{k=1}^K \big[\log q(w_k) - \log p(w_k)\big]` with
+    :math:`K` = ``samples`` reparameterised draws :math:`w_k \sim q`, summed over the
+    weight tensor: the same estimator as :class:`~torch_blue.vi.KullbackLeiblerLoss`,
+    and differentiable with respect to the variational parameters.
+
+    Parameters
+    ----------
+    prior, variational
+        The pair.
+    parameters : sequence of Tensor
+        The variational parameters of one random variable.
+    samples : int, default: 1
+        Number of draws :math:`K`.
+    hyperparameters : sequence of Tensor, default: ()
+        The variational parameters the prior requires (``prior._required_parameters``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi.distributions import MeanFieldNormal, StudentTPrior
+    >>> params = (torch.zeros(100), torch.full((100,), -1.0))
+    >>> monte_carlo_kl_divergence(StudentTPrior(), MeanFieldNormal(), params, 8).shape
+    torch.Size([])
+    """
+    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
+        raise ValueError(
+            f"monte_carlo_kl_divergence: samples must be a positive int, got {samples!r}"
+        )
+    parameters = tuple(parameters)
+    hyperparameters = tuple(hyperparameters)
+    total = None
+    for _ in range(int(samples)):
+        sample, log_q = variational.sample_and_log_prob(parameters)
+        term = log_q - prior.prior_log_prob_sum(sample, hyperparameters)
+        total = term if total is None else total + term
+    return total / samples
+
+
+@register_kl(EmpiricalNormalPrior, MeanFieldNormal)
+def _kl_empirical_normal(
+    prior: EmpiricalNormalPrior, variational: MeanFieldNormal, parameters: Sequence[Tensor]
+) -> Tensor:
+    mean, log_std = parameters
+    return NormalNormalDivergence.forward(
+        prior.mean.to(mean), prior.log_std.to(mean), mean, log_std
+    )
+
+
+@register_kl(Laplace, MeanFieldNormal)
+def _kl_laplace_normal(
+    prior: Laplace, variational: MeanFieldNormal, parameters: Sequence[Tensor]
+) -> Tensor:
+    mean, log_std = parameters
+    return LaplaceNormalDivergence.forward(prior.loc, prior.log_scale, mean, log_std)
+
+
+@register_kl(LogUniformPrior, MeanFieldNormal)
+def _kl_log_uniform_normal(
+    prior: LogUniformPrior, variational: MeanFieldNormal, parameters: Sequence[Tensor]
+) -> Tensor:
+    mean, log_std = parameters
+    return LogUniformNormalDivergence.forward(mean, log_std)
+
+
+def _radial_normal_cross_entropy(
+    variational: RadialNormal,
+    parameters: Sequence[Tensor],
+    prior_mean: Tensor,
+    prior_log_std: Tensor,
+) -> Tensor:
+    r"""Summed :math:`-\mathbb E_q \log \mathcal N(w; m, s^2)` of a radial ``q``."""
+    mean, log_std = parameters
+    prior_mean = torch.as_tensor(prior_mean).to(mean)
+    prior_log_std = torch.as_tensor(prior_log_std).to(mean)
+    _, dimension = variational._group_shape(mean.shape)
+    # E[z_i^2] = E[r^2] E[u_i^2] = 1 / D for a direction u uniform on the sphere.
+    second_moment = (mean - prior_mean).square() + torch.exp(2 * log_std) / dimension
+    value = prior_log_std + 0.5 * second_moment * torch.exp(-2 * prior_log_std)
+    if norm_constants_enabled():
+        value = value + 0.5 * _LOG_2PI
+    return value.expand(mean.shape).sum()
+
+
+@register_kl(MeanFieldNormal, RadialNormal)
+def _kl_normal_radial(
+    prior: MeanFieldNormal, variational: RadialNormal, parameters: Sequence[Tensor]
+) -> Tensor:
+    cross_entropy = _radial_normal_cross_entropy(
+        variational, parameters, prior.mean, prior.log_std
+    )
+    return cross_entropy - variational.entropy(tuple(parameters))
+
+
+@register_kl(EmpiricalNormalPrior, RadialNormal)
+def _kl_empirical_radial(
+    prior: EmpiricalNormalPrior, variational: RadialNormal, parameters: Sequence[Tensor]
+) -> Tensor:
+    cross_entropy = _radial_normal_cross_entropy(
+        variational, parameters, prior.mean, prior.log_std
+    )
+    return cross_entropy - variational.entropy(tuple(parameters))
+
+
+@register_kl(UniformPrior, RadialNormal)
+def _kl_uniform_radial(
+    prior: UniformPrior, variational: RadialNormal, parameters: Sequence[Tensor]
+) -> Tensor:
+    return -variational.entropy(tuple(parameters))

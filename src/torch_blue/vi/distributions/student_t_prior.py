@@ -1,0 +1,80 @@
+"""The Student-t prior: heavy tails for the weights."""
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..utils.use_norm_constants import norm_constants_enabled
+from .base import Prior, _finite, _positive
+
+__all__ = ["StudentTPrior"]
+
+
+class StudentTPrior(Prior):
+    r"""Independent Student-t prior per weight.
+
+    .. math::
+        \log p(w) = \log\Gamma\!\big(\tfrac{\nu+1}2\big) - \log\Gamma\!\big(\tfrac\nu2\big)
+        - \tfrac12\log(\nu\pi) - \log s
+        - \tfrac{\nu+1}2 \log\!\Big(1 + \frac{(w - m)^2}{\nu s^2}\Big)
+
+    A Normal whose precision has a Gamma prior, integrated out independently per
+    weight: heavier tails than a Normal (fewer, larger weights are cheap). Named
+    apart from :class:`~torch_blue.vi.distributions.StudentT`, the alias of the
+    variational :class:`~torch_blue.vi.distributions.MeanFieldStudentT`. There is no
+    closed-form KL divergence; both losses estimate it by Monte Carlo.
+
+    Hyperparameters are ``("loc", "log_scale")``; the degrees of freedom are fixed
+    (``df``). With ``rescale_prior=True`` location and scale are scaled by
+    :math:`1/\sqrt{3\,\mathrm{fan\_in}}`, ``df`` stays. Without normalisation
+    constants the terms that depend on ``df`` alone are dropped (:math:`-\log s`
+    stays), as for :class:`~torch_blue.vi.distributions.MeanFieldStudentT`.
+
+    Parameters
+    ----------
+    df : float, default: 3.0
+        Degrees of freedom :math:`\nu`. Must be positive.
+    loc : float, default: 0.0
+        Location :math:`m`. Must be finite.
+    scale : float, default: 1.0
+        Scale :math:`s`. Must be positive.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi import VILinear
+    >>> prior = StudentTPrior(df=4.0, scale=0.5)
+    >>> prior
+    StudentTPrior(df=4, loc=0, scale=0.5)
+    >>> VILinear(3, 2, prior=prior)(torch.randn(4, 3), samples=5).shape
+    torch.Size([5, 4, 2])
+    """
+
+    distribution_parameters = ("loc", "log_scale")
+
+    def __init__(self, df: float = 3.0, loc: float = 0.0, scale: float = 1.0) -> None:
+        name = type(self).__name__
+        self.df = _positive(name, "df", df)
+        self.loc = torch.tensor(_finite(name, "loc", loc))
+        self.log_scale = torch.tensor(math.log(_positive(name, "scale", scale)))
+
+    def _repr_args(self) -> str:
+        return (
+            f"df={self.df:g}, loc={float(self.loc):g}, "
+            f"scale={math.exp(float(self.log_scale)):g}"
+        )
+
+    def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor]) -> Tensor:
+        """Element-wise Student-t log-density given ``(loc, log_scale)``."""
+        loc, log_scale = (torch.as_tensor(p) for p in parameters)
+        nu = self.df
+        z = (sample - loc) * torch.exp(-log_scale)
+        result = -0.5 * (nu + 1.0) * torch.log1p(z.square() / nu) - log_scale
+        if norm_constants_enabled():
+            result = result + (
+                math.lgamma((nu + 1.0) / 2)
+                - math.lgamma(nu / 2)
+                - 0.5 * math.log(nu * math.pi)
+            )
+        return result
