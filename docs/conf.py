@@ -88,4 +88,6 @@ else:
 
 # -- HTML output -----------------------------------------------------------------------
 html_theme = "furo"
+# Figures made by the scripts (docs/uncertainty.rst shows them).
+html_static_path = ["_static"]
 html_title = f"torch_blue {release}"

