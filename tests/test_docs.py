@@ -29,8 +29,24 @@ def test_docs_build_without_warnings(tmp_path):
         "torch_blue.vi.distributions.MeanFieldNormal",
         "torch_blue.vi.distributions.register_kl",
         "torch_blue.vi.utils.TorchBlueError",
+        "torch_blue.vi.VILSTM",
+        "torch_blue.vi.VITransformer",
+        "torch_blue.vi.VIEmbedding",
+        "torch_blue.vi.VIBatchNorm1d",
+        "torch_blue.vi.convert_to_vimodule",
+        "torch_blue.vi.to_deterministic",
+        "torch_blue.vi.mean_weights",
+        "torch_blue.vi.distributions.ScaleMixtureNormal",
+        "torch_blue.vi.distributions.HeteroscedasticNormal",
+        "torch_blue.vi.schedules.LinearKLWarmup",
+        "torch_blue.vi.pruning.prune",
     ):
         assert f'id="{target}"' in api, target
+    how_to = (out / "uncertainty.html").read_text(encoding="utf-8")
+    assert 'id="torch_blue.uncertainty.metrics.expected_calibration_error"' in how_to
+    assert "_images/regression_gap.png" in how_to or "regression_gap.png" in how_to
+    for page in ("convert", "deploy", "priors"):
+        assert (out / f"{page}.html").exists(), page
     # numpy-style "Shape" and "Examples" sections render as headings, not raw text
     assert '<p class="rubric">Shape</p>' in api
     assert '<p class="rubric">Examples</p>' in api
