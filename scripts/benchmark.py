@@ -878,6 +878,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="1 round, 3 steps, 1 warm-up, tiny gradient-variance run (for tests)",
     )
     parser.add_argument("--output", type=Path, help="also write the Markdown here")
+    parser.add_argument(
+        "--plot", type=Path, help="also draw the training ratios to plain (a PNG) here"
+    )
+    parser.add_argument(
+        "--plot-from",
+        type=Path,
+        metavar="MARKDOWN",
+        help="only draw --plot from a report written earlier with --output",
+    )
     parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR)
     parser.add_argument("--fetch-peers", type=Path, metavar="DIR")
     parser.add_argument("--upstream-path", type=Path, help="folder holding torch_blue 1.1")
@@ -988,6 +997,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
+    if args.plot_from is not None:
+        if args.plot is None:
+            raise SystemExit("benchmark.py: --plot-from needs --plot PATH")
+        ratios = read_training_ratios(args.plot_from.read_text())
+        if not ratios:
+            raise SystemExit(f"benchmark.py: no training table in {args.plot_from}")
+        plot_training(ratios, _plot_title(args), args.plot)
+        return 0
     if args.fetch_peers is not None:
         fetch_peers(args.fetch_peers)
         args.peers_dir = args.fetch_peers
@@ -1035,7 +1052,65 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(report)
+    if args.plot is not None and train_tasks:
+        ratios = {
+            (task, mode.name): summary[task, mode.name]["ratio"]
+            for task in train_tasks
+            for mode in available
+            if summary.get((task, mode.name), {}).get("ratio") is not None
+        }
+        plot_training(ratios, _plot_title(args), args.plot)
     return 0
+
+
+def _plot_title(args: argparse.Namespace) -> str:
+    return (
+        f"Training step, S = {args.samples} ({args.device}, {args.threads} threads): "
+        "lower is faster, torch_blue in blue"
+    )
+
+
+def plot_training(ratios: dict[tuple[str, str], float], title: str, path: Path) -> None:
+    """Bars per task: each mode's median step time as a multiple of plain PyTorch's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(task for task, _ in ratios))
+    fig, axes = plt.subplots(
+        len(tasks), 1, figsize=(8, 0.45 * len(ratios) + 1.2 * len(tasks)), squeeze=False
+    )
+    largest = max(ratios.values(), default=1.0)
+    for ax, task in zip(axes[:, 0], tasks):
+        rows = [(m, r) for (t, m), r in ratios.items() if t == task and m != "plain"]
+        names = [m for m, _ in rows][::-1]
+        values = [r for _, r in rows][::-1]
+        colours = ["tab:blue" if n.startswith("torch_blue") else "tab:gray" for n in names]
+        bars = ax.barh(names, values, color=colours)
+        ax.bar_label(bars, labels=[f"{v:.2f}x" for v in values], padding=3)
+        ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+        ax.set_xlim(0, largest * 1.15)
+        ax.set_title(task, loc="left")
+    axes[-1, 0].set_xlabel("step time / plain PyTorch on the S x B batch (1 = dashed line)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_training_ratios(markdown: str) -> dict[tuple[str, str], float]:
+    """The median ratios of a report's training table, by (task, mode)."""
+    ratios = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[3].endswith("x") and cells[0] != "task":
+            try:
+                ratios[cells[0], cells[1]] = float(cells[3][:-1])
+            except ValueError:
+                continue
+    return ratios
 
 
 def prediction_section(

@@ -27,9 +27,12 @@ def test_quick_mlp_run(benchmark, tmp_path, capsys):
             str(tmp_path / "no-peers"),
             "--output",
             str(output),
+            "--plot",
+            str(tmp_path / "ratios.png"),
         ]
     )
     out = capsys.readouterr().out
+    assert (tmp_path / "ratios.png").stat().st_size > 0
     assert status == 0
     assert "Machine:" in out and "Command:" in out
     assert "| task | mode | median ms/step | ratio to plain |" in out
@@ -61,3 +64,21 @@ def test_read_idx(benchmark, tmp_path):
     with gzip.open(path, "wb") as handle:
         handle.write(header + images.tobytes())
     np.testing.assert_array_equal(benchmark.read_idx(path), images)
+
+
+def test_plot_from_a_saved_report(benchmark, tmp_path):
+    report = tmp_path / "bench.md"
+    report.write_text(
+        "| task | mode | median ms/step | ratio to plain | ratios per round | peak MiB |\n"
+        "|---|---|---|---|---|---|\n"
+        "| mlp | plain | 20.70 | 1.00x | 1.00 / 1.00 | 34.2 |\n"
+        "| mlp | torch_blue | 76.01 | 3.93x | 3.99 / 2.95 | 157.4 |\n"
+        "| mlp | upstream | - | - | - | - |\n"
+    )
+    assert benchmark.read_training_ratios(report.read_text()) == {
+        ("mlp", "plain"): 1.0,
+        ("mlp", "torch_blue"): 3.93,
+    }
+    plot = tmp_path / "ratios.png"
+    assert benchmark.main(["--plot-from", str(report), "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
