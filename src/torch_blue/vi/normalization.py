@@ -38,7 +38,7 @@ from torch.nn import init
 
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .sampling import current_state
+from .sampling import batch_norm_in_lanes
 from .utils.errors import ShapeError
 
 __all__ = ["VIBatchNorm1d", "VIBatchNorm2d", "VIBatchNorm3d", "VILayerNorm"]
@@ -193,18 +193,6 @@ class _VIBatchNormNd(_VIAffineNorm):
                 f"{tuple(input_.shape)}"
             )
 
-    def _update_running_stats(self, lane_stats: Tensor) -> None:
-        """Momentum update from ``(S, 2, C)`` per-lane (mean, unbiased variance)."""
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
-            else:
-                factor = self.momentum
-            mean, var = lane_stats.mean(dim=0).to(self.running_mean)
-            self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-            self.running_var.mul_(1 - factor).add_(var, alpha=factor)
-
     def forward(self, input_: Tensor) -> Tensor:
         """Normalise with one sample of the affine parameters."""
         self._check_input(input_)
@@ -219,19 +207,9 @@ class _VIBatchNormNd(_VIAffineNorm):
                 f"{type(self).__name__}: expected more than 1 value per channel when "
                 f"training, got input of shape {tuple(input_.shape)}"
             )
-        # Batch statistics, without running statistics: updating those in place
-        # inside the sample lanes is impossible, they are updated below instead.
-        output = F.batch_norm(input_, None, None, weight, bias, True, 0.0, self.eps)
-        if self.training and self.track_running_stats:
-            dims = [0, *range(2, input_.dim())]
-            var, mean = torch.var_mean(input_.detach(), dim=dims, correction=1)
-            stats = torch.stack([mean, var])
-            state = current_state()
-            if state is None:  # forward called directly, outside a sampled call
-                self._update_running_stats(stats.unsqueeze(0))
-            else:
-                state.defer(self._update_running_stats, stats)
-        return output
+        # Each sample lane normalises with its own batch statistics; the running
+        # statistics are updated once, after the sampled call.
+        return batch_norm_in_lanes(self, input_, weight, bias)
 
     @classmethod
     def _from_torch(cls, module: nn.Module, **vikwargs: Any) -> "_VIBatchNormNd":

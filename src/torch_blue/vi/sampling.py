@@ -34,6 +34,7 @@ from .utils.vi_return import VIReturn
 __all__ = [
     "DEFAULT_SAMPLES",
     "SamplingState",
+    "batch_norm_in_lanes",
     "current_state",
     "mean_weights",
     "mean_weights_enabled",
@@ -146,23 +147,42 @@ def _check_samples(owner: str, samples: Any) -> int:
     return int(samples)
 
 
-def _lane_safe_batch_norm(self: _BatchNorm, input_: Tensor) -> Tensor:
-    """Train-mode forward of a plain ``nn.BatchNorm`` inside the sample lanes.
+def batch_norm_in_lanes(
+    module: torch.nn.Module,
+    input_: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+) -> Tensor:
+    """Train-mode batch norm that works inside the sample lanes.
 
     ``F.batch_norm`` updates the running statistics in place, which vmap forbids for
-    per-lane inputs. Instead every lane is normalised with its own batch statistics
-    and the update is deferred until after the call, with the lanes' statistics
-    averaged (as :class:`~torch_blue.vi.VIBatchNorm1d` does).
+    per-lane inputs. Instead every lane is normalised with its own batch statistics,
+    and ``module``'s running statistics (``running_mean``, ``running_var``,
+    ``num_batches_tracked``, ``momentum``, ``eps`` as in ``torch.nn``) are updated once
+    after the call from the lanes' average (:meth:`SamplingState.defer`), or at once
+    outside a sampled forward. Used by plain ``nn.BatchNorm`` layers inside a model
+    and by :class:`~torch_blue.vi.VIBatchNorm1d`.
     """
-    self._check_input_dim(input_)
-    output = F.batch_norm(input_, None, None, self.weight, self.bias, True, 0.0, self.eps)
-    dims = [0, *range(2, input_.dim())]
-    var, mean = torch.var_mean(input_.detach(), dim=dims, correction=1)
-    current_state().defer(self._torch_blue_update, torch.stack([mean, var]))
+    output = F.batch_norm(input_, None, None, weight, bias, True, 0.0, module.eps)
+    if module.track_running_stats:
+        dims = [0, *range(2, input_.dim())]
+        var, mean = torch.var_mean(input_.detach(), dim=dims, correction=1)
+        stats = torch.stack([mean, var])
+        state = current_state()
+        if state is None:
+            _update_running_stats(module, stats.unsqueeze(0))
+        else:
+            state.defer(partial(_update_running_stats, module), stats)
     return output
 
 
-def _update_running_stats(module: _BatchNorm, lane_stats: Tensor) -> None:
+def _lane_safe_batch_norm(self: _BatchNorm, input_: Tensor) -> Tensor:
+    """Train-mode forward given to plain ``nn.BatchNorm`` layers during a call."""
+    self._check_input_dim(input_)
+    return batch_norm_in_lanes(self, input_, self.weight, self.bias)
+
+
+def _update_running_stats(module: torch.nn.Module, lane_stats: Tensor) -> None:
     """Momentum update of ``module`` from ``(S, 2, C)`` per-lane (mean, variance)."""
     mean, var = lane_stats.mean(dim=0)
     with torch.no_grad():
@@ -190,13 +210,11 @@ def _lane_safe_batch_norms(module: torch.nn.Module) -> Iterator[None]:
     ]
     for norm in norms:
         norm.forward = MethodType(_lane_safe_batch_norm, norm)
-        norm._torch_blue_update = partial(_update_running_stats, norm)
     try:
         yield
     finally:
         for norm in norms:
             del norm.forward
-            del norm._torch_blue_update
 
 
 # Dynamo cannot yet trace graph breaks inside vmap, so a compiled model runs its
