@@ -33,12 +33,16 @@ from torch.nn import functional as F  # noqa: N812
 
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .distributions.kl import kl_divergence
-from .estimators import EstimatorLayer, _signs, check_estimator, normal_layer
+from .estimators import (
+    EstimatorLayer,
+    _signs,
+    check_estimator,
+    expected_log_probs,
+    normal_layer,
+)
 from .sampling import current_state, mean_weights_enabled
 from .utils.errors import ShapeError
 from .utils.init import fixed_
-from .utils.use_norm_constants import norm_constants_enabled
 
 __all__ = ["VIEmbedding"]
 
@@ -341,22 +345,11 @@ class VIEmbedding(VIModule, EstimatorLayer):
         return torch.where(keep, sample, dist.point_estimate(parameters))
 
     def _expected_log_probs(self, mean: Tensor, log_std: Tensor) -> Tensor:
-        r"""``(2,)``: :math:`(\mathbb E_q \log p, \mathbb E_q \log q)` without padding.
-
-        The formula of :func:`torch_blue.vi.estimators.expected_log_probs`, restricted
-        to the rows other than the padding row.
-        """
+        r"""``(2,)``: :math:`(\mathbb E_q \log p, \mathbb E_q \log q)` without padding."""
         if self.padding_idx is not None:
             keep = torch.arange(self.num_embeddings, device=mean.device) != self.padding_idx
             mean, log_std = mean[keep], log_std[keep]
-        kl = kl_divergence(
-            self.prior["weight"], self.variational_distribution["weight"], (mean, log_std)
-        )
-        per_element = (
-            0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
-        )
-        neg_entropy = -log_std.sum() - per_element * log_std.numel()
-        return torch.stack([neg_entropy - kl, neg_entropy])
+        return expected_log_probs(self, "weight", (mean, log_std))
 
     def _local_noise_is_exact(self, x: Tensor) -> bool:
         # One token per example meets each row at most once; a sequence may repeat

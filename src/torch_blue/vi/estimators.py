@@ -89,9 +89,17 @@ def check_estimator(module: "VIModule", estimator: str) -> str:
     return estimator
 
 
-def expected_log_probs(module: "VIModule", variable: str) -> Tensor:
-    r"""``(2,)``: :math:`(\mathbb E_q \log p, \mathbb E_q \log q)` of a Normal variable."""
-    mean, log_std = module.get_variational_parameters(variable)
+def expected_log_probs(
+    module: "VIModule", variable: str, parameters: Optional[tuple[Tensor, Tensor]] = None
+) -> Tensor:
+    r"""``(2,)``: :math:`(\mathbb E_q \log p, \mathbb E_q \log q)` of a Normal variable.
+
+    ``parameters`` (mean, log-std) restricts it to some elements of the variable
+    (e.g. an embedding without its padding row); default: all of them.
+    """
+    if parameters is None:
+        parameters = tuple(module.get_variational_parameters(variable))
+    mean, log_std = parameters
     kl = kl_divergence(module.prior[variable], module.variational_distribution[variable],
                        (mean, log_std))  # fmt: skip
     per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
