@@ -18,6 +18,22 @@ __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def _check_channels(owner: str, in_channels: int, out_channels: int, groups: int) -> None:
+    """Channel counts and groups of a (transposed) convolution, or a ``ValueError``."""
+    for arg, value in (
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("groups", groups),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}: {arg} must be a positive int, got {value!r}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"{owner}: in_channels ({in_channels}) and out_channels ({out_channels}) "
+            f"must both be divisible by groups ({groups})"
+        )
+
+
 class _VIConvNd(VIModule, EstimatorLayer):
     """Shared argument handling and forward of the N-d Bayesian convolutions."""
 
@@ -47,18 +63,7 @@ class _VIConvNd(VIModule, EstimatorLayer):
     ) -> None:
         name = type(self).__name__
         to_tuple = _ntuple(self._dims)
-        for arg, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("groups", groups),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must both be divisible by groups ({groups})"
-            )
+        _check_channels(name, in_channels, out_channels, groups)
         if padding_mode not in _PADDING_MODES:
             raise ValueError(
                 f"{name}: padding_mode must be one of {_PADDING_MODES}, got "

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from .base import VIModule
-from .conv import _VIConvNd
+from .conv import _check_channels, _VIConvNd
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import EstimatorLayer, check_estimator
 from .utils.errors import ShapeError
@@ -73,18 +73,7 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
     ) -> None:
         name = type(self).__name__
         n = self._dims
-        for arg, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("groups", groups),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"{name}: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must both be divisible by groups ({groups})"
-            )
+        _check_channels(name, in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise ValueError(
                 f"{name}: only padding_mode='zeros' is supported (as for "
