@@ -58,9 +58,10 @@ class Job:
         upstream's only one and is not passed on, so upstream runs too.
     noise : {"learned", "samples"}
         Regression likelihood of the Bayesian network: a learned homoscedastic noise
-        (``LearnedNoiseNormal``, torch_blue only) or ``MeanFieldNormal``, whose
-        predictive spread is that of the samples (upstream's only one). The twin
-        always learns its noise.
+        (``LearnedNoiseNormal``, torch_blue only) or ``MeanFieldNormal``, which in
+        upstream 1.1 is the Gaussian with the samples' mean and spread (use it for
+        upstream only: torch_blue's ``MeanFieldNormal`` has a fixed noise instead).
+        The twin always learns its noise.
     epochs, batch_size, lr : int, int, float
         Adam's budget, the same for both kinds.
     train_samples, predict_samples : int
@@ -71,6 +72,8 @@ class Job:
         Seeds the initialisation, the batches and the weight samples.
     threads : int
         ``torch.set_num_threads``.
+    log_epochs : bool
+        Print one line per epoch (loss, seconds) to stderr.
     """
 
     data: str
@@ -91,6 +94,7 @@ class Job:
     prior_std: float = 1.0
     seed: int = 0
     threads: int = 2
+    log_epochs: bool = False
 
 
 # ------------------------------------------------------------------------- networks
@@ -293,6 +297,13 @@ def run_job(job: Job) -> dict:
         train_loss.append(total / len(batches))
         if bar is not None:
             bar.close()
+        if job.log_epochs:
+            print(
+                f"    {job.kind} {job.estimator} seed {job.seed} epoch {epoch + 1}/"
+                f"{job.epochs}: loss {train_loss[-1]:.4f}, {epoch_seconds[-1]:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     if job.kind == "bayesian":
         model.return_log_probs = False  # deployment mode: outputs only
     result = {

@@ -91,6 +91,11 @@ def test_bad_arguments_are_rejected(evidence):
         evidence.parse_args(["digits", "--seeds", "0"])
     with pytest.raises(SystemExit):
         evidence.parse_args(["no-such-task"])
+    with pytest.raises(SystemExit):
+        evidence.parse_args(["mnist1d", "--architectures", "resnet"])
+    assert evidence.parse_args(["mnist1d", "--architectures", "conv1d"]).architectures == [
+        "conv1d"
+    ]
 
 
 def test_uci_splits_follow_the_published_protocol(evidence):
@@ -158,7 +163,9 @@ def test_checks_report_met_and_missed(evidence):
 @pytest.mark.parametrize("architecture", ["mlp", "lenet5", "conv1d"])
 def test_twin_has_the_bayesian_networks_shapes(architecture, tmp_path):
     with loaded_script("evidence_worker") as worker:
-        in_shape = {"mlp": (1, 8, 8), "lenet5": (1, 28, 28), "conv1d": (1, 40)}[architecture]
+        in_shape = {"mlp": (1, 8, 8), "lenet5": (1, 28, 28), "conv1d": (1, 40)}[
+            architecture
+        ]
         job = worker.Job(data="", output="", architecture=architecture, hidden=[7, 5])
         bayesian = worker.build_network(job, in_shape)
         twin = worker.build_network(
