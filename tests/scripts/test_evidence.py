@@ -222,3 +222,25 @@ def test_worker_runs_a_job_file(tmp_path):
         assert len(result["epoch_seconds"]) == 2 and len(result["train_loss"]) == 2
         assert "ood" not in result
         assert worker.main([]) == 2
+
+
+def test_upstream_checks_are_paired_over_seeds(evidence):
+    rows = [evidence.Row(m) for m in evidence.models(["reparameterization"], True)]
+    ours, upstream = rows[0], rows[-1]
+    assert upstream.model.library == "upstream"
+    # Accuracy: ours worse on every seed by a steady 2 points -> a real regression.
+    # NLL: ours better on two seeds, worse on one -> noise, met.
+    ours.scores = [
+        {"accuracy": a, "nll": n} for a, n in [(0.95, 0.10), (0.94, 0.11), (0.96, 0.12)]
+    ]
+    upstream.scores = [
+        {"accuracy": a, "nll": n} for a, n in [(0.97, 0.11), (0.96, 0.12), (0.98, 0.11)]
+    ]
+    experiment = evidence.EXPERIMENTS["digits"][0]
+    checks = {
+        c.description.split(":")[0]: c for c in evidence.upstream_checks(experiment, rows)
+    }
+    assert checks["accuracy"].met is False
+    assert checks["accuracy"].value == pytest.approx(0.02)
+    assert checks["nll"].met is True
+    assert checks["nll"].value == pytest.approx(-1 / 300)
