@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -712,31 +712,8 @@ def plot_experiment(
         "ood" in r.sample_result for r in shown
     )
     if experiment.task == "regression":
-        figure, axes = plt.subplots(1, 1, figsize=(5, 4), squeeze=False)
-        ax = axes[0, 0]
-        for row in rows:
-            rmse = row.values("rmse")
-            ll = row.values("log_likelihood")
-            if rmse:
-                ax.errorbar(
-                    statistics.fmean(rmse),
-                    statistics.fmean(ll),
-                    xerr=statistics.stdev(rmse) / math.sqrt(len(rmse))
-                    if len(rmse) > 1
-                    else 0,
-                    yerr=statistics.stdev(ll) / math.sqrt(len(ll)) if len(ll) > 1 else 0,
-                    fmt="o",
-                    label=row.model.label,
-                )
-        for label, (r, ll) in PUBLISHED_UCI.get(data.name, {}).items():
-            ax.plot(r, ll, "k*", markersize=9)
-            ax.annotate(
-                label, (r, ll), textcoords="offset points", xytext=(4, 4), fontsize=8
-            )
-        ax.set_xlabel("test RMSE (lower is better)")
-        ax.set_ylabel("test log-likelihood (higher is better)")
-        ax.set_title(f"{experiment.name}: mean ± s.e. over {UCI_SPLITS} splits")
-        ax.legend(fontsize=7)
+        figure, axes = plt.subplots(1, 1, figsize=(6.5, 4.5), squeeze=False)
+        _plot_uci(axes[0, 0], experiment, rows, data.name)
     else:
         columns = 2 if has_ood else 1
         figure, axes = plt.subplots(
@@ -762,6 +739,54 @@ def plot_experiment(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _plot_uci(ax: Any, experiment: Experiment, rows: Sequence[Row], name: str) -> None:
+    """RMSE against log-likelihood, mean ± s.e., beside the published numbers.
+
+    The vertical range covers the published numbers and the rows within a few nats
+    of them; a row far below (upstream's collapsed predictive spread) is drawn at the
+    bottom edge with its value written next to it.
+    """
+    published = PUBLISHED_UCI.get(name, {})
+    points = []
+    for row in rows:
+        rmse, ll = row.values("rmse"), row.values("log_likelihood")
+        if rmse:
+            points.append((row.model.label, summary(rmse, True), summary(ll, True)))
+    levels = [ll for _, ll in published.values()] + [
+        ll[0] for _, _, ll in points if ll[0] > -10
+    ]
+    bottom, top = min(levels) - 0.4, max(levels) + 0.3
+    for label, (r, r_se), (ll, ll_se) in points:
+        if ll < bottom:
+            shown = ax.errorbar(r, bottom, xerr=r_se, fmt="v", label=f"{label} (off scale)")
+            ax.annotate(
+                f"log-likelihood {ll:.3g}",
+                (r, bottom),
+                textcoords="offset points",
+                xytext=(-40, 10),
+                fontsize=8,
+                color=shown[0].get_color(),
+            )
+        else:
+            ax.errorbar(r, ll, xerr=r_se, yerr=ll_se, fmt="o", capsize=3, label=label)
+    for i, (label, (r, ll)) in enumerate(published.items()):
+        ax.plot(r, ll, "k*", markersize=9)
+        # Alternate right/left of the star so that close neighbours stay readable.
+        ax.annotate(
+            f"{label} (published)",
+            (r, ll),
+            textcoords="offset points",
+            xytext=(6, 4) if i % 2 == 0 else (-6, 4),
+            ha="left" if i % 2 == 0 else "right",
+            fontsize=8,
+        )
+    ax.set_ylim(bottom - 0.1, top)
+    ax.set_xlabel("test RMSE (lower is better)")
+    ax.set_ylabel("test log-likelihood (higher is better)")
+    ax.set_title(f"{experiment.name}: mean ± s.e. over the splits")
+    ax.legend(fontsize=7, loc="upper right")
 
 
 #: Gal & Ghahramani 2016, Table 1 (RMSE, log-likelihood), for the UCI plots.
