@@ -327,9 +327,10 @@ class Budget:
 
 @dataclass
 class Experiment:
-    """A data set, a network and its budget.
+    """A network on a data set, its budget and its number of seeds (UCI: splits).
 
-    ``limit`` caps the number of training/test/OOD examples in ``--quick`` runs.
+    The seeds vary the initialisation, the batches and the weight samples; the
+    classification splits are fixed (digits: the tutorial's stratified split, seed 0).
     """
 
     name: str
