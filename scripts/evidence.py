@@ -716,15 +716,17 @@ def plot_experiment(
         figure, axes = plt.subplots(1, 1, figsize=(6.5, 4.5), squeeze=False)
         _plot_uci(axes[0, 0], experiment, rows, data.name)
     else:
-        columns = 2 if has_ood else 1
+        # One row per model (reliability | OOD histogram), or side by side without OOD.
+        grid = (len(shown), 2) if has_ood else (1, len(shown))
         figure, axes = plt.subplots(
-            len(shown), columns, figsize=(5 * columns, 4 * len(shown)), squeeze=False
+            *grid, figsize=(5 * grid[1], 4 * grid[0]), squeeze=False
         )
         for i, row in enumerate(shown):
+            ax = axes[i, 0] if has_ood else axes[0, i]
             reliability_diagram(
-                row.sample_result["test"], data.y_test, input_type="logits", ax=axes[i, 0]
+                row.sample_result["test"], data.y_test, input_type="logits", ax=ax
             )
-            axes[i, 0].set_title(f"{row.model.label}: reliability")
+            ax.set_title(f"{row.model.label}: reliability")
             if has_ood:
                 uncertainty_histogram(
                     ood_score(row.sample_result["test"], row.model.bayesian),
