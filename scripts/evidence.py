@@ -994,7 +994,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             slug = experiment.name.split()[0].lower() + "-" + experiment.budget.architecture
             plot = args.output_dir / f"{slug}.png"
             plot_experiment(experiment, rows, datasets(0), plot)
-            section += ["", f"Plot: {plot}"]
+            # Every per-seed score, so that tables and checks can be redone later.
+            raw = args.output_dir / f"{slug}.json"
+            raw.write_text(
+                json.dumps(
+                    {
+                        r.model.label: {
+                            "scores": r.scores,
+                            "epoch_seconds": r.epoch_seconds,
+                        }
+                        for r in rows
+                    },
+                    indent=1,
+                )
+            )
+            section += ["", f"Plot: {plot}", f"Per-seed scores: {raw}"]
             print("\n".join(section), flush=True)
             report += section
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Tests of scripts/evidence.py and scripts/evidence_worker.py (quick runs only)."""
 
+import json
 import math
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def test_digits_quick_run_writes_table_checks_and_plot(evidence, tmp_path, capsy
     # The issue's targets are checked (a one-epoch run misses them, honestly).
     assert "- accuracy: " in out and "(target >= 0.96) MISSED" in out
     assert (tmp_path / "digits-mlp.png").stat().st_size > 0
+    raw = json.loads((tmp_path / "digits-mlp.json").read_text())
+    # digits has an OOD set (Fashion-MNIST at 8x8, or crops of sklearn's photos).
+    assert set(raw["deterministic twin"]["scores"][0]) == {
+        "accuracy",
+        "nll",
+        "ece",
+        "brier",
+        "ood_auroc",
+    }
     report = (tmp_path / "digits.md").read_text()
     assert report.startswith("Command: `python scripts/evidence.py digits")
     assert header in report
