@@ -737,7 +737,8 @@ def plot_experiment(
                 score = "mutual information" if row.model.bayesian else "1 - max softmax"
                 axes[i, 1].set_xlabel(score)
                 axes[i, 1].set_title(f"{row.model.label}: {axes[i, 1].get_title()}")
-    figure.suptitle(experiment.name)
+    if experiment.task != "regression":  # the regression axes carry the name
+        figure.suptitle(experiment.name)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
