@@ -854,6 +854,7 @@ def run_experiment(
                 hidden=budget.hidden,
                 estimator=row.model.estimator,
                 noise=row.model.noise,
+                objective=args.objective if row.model.library == "torch_blue" else "elbo",
                 epochs=budget.epochs,
                 batch_size=budget.batch_size,
                 lr=budget.lr,
@@ -906,6 +907,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-upstream", action="store_true", help="skip upstream torch_blue 1.1"
+    )
+    parser.add_argument(
+        "--objective",
+        choices=("elbo", "log_mean_predictive"),
+        default="elbo",
+        help="data term of the torch_blue rows' loss (default: the ELBO; upstream "
+        "always uses log_mean_predictive)",
     )
     parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR)
     parser.add_argument("--data-dir", type=Path, default=tutorial.default_data_dir())
@@ -981,7 +989,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"{seeds} {'splits' if regression else 'seeds'}, {spread}; "
                 f"{budget.epochs} epochs, "
                 f"batch {budget.batch_size}, Adam lr {budget.lr:g}, {budget.train_samples} "
-                f"weight samples per step, {budget.predict_samples} for prediction.",
+                f"weight samples per step, {budget.predict_samples} for prediction; "
+                f"torch_blue's data term: {args.objective}.",
                 "",
                 markdown_table(experiment, rows, standard_error=regression),
             ]

@@ -62,6 +62,9 @@ class Job:
         upstream 1.1 is the Gaussian with the samples' mean and spread (use it for
         upstream only: torch_blue's ``MeanFieldNormal`` has a fixed noise instead).
         The twin always learns its noise.
+    objective : {"elbo", "log_mean_predictive"}
+        Data term of torch_blue's loss (upstream 1.1 always uses the second, the log
+        of the sample-averaged likelihood); only passed on when not ``"elbo"``.
     epochs, batch_size, lr : int, int, float
         Adam's budget, the same for both kinds.
     train_samples, predict_samples : int
@@ -85,6 +88,7 @@ class Job:
     hidden: list[int] = field(default_factory=lambda: [100, 100])
     estimator: str = "reparameterization"
     noise: str = "learned"
+    objective: str = "elbo"
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -213,6 +217,10 @@ def _loss(job: Job, train_size: int) -> nn.Module:
         likelihood = LearnedNoiseNormal()
     else:
         likelihood = MeanFieldNormal()
+    if job.objective != "elbo":  # a torch_blue option
+        return vi.KullbackLeiblerLoss(
+            likelihood, dataset_size=train_size, objective=job.objective
+        )
     return vi.KullbackLeiblerLoss(likelihood, dataset_size=train_size)
 
 
