@@ -257,7 +257,7 @@ def _predict(job: Job, model: nn.Module, x: Tensor, chunk: int = 1000) -> Tensor
                 outputs.append(model(batch).unsqueeze(0))
             else:
                 out = model(batch, samples=job.predict_samples)
-                outputs.append(torch.Tensor(out).as_subclass(Tensor))
+                outputs.append(out.as_subclass(Tensor))  # VIReturn or plain
     return torch.cat(outputs, dim=1).float()
 
 
