@@ -74,6 +74,18 @@ def test_regression_quick_run(evidence, tmp_path, capsys):
     assert (tmp_path / "boston-mlp.png").stat().st_size > 0
 
 
+def test_mnist1d_quick_conv1d_run(evidence, tmp_path, capsys):
+    pytest.importorskip("mnist1d")
+    pytest.importorskip("matplotlib")
+    args = ["mnist1d", "--architectures", "conv1d", "--estimators", "flipout"]
+    status = _run(evidence, [*args, "--no-upstream", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "## MNIST-1D Conv1d" in out and "MNIST-1D MLP" not in out
+    assert "| torch_blue, flipout | " in out and "| deterministic twin | " in out
+    assert (tmp_path / "mnist-1d-conv1d.png").stat().st_size > 0
+
+
 def test_missing_data_and_upstream_are_skipped_with_a_note(evidence, tmp_path, capsys):
     # No IDX files and no torchvision here: the task is skipped, not faked.
     pytest.importorskip("matplotlib")
