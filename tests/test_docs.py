@@ -19,6 +19,15 @@ def test_docs_build_without_warnings(tmp_path):
     args = ["-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)]
     assert build_main(args) == 0
 
+    # Cross-references land on the section they name (a label above the wrong
+    # heading once sent "see Migrating" to "Gradient estimators").
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert (
+        'href="concepts.html#migrating"><span class="std std-ref">Migrating from upstream'
+        in index
+    )
+    assert "evidence.html" in index
+
     api = (out / "api.html").read_text(encoding="utf-8")
     for target in (
         "torch_blue.vi.VIModule",
