@@ -128,22 +128,30 @@ def _take(x: Tensor, n: Optional[int]) -> Tensor:
     return x if n is None else x[:n]
 
 
-def load_digits_data(data_dir: Path, limit: Optional[int]) -> Dataset:
-    """The tutorial's digits split (seed 0) with its 8x8 Fashion-MNIST OOD set."""
-    data = tutorial.load_digits(seed=0)
+def load_image_data(name: str, data_dir: Path, limit: Optional[int]) -> Dataset:
+    """Digits (the tutorial's split, seed 0) or Fashion-MNIST, with the tutorial's OOD set.
+
+    The OOD sets are those of ``pytorch_tutorial.load_ood``: Fashion-MNIST test images
+    reduced to 8x8 for the digits, 5,000 MNIST digits for Fashion-MNIST. When it
+    cannot be loaded the run goes on without OOD scores, with a note.
+    """
+    if name == "digits":
+        data = tutorial.load_digits(seed=0)
+    else:
+        data = tutorial.load_fashion_mnist(data_dir)
     try:
-        ood = tutorial.load_digits_ood(data_dir, seed=0)
-        x_ood, ood_name = ood.x, ood.name
+        ood = tutorial.load_ood(data, data_dir, seed=0)
+        x_ood, ood_name = _take(ood.x, limit), ood.name
     except tutorial.OODUnavailableError as error:
-        print(f"note: digits OOD set unavailable ({error})", file=sys.stderr)
+        print(f"note: {name} OOD set unavailable ({error})", file=sys.stderr)
         x_ood, ood_name = None, ""
     return Dataset(
-        "digits",
+        name,
         _take(data.x_train, limit),
         _take(data.y_train, limit),
         _take(data.x_test, limit),
         _take(data.y_test, limit),
-        None if x_ood is None else _take(x_ood, limit),
+        x_ood,
         ood_name,
     )
 
@@ -240,26 +248,6 @@ def uci_split(
     )
 
 
-def load_fashion_data(data_dir: Path, limit: Optional[int]) -> Dataset:
-    """Fashion-MNIST (the tutorial's loader) with 5,000 MNIST digits as OOD set."""
-    data = tutorial.load_fashion_mnist(data_dir)
-    try:
-        ood = tutorial.load_mnist_ood()
-        x_ood, ood_name = ood.x, ood.name
-    except tutorial.OODUnavailableError as error:
-        print(f"note: Fashion-MNIST OOD set unavailable ({error})", file=sys.stderr)
-        x_ood, ood_name = None, ""
-    return Dataset(
-        "fashion-mnist",
-        _take(data.x_train, limit),
-        _take(data.y_train, limit),
-        _take(data.x_test, limit),
-        _take(data.y_test, limit),
-        None if x_ood is None else _take(x_ood, limit),
-        ood_name,
-    )
-
-
 # ---------------------------------------------------------------------------- models
 @dataclass
 class Model:
@@ -308,7 +296,10 @@ def models(estimators: Sequence[str], upstream: bool) -> list[Model]:
 
 @dataclass
 class Budget:
-    """Architecture and training budget of one experiment, shared by every row."""
+    """Architecture and training budget of one experiment, shared by every row.
+
+    Its fields are those of the worker's ``Job`` with the same names and meaning.
+    """
 
     architecture: str
     hidden: list[int] = field(default_factory=list)
@@ -805,14 +796,11 @@ def experiment_datasets(
     task: str, data_dir: Path, limit: Optional[int]
 ) -> Callable[[int], Dataset]:
     """A function of the seed (UCI: the split) returning the data set to train on."""
-    if task == "digits":
-        data = load_digits_data(data_dir, limit)
+    if task in ("digits", "fashion-mnist"):
+        data = load_image_data(task, data_dir, limit)
         return lambda seed: data
     if task == "mnist1d":
         data = load_mnist1d_data(limit)
-        return lambda seed: data
-    if task == "fashion-mnist":
-        data = load_fashion_data(data_dir, limit)
         return lambda seed: data
     x, y = uci_arrays(task)
     splits = uci_splits(len(x))
@@ -845,23 +833,15 @@ def run_experiment(
         )
         for index, row in enumerate(rows):
             job = evidence_worker.Job(
+                **asdict(budget),  # architecture, hidden, epochs, ... : one budget
                 data=str(data_file),
                 output=str(workdir / f"result-{seed}-{index}.pt"),
                 kind=row.model.kind,
-                architecture=budget.architecture,
                 task=experiment.task,
                 outputs=experiment.outputs,
-                hidden=budget.hidden,
                 estimator=row.model.estimator,
                 noise=row.model.noise,
                 objective=args.objective if row.model.library == "torch_blue" else "elbo",
-                epochs=budget.epochs,
-                batch_size=budget.batch_size,
-                lr=budget.lr,
-                train_samples=budget.train_samples,
-                predict_samples=budget.predict_samples,
-                init_std=budget.init_std,
-                prior_std=budget.prior_std,
                 seed=seed,
                 threads=args.threads,
                 log_epochs=args.verbose,
