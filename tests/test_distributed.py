@@ -1,5 +1,7 @@
 """Training with DistributedDataParallel on 2 CPU processes (gloo)."""
 
+import datetime
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -34,8 +36,14 @@ def _grads(model: nn.Module) -> torch.Tensor:
 
 def _worker(rank: int, store: str, path: str) -> None:
     torch.set_num_threads(1)
+    # A lost peer makes gloo collectives fail after the timeout instead of hanging
+    # the suite (seen once in CI: one rank gone, the other waiting forever).
     dist.init_process_group(
-        "gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=120),
     )
     try:
         x, y = _data()
