@@ -325,11 +325,10 @@ class VIModule(Module):
         record = state.record if state is not None else self._return_log_probs
         if not record:
             return dist.sample(parameters)
-        sample, log_q = dist.sample_and_log_prob(parameters)
-        log_p = self.prior[variable].prior_log_prob_sum(
-            sample, self._prior_hyperparameters(variable)
+        sample, log_probs = dist.sample_and_log_probs(
+            parameters, self.prior[variable], self._prior_hyperparameters(variable)
         )
-        self._record_log_probs(variable, torch.stack([log_p, log_q]))
+        self._record_log_probs(variable, log_probs)
         return sample
 
     def _record_log_probs(self, variable: str, log_probs: Tensor) -> None:

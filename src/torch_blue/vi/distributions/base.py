@@ -216,6 +216,22 @@ class VariationalDistribution(Distribution):
         sample = self.sample(parameters)
         return sample, self.variational_log_prob(sample, parameters).sum()
 
+    def sample_and_log_probs(
+        self,
+        parameters: tuple[Tensor, ...],
+        prior: "Prior",
+        hyperparameters: tuple[Tensor, ...] = tuple(),
+    ) -> tuple[Tensor, Tensor]:
+        r"""Draw a sample and return it with :math:`(\log p(w), \log q(w))`, ``(2,)``.
+
+        What a weight access records: the totals under ``prior`` and this
+        distribution. Subclasses override it when a fused computation of the pair is
+        cheaper (:class:`MeanFieldNormal` with a Normal prior).
+        """
+        sample, log_q = self.sample_and_log_prob(parameters)
+        log_p = prior.prior_log_prob_sum(sample, hyperparameters)
+        return sample, torch.stack([log_p, log_q])
+
     def reset_variational_parameters(
         self,
         module: "VIModule",
