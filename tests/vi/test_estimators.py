@@ -236,3 +236,33 @@ def test_estimator_property_reaches_recurrent_layers_and_respects_their_limits()
         model.estimator = "local_reparameterization"
     assert model.out.estimator == "flipout"  # nothing changed
     assert model(torch.randn(2, 5, 3), samples=2).shape == (2, 2, 5, 2)
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 64), (7, 9, 11)])
+def test_random_signs_are_fair_and_independent(shape):
+    from torch_blue.vi.estimators import random_signs
+
+    torch.manual_seed(0)
+    draws = torch.stack([random_signs(shape, torch.empty(0)) for _ in range(4000)])
+    assert draws.shape == (4000, *shape) and draws.dtype == torch.float32
+    assert set(draws.unique().tolist()) <= {-1.0, 1.0}
+    flat = draws.reshape(4000, -1)
+    # Every position is +-1 with probability 1/2: mean 0, standard error 1/sqrt(n).
+    # 5.5 standard errors: about 4e-8 per position, 3e-5 over the up to 693 here.
+    bound = 5.5 / 4000**0.5
+    assert flat.mean(0).abs().max() < bound
+    if flat.shape[1] > 1:  # neighbouring positions (bits of one byte) uncorrelated
+        products = (flat[:, 1:] * flat[:, :-1]).mean(0)
+        assert products.abs().max() < bound
+
+
+def test_random_signs_differ_between_vmap_lanes():
+    from torch_blue.vi.estimators import random_signs
+
+    torch.manual_seed(1)
+    lanes = torch.vmap(
+        lambda _: random_signs((4, 16), torch.empty(0, dtype=torch.float64)),
+        randomness="different",
+    )(torch.zeros(3))
+    assert lanes.shape == (3, 4, 16) and lanes.dtype == torch.float64
+    assert not torch.equal(lanes[0], lanes[1]) and not torch.equal(lanes[1], lanes[2])

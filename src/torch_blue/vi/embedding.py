@@ -35,10 +35,10 @@ from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import (
     EstimatorLayer,
-    _signs,
     check_estimator,
     expected_log_probs,
     normal_layer,
+    random_signs,
 )
 from .sampling import current_state, mean_weights_enabled
 from .utils.errors import ShapeError
@@ -378,7 +378,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
             noise = self._lookup(x, torch.exp(log_std)) * torch.randn_like(rows)
         else:  # flipout: one table perturbation, signs per occurrence and feature
             delta = torch.exp(log_std) * torch.randn_like(mean)
-            noise = self._lookup(x, delta) * _signs(rows, rows.shape)
+            noise = self._lookup(x, delta) * random_signs(rows.shape, rows)
         if self.padding_idx is not None:
             noise = noise.masked_fill((x == self.padding_idx).unsqueeze(-1), 0.0)
         return rows + noise

@@ -38,8 +38,11 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
 
+from ._fused_linear import local_linear
 from .distributions import MeanFieldNormal
+from .distributions._fused_normal import ScaledNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
 from .utils.errors import UnsupportedDistributionError
 from .utils.use_norm_constants import norm_constants_enabled
@@ -118,6 +121,9 @@ def local_reparameterization(
     bias: Optional[tuple[Tensor, Tensor]],
 ) -> Tensor:
     """Sample pre-activations of ``op`` (linear or convolution) with Normal weights."""
+    if op is F.linear and not torch.is_autocast_enabled(x.device.type):
+        # (Under autocast the plain formulas below get its mixed-precision rules.)
+        return local_linear(x, weight, bias)
     b_mean, b_log_std = bias if bias is not None else (None, None)
     mean = op(x, weight[0], b_mean)
     variance = op(x.square(), _variance(weight[1]), _variance(b_log_std))
@@ -135,19 +141,47 @@ def flipout(
     """Flipout pre-activations of ``op`` with one weight perturbation per sample."""
     b_mean, b_log_std = bias if bias is not None else (None, None)
     mean = op(x, weight[0], b_mean)
-    delta_w = torch.exp(weight[1]) * torch.randn_like(weight[0])
-    delta_b = None if b_log_std is None else torch.exp(b_log_std) * torch.randn_like(b_mean)
+    delta_w = ScaledNoise.apply(weight[1], torch.randn_like(weight[0]))
+    delta_b = None
+    if b_log_std is not None:
+        delta_b = ScaledNoise.apply(b_log_std, torch.randn_like(b_mean))
     trailing = (1,) * spatial_dims
-    in_signs = _signs(x, x.shape[: x.dim() - spatial_dims] + trailing)
-    out_signs = _signs(mean, mean.shape[: mean.dim() - spatial_dims] + trailing)
+    in_signs = random_signs(x.shape[: x.dim() - spatial_dims] + trailing, x)
+    out_signs = random_signs(mean.shape[: mean.dim() - spatial_dims] + trailing, mean)
     return mean + op(x * in_signs, delta_w, delta_b) * out_signs
 
 
-def _signs(like: Tensor, shape: torch.Size) -> Tensor:
-    # Random +-1; vmap(randomness="different") draws them anew per sample. randint is
-    # about 2x cheaper than the sign of a Gaussian.
-    bits = torch.randint(0, 2, shape, device=like.device).to(like.dtype)
-    return 2 * bits - 1
+def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Independent random signs (+1 or -1, equally likely) of ``like``'s dtype.
+
+    Draws 64 signs per call of the random number generator: full-range 64-bit
+    integers, read byte by byte through a table of each byte's eight bits as signs.
+    On a CPU that is about 20 times cheaper than one ``randint(0, 2)`` per sign,
+    which cost Flipout more than its normal draws. Inside
+    ``vmap(randomness="different")`` every lane draws its own.
+    """
+    count = math.prod(shape)
+    words = torch.randint(
+        -(2**63), 2**63 - 1, ((count + 63) // 64,), dtype=torch.int64, device=like.device
+    )
+    table = _sign_table(like.device, like.dtype)
+    # (embedding rather than index_select: vmap batches it without copying the table)
+    signs = F.embedding(words.view(torch.uint8).int(), table).view(-1)
+    return signs[:count].view(shape)
+
+
+_SIGN_TABLES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _sign_table(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(256, 8)``: the bits of every byte as signs (bit set: +1)."""
+    key = (device, dtype)
+    table = _SIGN_TABLES.get(key)
+    if table is None:
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        table = (2 * bits - 1).to(device=device, dtype=dtype)
+        _SIGN_TABLES[key] = table
+    return table
 
 
 class EstimatorLayer:

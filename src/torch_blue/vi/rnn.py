@@ -64,7 +64,13 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .estimators import EstimatorLayer, check_estimator, expected_log_probs
+from .distributions._fused_normal import ScaledNoise
+from .estimators import (
+    EstimatorLayer,
+    check_estimator,
+    expected_log_probs,
+    random_signs,
+)
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn
@@ -274,12 +280,6 @@ def pad_packed_sequence(
     if lead:
         padded = VIReturn(padded, log_probs)
     return padded, lengths
-
-
-def _signs(batch: int, size: int, like: Tensor) -> Tensor:
-    # One +-1 vector per sequence; vmap(randomness="different") draws them per lane.
-    bits = torch.randint(0, 2, (batch, size), device=like.device).to(like.dtype)
-    return 2 * bits - 1
 
 
 class _VIRNNBase(VIModule, EstimatorLayer):
@@ -597,11 +597,11 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                 getattr(self, weight), None if bias is None else getattr(self, bias)
             )
         w_mean, w_log_std = self.get_variational_parameters(weight)
-        delta_w = torch.exp(w_log_std) * torch.randn_like(w_mean)
+        delta_w = ScaledNoise.apply(w_log_std, torch.randn_like(w_mean))
         b_mean = delta_b = None
         if bias is not None:
             b_mean, b_log_std = self.get_variational_parameters(bias)
-            delta_b = torch.exp(b_log_std) * torch.randn_like(b_mean)
+            delta_b = ScaledNoise.apply(b_log_std, torch.randn_like(b_mean))
         state = current_state()
         if state.record if state is not None else self._return_log_probs:
             for variable in (weight, bias):
@@ -613,8 +613,8 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             b_mean,
             delta_w,
             delta_b,
-            _signs(batch, in_size, like),
-            _signs(batch, out_size, like),
+            random_signs((batch, in_size), like),
+            random_signs((batch, out_size), like),
         )
 
     def forward(

@@ -5,7 +5,11 @@ import torch
 
 from torch_blue.vi import VILinear
 from torch_blue.vi.distributions import MeanFieldNormal
-from torch_blue.vi.distributions._fused_normal import NormalDraw, normal_draw_reference
+from torch_blue.vi.distributions._fused_normal import (
+    NormalDraw,
+    ScaledNoise,
+    normal_draw_reference,
+)
 from torch_blue.vi.distributions.base import VariationalDistribution
 from torch_blue.vi.utils.use_norm_constants import norm_constants
 
@@ -179,3 +183,20 @@ def test_sampled_layer_records_the_generic_log_probs() -> None:
     torch.testing.assert_close(outputs[0][1], outputs[1][1])
     for g, w in zip(outputs[0][2], outputs[1][2]):
         torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("batched_scale", [False, True])
+def test_scaled_noise_matches_the_product_under_vmap(batched_scale: bool) -> None:
+    torch.manual_seed(9)
+    log_std = torch.randn(*((4,) if batched_scale else ()), *SHAPE, dtype=torch.float64)
+    log_std.requires_grad_()
+    noise = torch.randn(4, *SHAPE, dtype=torch.float64)
+    x = torch.randn(4, 3, SHAPE[1], dtype=torch.float64)
+    in_dims = (0 if batched_scale else None, 0)
+    results = []
+    for function in (ScaledNoise.apply, lambda s, n: torch.exp(s) * n):
+        delta = torch.vmap(function, in_dims=in_dims)(log_std, noise)
+        out = torch.bmm(x, delta.transpose(1, 2))  # a transposed gradient
+        results.append((delta, torch.autograd.grad(out.square().sum(), log_std)[0]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])

@@ -43,7 +43,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["NormalDraw"]
+__all__ = ["NormalDraw", "ScaledNoise"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -156,6 +156,39 @@ class NormalDraw(torch.autograd.Function):
             return outputs, (0, 0, 0)
         noise = noise.movedim(in_dims[2], 0)
         return NormalDraw.apply(mean, log_std, noise, True, *settings), (0, 0, 0)
+
+
+class ScaledNoise(torch.autograd.Function):
+    r"""``exp(log_std) * noise``: a zero-mean Normal draw (Flipout's perturbation).
+
+    Its gradient with respect to ``log_std`` sums over the draws; the ``vmap`` rule
+    hands the stacked noise to one call, whose backward sums the (often transposed)
+    gradient through :func:`_sum_to_size` instead of autograd's slow reduction.
+    """
+
+    @staticmethod
+    def forward(log_std: Tensor, noise: Tensor) -> Tensor:
+        return torch.exp(log_std) * noise
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], None]:
+        log_std, noise = ctx.saved_tensors
+        return torch.exp(log_std) * _sum_to_size(grad * noise, log_std.shape), None
+
+    @staticmethod
+    def vmap(
+        info: Any, in_dims: tuple, log_std: Tensor, noise: Tensor
+    ) -> tuple[Tensor, int]:
+        if in_dims[0] is not None or in_dims[1] is None:
+            output = torch.vmap(lambda s, n: torch.exp(s) * n, in_dims=in_dims)(
+                log_std, noise
+            )
+            return output, 0
+        return ScaledNoise.apply(log_std, noise.movedim(in_dims[1], 0)), 0
 
 
 def _sum_to_size(tensor: Tensor, shape: torch.Size) -> Tensor:
