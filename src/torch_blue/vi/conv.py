@@ -8,9 +8,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
 
+from ._lane_conv import lane_convolution
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import EstimatorLayer, check_estimator
+from .sampling import current_state, mean_weights_enabled
 from .utils.errors import ShapeError
 
 __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
@@ -186,7 +188,11 @@ class _VIConvNd(VIModule, EstimatorLayer):
         fast = self._fast_preactivations(self._conv_forward, input_)
         if fast is not None:
             return fast
-        return self._conv_forward(input_, self.weight, self.bias)
+        weight, bias = self.weight, self.bias
+        if current_state() is not None and not mean_weights_enabled():
+            # Weights drawn per sample lane: see torch_blue.vi._lane_conv.
+            return lane_convolution(self._conv_forward, input_, weight, bias)
+        return self._conv_forward(input_, weight, bias)
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""
