@@ -18,3 +18,11 @@ def _seed_and_restore_norm_constants():
     torch.manual_seed(0)
     yield
     use_norm_constants(True)
+
+
+@pytest.fixture
+def always_fused(monkeypatch):
+    """Use torch_blue's fused autograd functions whatever the size of the layer."""
+    from torch_blue.vi import sampling
+
+    monkeypatch.setattr(sampling, "FUSED_MIN_ELEMENTS", 0)

@@ -243,29 +243,39 @@ def test_estimator_property_reaches_recurrent_layers_and_respects_their_limits()
     assert model(torch.randn(2, 5, 3), samples=2).shape == (2, 2, 5, 2)
 
 
-@pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 64), (7, 9, 11)])
-def test_random_signs_are_fair_and_independent(shape):
+@pytest.mark.parametrize(
+    ("shape", "draws"),
+    [((1,), 4000), ((3, 5), 4000), ((7, 9, 11), 4000), ((3, 100, 64), 200)],
+    ids=["one", "few", "odd", "packed"],  # "packed": 64 signs per random number
+)
+def test_random_signs_are_fair_and_independent(shape, draws):
     torch.manual_seed(0)
-    draws = torch.stack([random_signs(shape, torch.empty(0)) for _ in range(4000)])
-    assert draws.shape == (4000, *shape) and draws.dtype == torch.float32
-    assert set(draws.unique().tolist()) <= {-1.0, 1.0}
-    flat = draws.reshape(4000, -1)
-    # Every position is +-1 with probability 1/2: mean 0, standard error 1/sqrt(n).
-    # 5.5 standard errors: about 4e-8 per position, 3e-5 over the up to 693 here.
-    bound = 5.5 / 4000**0.5
-    assert flat.mean(0).abs().max() < bound
-    if flat.shape[1] > 1:  # neighbouring positions (bits of one byte) uncorrelated
-        products = (flat[:, 1:] * flat[:, :-1]).mean(0)
-        assert products.abs().max() < bound
+    signs = torch.stack([random_signs(shape, torch.empty(0)) for _ in range(draws)])
+    assert signs.shape == (draws, *shape) and signs.dtype == torch.float32
+    assert set(signs.unique().tolist()) <= {-1.0, 1.0}
+    flat = signs.reshape(draws, -1)
+    # Each sign is +-1 with probability 1/2, independently: every mean below has
+    # standard error 1/sqrt(number of signs averaged). Bound: 5.5 standard errors
+    # (about 4e-8 per mean, at most 2e-3 over the 19,200 positions of "packed").
+    assert flat.mean(0).abs().max() < 5.5 / draws**0.5
+    if flat.shape[1] >= 128:  # each bit of a random word, and neighbouring bits
+        bits = flat[:, : flat.shape[1] // 64 * 64].reshape(draws, -1, 64)
+        n = bits.shape[0] * bits.shape[1]
+        assert bits.mean((0, 1)).abs().max() < 5.5 / n**0.5
+        pairs = (bits[..., 1:] * bits[..., :-1]).mean((0, 1))
+        assert pairs.abs().max() < 5.5 / n**0.5
+    elif flat.shape[1] > 1:
+        pairs = (flat[:, 1:] * flat[:, :-1]).mean(0)
+        assert pairs.abs().max() < 5.5 / draws**0.5
 
 
 def test_random_signs_differ_between_vmap_lanes():
     torch.manual_seed(1)
     lanes = torch.vmap(
-        lambda _: random_signs((4, 16), torch.empty(0, dtype=torch.float64)),
+        lambda _: random_signs((4, 2**13), torch.empty(0, dtype=torch.float64)),
         randomness="different",
     )(torch.zeros(3))
-    assert lanes.shape == (3, 4, 16) and lanes.dtype == torch.float64
+    assert lanes.shape == (3, 4, 2**13) and lanes.dtype == torch.float64
     assert not torch.equal(lanes[0], lanes[1]) and not torch.equal(lanes[1], lanes[2])
 
 

@@ -96,7 +96,7 @@ def test_zero_input_without_bias_keeps_gradients_finite() -> None:
     assert all(torch.isfinite(p.grad).all() for p in params)
 
 
-def test_layer_uses_it_and_samples_the_right_distribution() -> None:
+def test_layer_uses_it_and_samples_the_right_distribution(always_fused) -> None:
     # Pre-activations of a Normal layer: mean x mu + b, variance x^2 sigma^2 + s_b^2.
     torch.manual_seed(4)
     layer = vi.VILinear(IN, OUT, estimator="local_reparameterization")

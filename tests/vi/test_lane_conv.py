@@ -65,7 +65,7 @@ def test_outside_vmap_it_is_the_convolution_with_its_gradients():
         torch.testing.assert_close(g, w)
 
 
-def test_sampled_conv_layers_use_it_and_keep_their_values():
+def test_sampled_conv_layers_use_it_and_keep_their_values(always_fused):
     # Same seed, same draws: a two-layer model gives the same outputs and gradients
     # with the lane loop as with vmap's grouped convolution.
     torch.manual_seed(1)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from torch_blue import vi
-from torch_blue.vi import VILinear, VIModule, VIReturn, VISequential
+from torch_blue.vi import VILinear, VIModule, VIReturn, VISequential, sampling
 from torch_blue.vi.sampling import DEFAULT_SAMPLES, current_state
 from torch_blue.vi.utils import ShapeError
 
@@ -320,3 +320,20 @@ def test_plain_batch_norm_in_eval_mode_uses_running_stats():
     plain = vi.to_deterministic(model)
     with vi.mean_weights():
         torch.testing.assert_close(model(x)[0], plain(x))
+
+
+def test_fused_functions_pay_off_from_a_size_counted_over_the_lanes(monkeypatch):
+    monkeypatch.setattr(sampling, "FUSED_MIN_ELEMENTS", 100)
+    seen = []
+
+    class Probe(VIModule):
+        def forward(self, x):
+            seen.append((sampling.fused_pays_off(10), sampling.fused_pays_off(9)))
+            return x
+
+    Probe()(torch.zeros(1), samples=10)
+    Probe()(torch.zeros(1), samples=20, chunk_size=5)
+    # 10 elements x 10 lanes pays off; 10 x 5 lanes per chunk (one call per chunk) not
+    assert seen[0] == (True, False)
+    assert len(seen) > 1 and all(s == (False, False) for s in seen[1:])
+    assert not sampling.fused_pays_off(99) and sampling.fused_pays_off(100)  # outside

@@ -12,7 +12,7 @@ from ._lane_conv import lane_convolution
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import EstimatorLayer, check_estimator
-from .sampling import current_state, mean_weights_enabled
+from .sampling import current_state, fused_pays_off, mean_weights_enabled
 from .utils.errors import ShapeError
 
 __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
@@ -189,7 +189,12 @@ class _VIConvNd(VIModule, EstimatorLayer):
         if fast is not None:
             return fast
         weight, bias = self.weight, self.bias
-        if current_state() is not None and not mean_weights_enabled():
+        outputs = input_.numel() // self.in_channels * self.out_channels  # about
+        if (
+            current_state() is not None
+            and not mean_weights_enabled()
+            and fused_pays_off(outputs)
+        ):
             # Weights drawn per sample lane: see torch_blue.vi._lane_conv.
             return lane_convolution(self._conv_forward, input_, weight, bias)
         return self._conv_forward(input_, weight, bias)

@@ -44,6 +44,7 @@ from ._fused_linear import local_linear
 from .distributions import MeanFieldNormal
 from .distributions._fused_normal import ScaledNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
+from .sampling import fused_pays_off
 from .utils.errors import UnsupportedDistributionError
 from .utils.use_norm_constants import norm_constants_enabled
 
@@ -134,8 +135,11 @@ def local_reparameterization(
     bias: Optional[tuple[Tensor, Tensor]],
 ) -> Tensor:
     """Sample pre-activations of ``op`` (linear or convolution) with Normal weights."""
-    if op is F.linear and not torch.is_autocast_enabled(x.device.type):
-        # (Under autocast the plain formulas below get its mixed-precision rules.)
+    if (
+        op is F.linear
+        and not torch.is_autocast_enabled(x.device.type)  # (its casting rules apply)
+        and fused_pays_off(x[..., 0].numel() * weight[0].shape[0])
+    ):
         return local_linear(x, weight, bias)
     b_mean, b_log_std = bias if bias is not None else (None, None)
     mean = op(x, weight[0], b_mean)
@@ -154,14 +158,20 @@ def flipout(
     """Flipout pre-activations of ``op`` with one weight perturbation per sample."""
     b_mean, b_log_std = bias if bias is not None else (None, None)
     mean = op(x, weight[0], b_mean)
-    delta_w = ScaledNoise.apply(weight[1], torch.randn_like(weight[0]))
-    delta_b = None
-    if b_log_std is not None:
-        delta_b = ScaledNoise.apply(b_log_std, torch.randn_like(b_mean))
+    delta_w = scaled_noise(weight[1])
+    delta_b = None if b_log_std is None else scaled_noise(b_log_std)
     trailing = (1,) * spatial_dims
     in_signs = random_signs(x.shape[: x.dim() - spatial_dims] + trailing, x)
     out_signs = random_signs(mean.shape[: mean.dim() - spatial_dims] + trailing, mean)
     return mean + op(x * in_signs, delta_w, delta_b) * out_signs
+
+
+def scaled_noise(log_std: Tensor) -> Tensor:
+    """A zero-mean Normal draw with standard deviation ``exp(log_std)``."""
+    noise = torch.randn_like(log_std)
+    if fused_pays_off(log_std.numel()):
+        return ScaledNoise.apply(log_std, noise)
+    return torch.exp(log_std) * noise
 
 
 def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -170,10 +180,14 @@ def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
     Draws 64 signs per call of the random number generator: full-range 64-bit
     integers, read byte by byte through a table of each byte's eight bits as signs.
     On a CPU that is about 20 times cheaper than one ``randint(0, 2)`` per sign,
-    which cost Flipout more than its normal draws. Inside
+    which cost Flipout more than its normal draws (below 16,384 signs the single
+    draws are used: fewer operations matter more there). Inside
     ``vmap(randomness="different")`` every lane draws its own.
     """
     count = math.prod(shape)
+    if count < 2**14:  # few signs: fewer operations beat fewer random numbers
+        bits = torch.randint(0, 2, shape, device=like.device, dtype=like.dtype)
+        return 2 * bits - 1
     words = torch.randint(
         -(2**63), 2**63 - 1, ((count + 63) // 64,), dtype=torch.int64, device=like.device
     )

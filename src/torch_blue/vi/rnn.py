@@ -64,12 +64,12 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .distributions._fused_normal import ScaledNoise
 from .estimators import (
     EstimatorLayer,
     check_estimator,
     expected_log_probs,
     random_signs,
+    scaled_noise,
 )
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import ShapeError
@@ -597,11 +597,11 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                 getattr(self, weight), None if bias is None else getattr(self, bias)
             )
         w_mean, w_log_std = self.get_variational_parameters(weight)
-        delta_w = ScaledNoise.apply(w_log_std, torch.randn_like(w_mean))
+        delta_w = scaled_noise(w_log_std)
         b_mean = delta_b = None
         if bias is not None:
             b_mean, b_log_std = self.get_variational_parameters(bias)
-            delta_b = ScaledNoise.apply(b_log_std, torch.randn_like(b_mean))
+            delta_b = scaled_noise(b_log_std)
         state = current_state()
         if state.record if state is not None else self._return_log_probs:
             for variable in (weight, bias):

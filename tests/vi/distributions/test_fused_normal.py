@@ -162,7 +162,7 @@ def test_mean_field_normal_uses_it_with_the_generic_results(constants: bool) -> 
     compare(fused, generic, (mean, log_std), weights)
 
 
-def test_sampled_layer_records_the_generic_log_probs() -> None:
+def test_sampled_layer_records_the_generic_log_probs(always_fused) -> None:
     # A tensor-valued prior mean is not fused: the layer takes the generic path, and
     # with the same seed both layers record the same values and gradients.
     torch.manual_seed(7)

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.nn import init
 
+from ..sampling import fused_pays_off
 from ..utils.use_norm_constants import norm_constants_enabled
 from ._fused_normal import NormalDraw
 from .base import (
@@ -122,14 +123,17 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         With a :class:`MeanFieldNormal` prior of scalar mean and standard deviation
         (the default), the draw and both log-densities come from
         :class:`~torch_blue.vi.distributions._fused_normal.NormalDraw`, whose
-        backward pass makes four passes over the draws instead of about nine; the
-        values and gradients are those of the unfused formulas.
+        backward pass makes four passes over the draws instead of about nine, when
+        the draws are large enough for that to pay off
+        (:func:`~torch_blue.vi.sampling.fused_pays_off`); the values and gradients
+        are those of the unfused formulas.
         """
         if (
             type(prior) is not MeanFieldNormal
             or hyperparameters
             or prior.mean.dim()
             or prior.log_std.dim()
+            or not fused_pays_off(parameters[0].numel())
         ):
             return super().sample_and_log_probs(parameters, prior, hyperparameters)
         mean, log_std = parameters
