@@ -39,6 +39,7 @@ from .estimators import (
     expected_log_probs,
     normal_layer,
     random_signs,
+    scaled_noise,
 )
 from .sampling import current_state, mean_weights_enabled
 from .utils.errors import ShapeError
@@ -377,7 +378,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
         if estimator == "local_reparameterization":
             noise = self._lookup(x, torch.exp(log_std)) * torch.randn_like(rows)
         else:  # flipout: one table perturbation, signs per occurrence and feature
-            delta = torch.exp(log_std) * torch.randn_like(mean)
+            delta = scaled_noise(log_std)
             noise = self._lookup(x, delta) * random_signs(rows.shape, rows)
         if self.padding_idx is not None:
             noise = noise.masked_fill((x == self.padding_idx).unsqueeze(-1), 0.0)

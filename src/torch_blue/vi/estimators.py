@@ -104,23 +104,10 @@ def expected_log_probs(
     if parameters is None:
         parameters = tuple(module.get_variational_parameters(variable))
     mean, log_std = parameters
-    prior = module.prior[variable]
-    constants = norm_constants_enabled()
-    per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if constants else 0.5
+    kl = kl_divergence(module.prior[variable], module.variational_distribution[variable],
+                       (mean, log_std))  # fmt: skip
+    per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
     neg_entropy = -log_std.sum() - per_element * log_std.numel()
-    if type(prior) is MeanFieldNormal and not (prior.mean.dim() or prior.log_std.dim()):
-        # A scalar Normal prior (the default) in a few reductions:
-        # E_q log p = -(|mean - m|^2 + sum(std^2)) / (2 s^2) - P log s (- P/2 log 2 pi).
-        prior_log_std = float(prior.log_std)
-        prior_mean = float(prior.mean)
-        centred = mean if prior_mean == 0.0 else mean - prior_mean
-        spread = torch.linalg.vector_norm(centred).square() + torch.exp(2 * log_std).sum()
-        count = log_std.numel()
-        expected_log_p = -0.5 * math.exp(-2 * prior_log_std) * spread - count * (
-            prior_log_std + (0.5 * math.log(2 * math.pi) if constants else 0.0)
-        )
-        return torch.stack([expected_log_p, neg_entropy])
-    kl = kl_divergence(prior, module.variational_distribution[variable], (mean, log_std))
     return torch.stack([neg_entropy - kl, neg_entropy])
 
 

@@ -99,6 +99,29 @@ def test_normal_normal_gradcheck():
     assert torch.autograd.gradcheck(NormalNormalDivergence.forward, args)
 
 
+@pytest.mark.parametrize("prior", [(0.0, 0.0), (0.3, -0.7)])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_normal_normal_with_a_scalar_prior_matches_the_element_wise_form(prior, as_tensor):
+    # A scalar prior takes the reduction formula; the same prior expanded to the
+    # parameters' shape takes the element-wise one.
+    torch.manual_seed(0)
+    mean = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    log_std = (torch.randn(4, 5, dtype=torch.float64) - 1).requires_grad_()
+    scalar = tuple(torch.tensor(v, dtype=torch.float64) if as_tensor else v for v in prior)
+    expanded = tuple(torch.full((4, 5), v, dtype=torch.float64) for v in prior)
+    got = NormalNormalDivergence.forward(*scalar, mean, log_std)
+    want = NormalNormalDivergence.forward(*expanded, mean, log_std)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(
+        torch.autograd.grad(got, (mean, log_std)),
+        torch.autograd.grad(want, (mean, log_std)),
+    ):
+        torch.testing.assert_close(g, w)
+    assert torch.autograd.gradcheck(
+        lambda m, s: NormalNormalDivergence.forward(*scalar, m, s), (mean, log_std)
+    )
+
+
 def test_kl_module_call_unpacks_parameters():
     prior = (torch.tensor(0.2), torch.tensor(-0.1))
     variational = _variational()
