@@ -31,6 +31,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    # MathJax shipped with the pages (copied to _static/mathjax) instead of loaded
+    # from a CDN, so formulas render offline too.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 

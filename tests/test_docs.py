@@ -1,10 +1,12 @@
 """The Sphinx documentation builds without warnings."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 
 
 # Sphinx's own deprecation warnings (e.g. napoleon on Sphinx 9) are not ours to fix.
@@ -61,3 +63,24 @@ def test_docs_build_without_warnings(tmp_path):
     assert '<p class="rubric">Examples</p>' in api
     assert "-----" not in api
     assert (out / "index.html").exists()
+
+    # Formulas render offline: MathJax ships with the pages instead of a CDN link.
+    concepts = (out / "concepts.html").read_text(encoding="utf-8")
+    assert 'src="_static/mathjax/tex-chtml.js"' in concepts
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert "cdn.jsdelivr.net" not in concepts
+
+
+def test_math_text_has_no_escaped_underscores():
+    r"""MathJax shows ``\_`` inside ``\text{}`` literally (a stray backslash).
+
+    Names with underscores belong in math-mode fonts (``\mathrm{min\_std}``).
+    """
+    text_with_escape = re.compile(r"\\(text|texttt)\{[^}]*\\_")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in [*DOCS.glob("*.rst"), *(ROOT / "src").rglob("*.py")]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if text_with_escape.search(line)
+    ]
+    assert not offenders, offenders

@@ -434,7 +434,7 @@ def gaussian_mixture_log_likelihood(
     separately (for multi-output targets this is the sum of marginal, not joint,
     log-likelihoods divided by the number of elements). With ``y_scale`` (the
     standard deviation used to standardise the targets) the density is reported on
-    the original scale, i.e. :math:`\log \texttt{y\_scale}` is subtracted, as is usual
+    the original scale, i.e. :math:`\log \mathtt{y\_scale}` is subtracted, as is usual
     for UCI regression benchmarks.
 
     Parameters

@@ -54,7 +54,7 @@ class VIModule(Module):
         Scale the priors to the spread of the Kaiming initialisation
         (:meth:`Prior.kaiming_rescale`).
     kaiming_initialization : bool, default: True
-        Scale initial variational scales by :math:`1/\sqrt{\text{fan\_in}}`.
+        Scale initial variational scales by :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}`.
     prior_initialization : bool, default: False
         Initialise the variational parameters from the prior instead.
     return_log_probs : bool, default: True

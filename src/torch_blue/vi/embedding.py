@@ -56,7 +56,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
     gradient ``estimator`` (see :mod:`torch_blue.vi.embedding`). The table
     ``weight`` of shape ``(num_embeddings, embedding_dim)`` is a random variable,
     initialised like the other layers (means uniform with bound
-    :math:`1/\sqrt{\text{embedding\_dim}}`, not ``torch.nn``'s standard normal).
+    :math:`1/\sqrt{\mathrm{embedding\_dim}}`, not ``torch.nn``'s standard normal).
 
     Parameters
     ----------

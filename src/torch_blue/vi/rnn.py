@@ -935,7 +935,7 @@ class VIRNN(_VIRNNBase):
         ``named_parameters()``.
     rescale_prior, kaiming_initialization, prior_initialization : bool
         VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\text{hidden\_size}}`), which is also the fan-in used to scale
+        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
         the initial standard deviations and rescaled priors.
     return_log_probs : bool, default: True
         Record the weights' log-probabilities (needed by the KL losses).
@@ -1062,7 +1062,7 @@ class VILSTM(_VIRNNBase):
         ``named_parameters()``.
     rescale_prior, kaiming_initialization, prior_initialization : bool
         VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\text{hidden\_size}}`), which is also the fan-in used to scale
+        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
         the initial standard deviations and rescaled priors.
     return_log_probs : bool, default: True
         Record the weights' log-probabilities (needed by the KL losses).
@@ -1183,7 +1183,7 @@ class VIGRU(_VIRNNBase):
         ``named_parameters()``.
     rescale_prior, kaiming_initialization, prior_initialization : bool
         VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\text{hidden\_size}}`), which is also the fan-in used to scale
+        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
         the initial standard deviations and rescaled priors.
     return_log_probs : bool, default: True
         Record the weights' log-probabilities (needed by the KL losses).

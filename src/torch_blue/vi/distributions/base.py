@@ -141,8 +141,8 @@ class Prior(Distribution):
         r"""Scale the prior to the spread of the Kaiming-uniform initialisation.
 
         Multiplies every scaling hyperparameter by :math:`1/\sqrt{3 \cdot
-        \mathrm{fan\_in}}` (the standard deviation of
-        :math:`U(-1/\sqrt{\mathrm{fan\_in}}, 1/\sqrt{\mathrm{fan\_in}})`);
+        \mathrm{fan}_\mathrm{in}}` (the standard deviation of
+        :math:`U(-1/\sqrt{\mathrm{fan}_\mathrm{in}}, 1/\sqrt{\mathrm{fan}_\mathrm{in}})`);
         hyperparameters named ``log_*`` are shifted by the log of that factor. A prior
         is rescaled at most once: layers own their copies, so a second call is a
         mistake and only warns.
@@ -242,10 +242,10 @@ class VariationalDistribution(Distribution):
         r"""Initialise the variational parameters of ``variable`` on ``module``.
 
         Location parameters (``mean``, ``mode``, ``loc``) are initialised like the
-        weights of ``torch.nn.Linear`` (uniform with bound :math:`1/\sqrt{\mathrm{
-        fan\_in}}`). The other parameters start at their default value; with
-        ``kaiming_scaling`` scale parameters are multiplied by
-        :math:`1/\sqrt{\mathrm{fan\_in}}` (``log_*`` ones shifted by its log).
+        weights of ``torch.nn.Linear`` (uniform with bound
+        :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}`). The other parameters start at
+        their default value; with ``kaiming_scaling`` scale parameters are multiplied by
+        :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}` (``log_*`` ones shifted by its log).
         """
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         for name, default in zip(

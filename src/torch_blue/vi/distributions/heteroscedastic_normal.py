@@ -28,7 +28,7 @@ class HeteroscedasticNormal(PredictiveDistribution):
     ``(*, D)``; for a single output (:math:`D = 1`) the trailing dimension of the target
     may be left out (output ``(S, B, 2)``, target ``(B,)`` or ``(B, 1)``).
 
-    **Scale.** :math:`\sigma = \mathrm{softplus}(r) + \text{min\_scale}`. Softplus grows
+    **Scale.** :math:`\sigma = \mathrm{softplus}(r) + \mathrm{min\_scale}`. Softplus grows
     linearly rather than exponentially, so a large raw output does not blow up the
     scale (or the gradients); the floor keeps the log-likelihood bounded when the
     network tries to shrink the noise of a few points to zero. It is in the units of the

@@ -109,7 +109,7 @@ class HorseshoePrior(Prior):
     with variational local and global scales.
 
     Hyperparameters are ``("scale",)``; ``rescale_prior=True`` multiplies
-    :math:`\tau` by :math:`1/\sqrt{3\,\mathrm{fan\_in}}`. Without normalisation
+    :math:`\tau` by :math:`1/\sqrt{3\,\mathrm{fan}_\mathrm{in}}`. Without normalisation
     constants :math:`\log K = -\frac12\log(2\pi^3)` is dropped.
 
     Parameters

@@ -27,7 +27,7 @@ class Laplace(Prior):
     and by the local-reparameterisation and Flipout estimators.
 
     Hyperparameters are ``("loc", "log_scale")``. With ``rescale_prior=True`` both
-    are scaled by :math:`1/\sqrt{3\,\mathrm{fan\_in}}` (a zero location stays zero;
+    are scaled by :math:`1/\sqrt{3\,\mathrm{fan}_\mathrm{in}}` (a zero location stays zero;
     :meth:`~torch_blue.vi.distributions.Prior.kaiming_rescale`). Without
     normalisation constants the :math:`-\log 2` is dropped (:math:`-\log b` stays).
 

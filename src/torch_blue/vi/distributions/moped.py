@@ -238,7 +238,7 @@ def moped(
 
     For each weight tensor :math:`\hat w` of the trained deterministic network, the
     prior becomes :class:`EmpiricalNormalPrior` with mean :math:`\hat w` and standard
-    deviation :math:`\max(\delta|\hat w|, \text{min\_std})` (the floor keeps weights
+    deviation :math:`\max(\delta|\hat w|, \mathrm{min\_std})` (the floor keeps weights
     that are exactly zero valid), attached as buffers of the layer. With
     ``initialize`` the variational distribution starts there too: its location is
     :math:`\hat w`, its ``log_std`` (or ``log_scale``) the log of that standard

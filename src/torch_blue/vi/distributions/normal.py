@@ -35,7 +35,7 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
       acts like L2 weight decay towards ``mean``.
     * **Variational distribution**: learnable ``mean`` and ``log_std`` per weight.
       ``mean`` initialises like ``torch.nn.Linear``; ``log_std`` starts at
-      ``log(std)``, scaled by :math:`1/\sqrt{\text{fan\_in}}` when the layer uses
+      ``log(std)``, scaled by :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}` when the layer uses
       Kaiming initialisation.
     * **Predictive distribution** for regression: each sampled output is the mean of a
       Normal with the fixed observation noise ``std`` (so it works with one sample).

@@ -62,9 +62,9 @@ class KnownMeanNormalGammaPrior(Prior):
     documentation for how the element-wise :meth:`log_prob` decomposes it.
 
     Hyperparameters are ``("loc", "alpha", "beta")``. With ``rescale_prior=True``
-    the weights' scale shrinks by :math:`c = 1/\sqrt{3\,\mathrm{fan\_in}}`, so ``loc``
-    is multiplied by :math:`c` and the rate ``beta`` by :math:`c^2` (the precision
-    grows by :math:`1/c^2`); ``alpha`` stays. Without normalisation constants the
+    the weights' scale shrinks by :math:`c = 1/\sqrt{3\,\mathrm{fan}_\mathrm{in}}`, so
+    ``loc`` is multiplied by :math:`c` and the rate ``beta`` by :math:`c^2` (the
+    precision grows by :math:`1/c^2`); ``alpha`` stays. Without normalisation constants the
     :math:`-\frac n2\log 2\pi` is dropped.
 
     Parameters
@@ -175,7 +175,7 @@ class NormalGammaPrior(Prior):
 
     Hyperparameters are ``("loc", "kappa", "alpha", "beta")``. With
     ``rescale_prior=True`` ``loc`` is multiplied by :math:`c = 1/\sqrt{3\,
-    \mathrm{fan\_in}}` and the rate ``beta`` by :math:`c^2`; ``kappa`` and ``alpha``
+    \mathrm{fan}_\mathrm{in}}` and the rate ``beta`` by :math:`c^2`; ``kappa`` and ``alpha``
     stay. Without normalisation constants the :math:`-\frac n2\log 2\pi` is dropped.
 
     Parameters

@@ -44,7 +44,7 @@ class ScaleMixtureNormal(Prior):
 
     Hyperparameters are ``("pi", "log_sigma_1", "log_sigma_2")``. With
     ``rescale_prior=True`` both scales are multiplied by :math:`1/\sqrt{3\,
-    \mathrm{fan\_in}}` (:meth:`~torch_blue.vi.distributions.Prior.kaiming_rescale`);
+    \mathrm{fan}_\mathrm{in}}` (:meth:`~torch_blue.vi.distributions.Prior.kaiming_rescale`);
     the mixing weight stays. Without normalisation constants
     (:func:`~torch_blue.vi.utils.use_norm_constants`) the shared
     :math:`-\frac12\log 2\pi` is dropped.

@@ -27,7 +27,7 @@ class StudentTPrior(Prior):
 
     Hyperparameters are ``("loc", "log_scale")``; the degrees of freedom are fixed
     (``df``). With ``rescale_prior=True`` location and scale are scaled by
-    :math:`1/\sqrt{3\,\mathrm{fan\_in}}`, ``df`` stays. Without normalisation
+    :math:`1/\sqrt{3\,\mathrm{fan}_\mathrm{in}}`, ``df`` stays. Without normalisation
     constants the terms that depend on ``df`` alone are dropped (:math:`-\log s`
     stays), as for :class:`~torch_blue.vi.distributions.MeanFieldStudentT`.
 
