@@ -28,7 +28,7 @@ OPTIONS = [
     {"groups": 2, "bias": False},
     {"groups": 2, "stride": 2, "dilation": 2, "output_padding": 1},
 ]
-ESTIMATORS = ["reparameterization", "local_reparameterization", "flipout"]
+ESTIMATORS = ["reparameterization", "local_reparameterization", "flipout", "shared_flipout"]
 
 
 def _freeze_to_mean(layer):
@@ -167,7 +167,7 @@ def test_gradients_reach_every_variational_parameter(estimator):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("estimator", ["local_reparameterization", "flipout"])
+@pytest.mark.parametrize("estimator", ESTIMATORS[1:])
 @pytest.mark.parametrize(("vi_cls", "nn_cls", "shape"), CASES)
 def test_fast_estimators_reproduce_the_mean_network(estimator, vi_cls, nn_cls, shape):
     layer = vi_cls(4, 6, 3, stride=2, groups=2, estimator=estimator)
@@ -191,9 +191,10 @@ def _moment_layer(estimator, dims):
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_estimators_give_the_per_example_moments_of_weight_sampling(estimator, dims):
     layer, x = _moment_layer(estimator, dims)
-    n = 20_000
+    # shared_flipout's lanes share a perturbation per call: one lane per chunk.
+    chunk_size, n = (1, 4_000) if estimator == "shared_flipout" else (None, 20_000)
     with torch.no_grad():
-        out = layer(x, samples=n).as_plain()
+        out = layer(x, samples=n, chunk_size=chunk_size).as_plain()
         op = layer._conv
         args = (layer.stride, layer.padding, layer.output_padding, layer.groups,
                 layer.dilation)  # fmt: skip

@@ -15,7 +15,7 @@ from torch_blue.vi.embedding import VIEmbedding
 from torch_blue.vi.utils import ShapeError
 from torch_blue.vi.utils.convert import convert_to_vimodule
 
-ESTIMATORS = ["reparameterization", "local_reparameterization", "flipout"]
+ESTIMATORS = ["reparameterization", "local_reparameterization", "flipout", "shared_flipout"]
 OPTIONS = [
     {},
     {"padding_idx": 3},
@@ -154,9 +154,11 @@ def test_padding_row_is_deterministic_at_its_mean():
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_per_token_moments_match_the_variational_distribution(estimator):
     layer = VIEmbedding(10, 4, padding_idx=0, estimator=estimator)
-    n = 20_000
+    # shared_flipout: the lanes of one call share a perturbation; one lane per chunk
+    # (each draws its own) gives independent draws.
+    chunk_size, n = (1, 4_000) if estimator == "shared_flipout" else (None, 20_000)
     with torch.no_grad():
-        out = layer(TOKENS, samples=n).as_plain()
+        out = layer(TOKENS, samples=n, chunk_size=chunk_size).as_plain()
         mean = layer._weight_mean[TOKENS]
         var = torch.exp(2 * layer._weight_log_std[TOKENS])
         var[TOKENS == 0] = 0.0

@@ -21,7 +21,7 @@ from torch_blue.vi.distributions import (
 from torch_blue.vi.estimators import random_signs
 from torch_blue.vi.utils import NoVariablesError, UnsupportedDistributionError
 
-FAST = ["local_reparameterization", "flipout"]
+FAST = ["local_reparameterization", "flipout", "shared_flipout"]
 ALL = ["reparameterization", *FAST]
 
 
@@ -60,8 +60,12 @@ def test_outputs_have_the_right_per_example_moments(kind, estimator):
     torch.manual_seed(0)
     layer, x = _layer(kind, estimator, variational_distribution=MeanFieldNormal(std=3.0))
     n = 20_000
+    # shared_flipout's samples share one perturbation per call, so they are not
+    # independent; run the lanes one by one (each chunk draws its own) for n
+    # independent draws of the training path.
+    chunk_size, n = (1, 4_000) if estimator == "shared_flipout" else (None, n)
     with torch.no_grad():
-        out = layer(x, samples=n).as_plain()
+        out = layer(x, samples=n, chunk_size=chunk_size).as_plain()
         # Exact per-example moments of a Normal-weight affine map: mean op(x, mu, b_mu),
         # variance op(x^2, sigma^2, sigma_b^2).
         op = layer._conv_forward if kind == "conv2d" else torch.nn.functional.linear
@@ -145,6 +149,54 @@ def test_fast_estimators_lower_the_top_layer_gradient_variance():
         # A sum of many variances: its relative standard error is at most
         # sqrt(2 / (repeats - 1)) (10 %); demand a gap of more than 5 of those.
         assert grad.var(0).sum() < (1 - 5 * (2 / (repeats - 1)) ** 0.5) * reference_var
+
+
+def test_shared_flipout_agrees_with_flipout_for_many_samples():
+    # With S > 1 the samples share one perturbation: still the same expectations.
+    repeats = 400
+    reference_loss, reference_grad = _elbo_and_gradients("flipout", repeats, samples=4)
+    loss, grad = _elbo_and_gradients("shared_flipout", repeats, samples=4)
+    se = ((reference_loss.var() + loss.var()) / repeats).sqrt()
+    assert abs(loss.mean() - reference_loss.mean()) < 5 * se
+    se_grad = ((reference_grad.var(0) + grad.var(0)) / repeats).sqrt()
+    assert torch.all((grad.mean(0) - reference_grad.mean(0)).abs() < 5 * se_grad + 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("layer", "x"),
+    [
+        (VILinear(1, 3, bias=False, estimator="shared_flipout"), torch.ones(2, 1)),
+        (VIConv1d(1, 3, 1, bias=False, estimator="shared_flipout"), torch.ones(2, 1, 4)),
+    ],
+    ids=["linear", "conv1d"],
+)
+def test_shared_flipout_shares_one_perturbation_while_training_only(layer, x):
+    with torch.no_grad():
+        layer._weight_mean.zero_()
+    # Zero means: every output is +-(the perturbation), so all samples, examples
+    # and positions see the same magnitudes per output unit.
+    out = layer(x, samples=5).as_plain().abs().movedim(2, 0).flatten(1)
+    assert torch.equal(out, out[:, :1].expand_as(out))
+    assert (out[:, 0] > 0).all()
+    # Prediction: every sample draws its own perturbation.
+    layer.return_log_probs = False
+    out = layer(x, samples=5).as_plain().abs()
+    assert not torch.equal(out[0], out[1])
+
+
+def test_shared_flipout_samples_are_uncorrelated():
+    torch.manual_seed(0)
+    layer = VILinear(4, 3, estimator="shared_flipout",
+                     variational_distribution=MeanFieldNormal(std=3.0))  # fmt: skip
+    n = 20_000
+    with torch.no_grad():
+        out = layer(torch.randn(2, 4), samples=n).as_plain()  # one shared perturbation
+    centred = out - out.mean(0)
+    first, second = centred[0::2].flatten(1), centred[1::2].flatten(1)
+    # Given the perturbation, the sign flips make the samples' noise independent with
+    # mean zero: the correlation of neighbouring samples is zero up to 5 s.e.
+    correlation = (first * second).mean(0) / (first.std(0) * second.std(0))
+    assert correlation.abs().max() < 5 / (n // 2) ** 0.5
 
 
 def test_prediction_mode_samples_preactivations_for_normal_layers():

@@ -400,7 +400,7 @@ def test_each_weight_is_drawn_once_and_its_log_probs_recorded():
     torch.testing.assert_close(layer.gather_log_probs(), expected)
 
 
-@pytest.mark.parametrize("estimator", ["reparameterization", "flipout"])
+@pytest.mark.parametrize("estimator", ["reparameterization", "flipout", "shared_flipout"])
 def test_gradients_reach_every_variational_parameter(estimator):
     layer = VILSTM(IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=2,
                    estimator=estimator)  # fmt: skip
@@ -445,7 +445,7 @@ def test_weights_are_shared_over_time(estimator):
         assert (across_batch.std(dim=1) > 1e-3).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("estimator", ["reparameterization", "flipout"])
+@pytest.mark.parametrize("estimator", ["reparameterization", "flipout", "shared_flipout"])
 def test_packed_sequences_see_the_noise_of_their_padded_run(estimator):
     # Same seed, same draws: each packed sequence must get exactly its own weights
     # (flipout: its own signs) at every step, as in the padded run.

@@ -246,12 +246,12 @@ _DOC = """Bayesian {n}-d transposed convolution, the twin of
     Arguments, defaults and shapes are those of :class:`torch.nn.ConvTranspose{n}d`
     (only ``padding_mode="zeros"`` exists, as there); the remaining keyword arguments
     are the VIkwargs of :class:`~torch_blue.vi.VIModule` and the gradient
-    ``estimator`` (``"reparameterization"``, ``"local_reparameterization"`` or
-    ``"flipout"``, see :mod:`torch_blue.vi.estimators`). The ``weight``, of torch's
-    shape ``(in_channels, out_channels // groups, *kernel_size)``, and the ``bias``
-    are random variables. ``forward(input, output_size=None)`` accepts the
-    ``output_size`` of ``torch.nn`` to choose among the output sizes a strided
-    transposed convolution can produce.
+    ``estimator`` (``"reparameterization"``, ``"local_reparameterization"``,
+    ``"flipout"`` or ``"shared_flipout"``, see :mod:`torch_blue.vi.estimators`). The
+    ``weight``, of torch's shape ``(in_channels, out_channels // groups,
+    *kernel_size)``, and the ``bias`` are random variables.
+    ``forward(input, output_size=None)`` accepts the ``output_size`` of ``torch.nn``
+    to choose among the output sizes a strided transposed convolution can produce.
 
     Shape
     -----

@@ -22,6 +22,9 @@ randomness (the layer's ``estimator``):
     (the embedding analogue of Wen et al. 2018). It draws the whole table, so it is
     no cheaper than weight sampling; it exists so that ``model.estimator =
     "flipout"`` works on models containing embeddings.
+``"shared_flipout"``
+    One table perturbation for all samples, signs per sample, occurrence and feature
+    (see :mod:`torch_blue.vi.estimators`).
 """
 
 import math
@@ -89,7 +92,8 @@ class VIEmbedding(VIModule, EstimatorLayer):
     _freeze : bool, default: False
         Do not train the table's variational parameters.
     estimator : str, default: "reparameterization"
-        ``"reparameterization"``, ``"local_reparameterization"`` or ``"flipout"``.
+        ``"reparameterization"``, ``"local_reparameterization"``, ``"flipout"`` or
+        ``"shared_flipout"``.
 
     Shape
     -----
@@ -378,7 +382,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
         if estimator == "local_reparameterization":
             noise = self._lookup(x, torch.exp(log_std)) * torch.randn_like(rows)
         else:  # flipout: one table perturbation, signs per occurrence and feature
-            delta = scaled_noise(log_std)
+            delta = scaled_noise(log_std, record and estimator == "shared_flipout")
             noise = self._lookup(x, delta) * random_signs(rows.shape, rows)
         if self.padding_idx is not None:
             noise = noise.masked_fill((x == self.padding_idx).unsqueeze(-1), 0.0)

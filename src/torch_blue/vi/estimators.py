@@ -24,9 +24,28 @@ gradients):
     Draw one weight perturbation per sample and decorrelate it across the examples
     of the batch with random sign flips: :math:`x\mu^\top + ((x \odot r)(\sigma
     \odot \epsilon)^\top) \odot s`. Lower-variance gradients at the cost of
-    weight sampling.
+    weight sampling. The samples of one example are independent.
+``"shared_flipout"``
+    Flipout as Wen et al. apply it to a minibatch, with the S samples of each example
+    counted as rows of the batch: one perturbation :math:`\sigma \odot \epsilon`
+    per forward call (per chunk with ``chunk_size``), shared by all S·B rows and
+    decorrelated by their signs. It
+    draws the noise of one weight set instead of S, and a convolution's perturbation
+    becomes one plain convolution of the stacked batch instead of S grouped ones:
+    about the cost of local reparameterisation on dense layers, and much less on
+    convolutions. Each sample is still distributed exactly as a weight draw and the
+    gradients stay unbiased, but the samples of one example are only uncorrelated
+    (before the first nonlinearity), not independent, which costs gradient variance
+    where layers are narrow. ``scripts/flipout_sharing.py`` measures it (S = 10,
+    batch 128, noise of the top layer's mean gradients): 1.014 +- 0.002 times
+    ``"flipout"``'s on a 784-400-400-10 MLP on Fashion-MNIST, 2.06 +- 0.09 times on a
+    10-50-1 regression network on the diabetes data (still 7 times below weight
+    sampling's there). Prefer it for wide layers and convolutions. Sharing
+    is for gradients only: with ``return_log_probs = False`` (prediction) every
+    sample draws its own perturbation, as with ``"flipout"``, so predictive samples
+    stay independent.
 
-The last two draw no weights, so their layers contribute the closed-form KL
+The last three draw no weights, so their layers contribute the closed-form KL
 divergence: they record the expected log-densities
 :math:`(\mathbb E_q \log p, \mathbb E_q \log q) = (-H[q] - \mathrm{KL}, -H[q])`,
 whose difference is exactly the KL term both losses need.
@@ -42,7 +61,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from ._fused_linear import local_linear
 from .distributions import MeanFieldNormal
-from .distributions._fused_normal import ScaledNoise
+from .distributions._fused_normal import ScaledNoise, SharedNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
 from .sampling import fused_pays_off
 from .utils.errors import UnsupportedDistributionError
@@ -51,9 +70,17 @@ from .utils.use_norm_constants import norm_constants_enabled
 if TYPE_CHECKING:  # pragma: no cover
     from .base import VIModule
 
-__all__ = ["ESTIMATORS", "EstimatorLayer", "check_estimator", "expected_log_probs"]
+__all__ = [
+    "ESTIMATORS",
+    "FLIPOUT_ESTIMATORS",
+    "EstimatorLayer",
+    "check_estimator",
+    "expected_log_probs",
+]
 
-ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout")
+ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
+#: The estimators that perturb weights with random signs.
+FLIPOUT_ESTIMATORS = ("flipout", "shared_flipout")
 
 Op = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
@@ -141,20 +168,30 @@ def flipout(
     weight: tuple[Tensor, Tensor],
     bias: Optional[tuple[Tensor, Tensor]],
     spatial_dims: int,
+    shared: bool = False,
 ) -> Tensor:
-    """Flipout pre-activations of ``op`` with one weight perturbation per sample."""
+    """Flipout pre-activations of ``op``.
+
+    One weight perturbation per sample, or with ``shared`` one for all samples.
+    """
     b_mean, b_log_std = bias if bias is not None else (None, None)
     mean = op(x, weight[0], b_mean)
-    delta_w = scaled_noise(weight[1])
-    delta_b = None if b_log_std is None else scaled_noise(b_log_std)
+    delta_w = scaled_noise(weight[1], shared)
+    delta_b = None if b_log_std is None else scaled_noise(b_log_std, shared)
     trailing = (1,) * spatial_dims
     in_signs = random_signs(x.shape[: x.dim() - spatial_dims] + trailing, x)
     out_signs = random_signs(mean.shape[: mean.dim() - spatial_dims] + trailing, mean)
     return mean + op(x * in_signs, delta_w, delta_b) * out_signs
 
 
-def scaled_noise(log_std: Tensor) -> Tensor:
-    """A zero-mean Normal draw with standard deviation ``exp(log_std)``."""
+def scaled_noise(log_std: Tensor, shared: bool = False) -> Tensor:
+    """A zero-mean Normal draw with standard deviation ``exp(log_std)``.
+
+    Inside the sampled forward every lane draws its own, or with ``shared`` one draw
+    serves all lanes (see :class:`SharedNoise`).
+    """
+    if shared:
+        return torch.exp(log_std) * SharedNoise.apply(log_std.detach())
     noise = torch.randn_like(log_std)
     if fused_pays_off(log_std.numel()):
         return ScaledNoise.apply(log_std, noise)
@@ -246,4 +283,5 @@ class EstimatorLayer:
                     self._record_log_probs(variable, expected_log_probs(self, variable))
         if estimator == "local_reparameterization":
             return local_reparameterization(op, x, weight, bias)
-        return flipout(op, x, weight, bias, self._spatial_dims)
+        shared = record and estimator == "shared_flipout"
+        return flipout(op, x, weight, bias, self._spatial_dims, shared)

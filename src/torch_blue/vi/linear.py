@@ -29,8 +29,8 @@ class VILinear(VIModule, EstimatorLayer):
     bias : bool, default: True
         Whether the layer has a (random) bias.
     estimator : str, default: "reparameterization"
-        Gradient estimator: ``"reparameterization"``, ``"local_reparameterization"``
-        or ``"flipout"`` (see :mod:`torch_blue.vi.estimators`).
+        Gradient estimator: ``"reparameterization"``, ``"local_reparameterization"``,
+        ``"flipout"`` or ``"shared_flipout"`` (see :mod:`torch_blue.vi.estimators`).
 
     Shape
     -----

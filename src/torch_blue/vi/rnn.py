@@ -46,6 +46,9 @@ called as the outermost module on a packed sequence returns a ``PackedSequence``
     along the sequence and distributed exactly as a weight draw. Applied to every
     weight (input-to-hidden, hidden-to-hidden and the LSTM projection); the layer
     records the closed-form KL term like the other flipout layers.
+``"shared_flipout"``
+    The same with one perturbation per forward call shared by all samples, the signs
+    still drawn per sample and sequence (see :mod:`torch_blue.vi.estimators`).
 
 Local reparameterisation does not apply: it samples every pre-activation
 independently, which would give every time step its own weights; the layers reject
@@ -65,6 +68,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import (
+    FLIPOUT_ESTIMATORS,
     EstimatorLayer,
     check_estimator,
     expected_log_probs,
@@ -85,7 +89,7 @@ __all__ = [
 ]
 
 #: Gradient estimators the recurrent layers support (see the module docstring).
-RNN_ESTIMATORS = ("reparameterization", "flipout")
+RNN_ESTIMATORS = ("reparameterization", "flipout", "shared_flipout")
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
@@ -443,7 +447,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
 
     @property
     def estimator(self) -> str:
-        """Gradient estimator: ``"reparameterization"`` or ``"flipout"``."""
+        """Gradient estimator (see :data:`RNN_ESTIMATORS`)."""
         return self._estimator
 
     @estimator.setter
@@ -596,14 +600,16 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             return _Affine(
                 getattr(self, weight), None if bias is None else getattr(self, bias)
             )
+        state = current_state()
+        record = state.record if state is not None else self._return_log_probs
+        shared = record and self._estimator == "shared_flipout"
         w_mean, w_log_std = self.get_variational_parameters(weight)
-        delta_w = scaled_noise(w_log_std)
+        delta_w = scaled_noise(w_log_std, shared)
         b_mean = delta_b = None
         if bias is not None:
             b_mean, b_log_std = self.get_variational_parameters(bias)
-            delta_b = scaled_noise(b_log_std)
-        state = current_state()
-        if state.record if state is not None else self._return_log_probs:
+            delta_b = scaled_noise(b_log_std, shared)
+        if record:
             for variable in (weight, bias):
                 if variable is not None:
                     self._record_log_probs(variable, expected_log_probs(self, variable))
@@ -677,7 +683,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             h0 = None if h0 is None else h0.index_select(1, sorted_indices)
             c0 = None if c0 is None else c0.index_select(1, sorted_indices)
 
-        flipout = self._estimator == "flipout" and not mean_weights_enabled()
+        flipout = self._estimator in FLIPOUT_ESTIMATORS and not mean_weights_enabled()
         rows = None
         if flipout and batch_sizes is not None:
             rows = torch.cat([torch.arange(n) for n in batch_sizes]).to(x.device)
@@ -942,7 +948,8 @@ class VIRNN(_VIRNNBase):
     device, dtype
         Factory arguments, as in ``torch.nn``.
     estimator : str, default: "reparameterization"
-        ``"reparameterization"`` or ``"flipout"`` (see :mod:`torch_blue.vi.rnn`).
+        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
+        :mod:`torch_blue.vi.rnn`).
 
     Shape
     -----
@@ -1069,7 +1076,8 @@ class VILSTM(_VIRNNBase):
     device, dtype
         Factory arguments, as in ``torch.nn``.
     estimator : str, default: "reparameterization"
-        ``"reparameterization"`` or ``"flipout"`` (see :mod:`torch_blue.vi.rnn`).
+        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
+        :mod:`torch_blue.vi.rnn`).
 
     Shape
     -----
@@ -1190,7 +1198,8 @@ class VIGRU(_VIRNNBase):
     device, dtype
         Factory arguments, as in ``torch.nn``.
     estimator : str, default: "reparameterization"
-        ``"reparameterization"`` or ``"flipout"`` (see :mod:`torch_blue.vi.rnn`).
+        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
+        :mod:`torch_blue.vi.rnn`).
 
     Shape
     -----

@@ -13,8 +13,8 @@ How the weights are drawn
     Every weight of a layer (the attention in-projection, ``out_proj`` and the
     feed-forward ``linear1``/``linear2``) is drawn once per sample and shared by all
     positions and sequences of the batch, as in the textbook Bayesian transformer.
-    With a non-default ``estimator`` (``"local_reparameterization"`` or
-    ``"flipout"``, see :mod:`torch_blue.vi.estimators`) the linear sub-layers
+    With a non-default ``estimator`` (``"local_reparameterization"``, ``"flipout"``
+    or ``"shared_flipout"``, see :mod:`torch_blue.vi.estimators`) the linear sub-layers
     (``out_proj``, ``linear1``, ``linear2``) sample their outputs instead; the
     in-projection always draws its weights. Note that those estimators draw
     independent noise per *position*, which attention then mixes: the per-sequence

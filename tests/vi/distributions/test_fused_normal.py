@@ -8,6 +8,7 @@ from torch_blue.vi.distributions import MeanFieldNormal
 from torch_blue.vi.distributions._fused_normal import (
     NormalDraw,
     ScaledNoise,
+    SharedNoise,
     normal_draw_reference,
 )
 from torch_blue.vi.distributions.base import VariationalDistribution
@@ -200,3 +201,22 @@ def test_scaled_noise_matches_the_product_under_vmap(batched_scale: bool) -> Non
         results.append((delta, torch.autograd.grad(out.square().sum(), log_std)[0]))
     torch.testing.assert_close(results[0][0], results[1][0])
     torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_shared_noise_is_one_draw_for_all_lanes_of_unbatched_parameters():
+    log_std = torch.zeros(3, 4)
+    lanes = torch.vmap(lambda _: SharedNoise.apply(log_std), randomness="different")(
+        torch.zeros(5)
+    )
+    assert lanes.shape == (5, 3, 4)
+    assert torch.equal(lanes, lanes[:1].expand_as(lanes)) and lanes.std() > 0.5
+
+
+def test_shared_noise_follows_the_randomness_of_batched_parameters():
+    batched = torch.zeros(5, 3, 4)
+    different = torch.vmap(SharedNoise.apply, randomness="different")(batched)
+    assert different.shape == (5, 3, 4) and not torch.equal(different[0], different[1])
+    same = torch.vmap(SharedNoise.apply, randomness="same")(batched)
+    assert torch.equal(same, same[:1].expand_as(same))
+    with pytest.raises(RuntimeError, match="randomness='error'"):
+        torch.vmap(SharedNoise.apply)(batched)

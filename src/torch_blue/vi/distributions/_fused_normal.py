@@ -43,7 +43,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["NormalDraw", "ScaledNoise"]
+__all__ = ["NormalDraw", "ScaledNoise", "SharedNoise"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -189,6 +189,42 @@ class ScaledNoise(torch.autograd.Function):
             )
             return output, 0
         return ScaledNoise.apply(log_std, noise.movedim(in_dims[1], 0)), 0
+
+
+class SharedNoise(torch.autograd.Function):
+    """Standard normal noise of ``like``'s shape, drawn once for all ``vmap`` lanes.
+
+    ``apply(like)`` with ``like`` detached. Inside the sampled forward ``like`` (a
+    parameter) is not batched, and :func:`torch.vmap` runs a custom function whose
+    inputs are all unbatched below its own level, so the noise comes out unbatched:
+    one draw shared by every lane, although the lanes draw with
+    ``randomness="different"``. If ``like`` is batched (parameters that differ per
+    lane), each lane draws its own.
+    """
+
+    @staticmethod
+    def forward(like: Tensor) -> Tensor:
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> None:  # pragma: no cover (no inputs' grad)
+        return None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, like: Tensor) -> tuple[Tensor, Optional[int]]:
+        if info.randomness == "error":
+            raise RuntimeError(
+                "SharedNoise: drawing random noise under vmap needs "
+                "randomness='different' or 'same', got randomness='error'"
+            )
+        if info.randomness == "same":
+            shape = like.movedim(in_dims[0], 0).shape[1:]
+            return torch.randn(shape, dtype=like.dtype, device=like.device), None
+        return SharedNoise.apply(like), in_dims[0]
 
 
 def _sum_to_size(tensor: Tensor, shape: torch.Size) -> Tensor:
