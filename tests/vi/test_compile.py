@@ -31,7 +31,10 @@ def _setup(estimator):
 
 
 @pytest.mark.parametrize("backend", ["eager", "inductor"])
-@pytest.mark.parametrize("estimator", ["reparameterization", "local_reparameterization"])
+@pytest.mark.parametrize(
+    "estimator",
+    ["reparameterization", "local_reparameterization", "flipout", "shared_flipout"],
+)
 def test_compiled_training_step_matches_eager(estimator, backend):
     torch._dynamo.reset()
     x = torch.randn(5, 6)
