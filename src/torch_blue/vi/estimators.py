@@ -152,7 +152,8 @@ def local_reparameterization(
     if (
         op is F.linear
         and not torch.is_autocast_enabled(x.device.type)  # (its casting rules apply)
-        and fused_pays_off(x[..., 0].numel() * weight[0].shape[0])
+        # (the fused function saves passes over the inputs and the outputs)
+        and fused_pays_off(x[..., 0].numel() * sum(weight[0].shape))
     ):
         return local_linear(x, weight, bias)
     b_mean, b_log_std = bias if bias is not None else (None, None)
