@@ -27,23 +27,22 @@ gradients):
     weight sampling. The samples of one example are independent.
 ``"shared_flipout"``
     Flipout as Wen et al. apply it to a minibatch, with the S samples of each example
-    counted as rows of the batch: one perturbation :math:`\sigma \odot \epsilon`
-    per forward call (per chunk with ``chunk_size``), shared by all S·B rows and
-    decorrelated by their signs. It
-    draws the noise of one weight set instead of S, and a convolution's perturbation
-    becomes one plain convolution of the stacked batch instead of S grouped ones:
-    about the cost of local reparameterisation on dense layers, and much less on
-    convolutions. Each sample is still distributed exactly as a weight draw and the
-    gradients stay unbiased, but the samples of one example are only uncorrelated
-    (before the first nonlinearity), not independent, which costs gradient variance
-    where layers are narrow. ``scripts/flipout_sharing.py`` measures it (S = 10,
-    batch 128, noise of the top layer's mean gradients): 1.014 +- 0.002 times
-    ``"flipout"``'s on a 784-400-400-10 MLP on Fashion-MNIST, 2.06 +- 0.09 times on a
-    10-50-1 regression network on the diabetes data (still 7 times below weight
-    sampling's there). Prefer it for wide layers and convolutions. Sharing
-    is for gradients only: with ``return_log_probs = False`` (prediction) every
-    sample draws its own perturbation, as with ``"flipout"``, so predictive samples
-    stay independent.
+    counted as rows of the batch: one perturbation :math:`\sigma \odot \epsilon` per
+    forward call (per chunk with ``chunk_size``), shared by all S·B rows and
+    decorrelated by their signs. It draws the noise of one weight set instead of S, and
+    a convolution's perturbation becomes one plain convolution of the stacked batch
+    instead of S grouped ones: close to the cost of local reparameterisation on dense
+    layers and below it on convolutions (see the benchmarks page). Each sample is still
+    distributed exactly as a weight draw and the gradients stay unbiased, but the
+    samples of one example are only uncorrelated (before the first nonlinearity), not
+    independent, which costs gradient variance where layers are narrow.
+    ``scripts/flipout_sharing.py`` measures it (S = 10, batch 128, noise of the top
+    layer's mean gradients): 1.014 +- 0.002 times ``"flipout"``'s on a 784-400-400-10
+    MLP on Fashion-MNIST, 2.06 +- 0.09 times on a 10-50-1 regression network on the
+    diabetes data (still 7 times below weight sampling's there). Prefer it for wide
+    layers and convolutions. Sharing is for gradients only: with ``return_log_probs =
+    False`` (prediction) every sample draws its own perturbation, as with ``"flipout"``,
+    so predictive samples stay independent.
 
 The last three draw no weights, so their layers contribute the closed-form KL
 divergence: they record the expected log-densities
