@@ -28,8 +28,14 @@ def tensors(groups: int, batched: tuple[bool, bool, bool]):
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize(
     "batched",
-    [(True, True, True), (True, True, False), (False, True, True), (True, False, False)],
-    ids=["all", "shared-bias", "shared-input", "shared-weights"],
+    [
+        (True, True, True),
+        (True, True, False),
+        (False, True, True),
+        (False, True, False),
+        (True, False, False),
+    ],
+    ids=["all", "shared-bias", "shared-input", "shared-input-and-bias", "shared-weights"],
 )
 def test_vmap_matches_plain_vmap(groups, batched):
     inputs = tensors(groups, batched)
@@ -44,6 +50,24 @@ def test_vmap_matches_plain_vmap(groups, batched):
         torch.autograd.grad((want * weight).sum(), inputs),
     ):
         torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("unbatched_input", [False, True], ids=["batch", "no-batch"])
+def test_shared_input_without_bias_matches_plain_vmap(unbatched_input):
+    # The stacked first-layer convolution (and its fallback for inputs without a
+    # batch dimension), without a bias.
+    x, w, _ = tensors(1, (False, True, True))
+    if unbatched_input:
+        x = x[0].detach().requires_grad_()
+    got = torch.vmap(lambda w: lane_convolution(conv, x, w, None))(w)
+    want = torch.vmap(lambda w: conv(x, w, None))(w)
+    torch.testing.assert_close(got, want)
+    weight = torch.randn_like(want)
+    for g, r in zip(
+        torch.autograd.grad((got * weight).sum(), (x, w)),
+        torch.autograd.grad((want * weight).sum(), (x, w)),
+    ):
+        torch.testing.assert_close(g, r)
 
 
 def test_outside_vmap_it_is_the_convolution_with_its_gradients():
@@ -100,7 +124,9 @@ def test_sampled_conv_layers_use_it_and_keep_their_values(always_fused):
         finally:
             LaneConvolution.vmap = rule
         results.append((out.as_plain(), grads))
-    assert calls == [(None, 0, 0), (0, 0, 0)]  # shared input, then all per lane
+    # Shared input (stacked: its output keeps the lanes in dimension 1), then all
+    # per lane.
+    assert calls == [(None, 0, 0), (1, 0, 0)]
     torch.testing.assert_close(results[0][0], results[1][0])
     for g, w in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(g, w)

@@ -6,8 +6,10 @@ over ``S`` groups. On a CPU, oneDNN's grouped convolutions, and above all their
 backward pass, are much slower than ``S`` ordinary convolutions of the same total
 size (LeNet-5's second layer, ``S = 10``, batch 64: 60 ms for forward and backward
 grouped, 40 ms as a loop). :class:`LaneConvolution` gives such calls a ``vmap`` rule
-that loops over the lanes on a CPU; every other case (a shared input, shared weights,
-other devices) keeps ``vmap``'s own rule.
+that loops over the lanes on a CPU. A first layer (a shared input, weights per lane)
+runs as one convolution with the lanes' weights and biases stacked as output
+channels; other cases (shared weights, grouped first layers, other devices) keep
+``vmap``'s own rule.
 """
 
 from collections.abc import Callable
@@ -75,6 +77,11 @@ class LaneConvolution(torch.autograd.Function):
         args: tuple,
     ) -> tuple[Tensor, int]:
         input_dim, weight_dim, bias_dim = in_dims[:3]
+        if input_dim is None and weight_dim is not None:
+            shared = _shared_input_convolution(input_, weight, weight_dim, bias, bias_dim,
+                                               op, args)  # fmt: skip
+            if shared is not None:
+                return shared, 1
         if input_dim is None or weight_dim is None or input_.device.type != "cpu":
             call = torch.vmap(lambda x, w, b: op(x, w, b, *args), in_dims=in_dims[:3])
             return call(input_, weight, bias), 0
@@ -86,6 +93,37 @@ class LaneConvolution(torch.autograd.Function):
             biases = (bias,) * info.batch_size
         outputs = [op(x, w, b, *args) for x, w, b in zip(inputs, weights, biases)]
         return torch.stack(outputs), 0
+
+
+def _shared_input_convolution(
+    input_: Tensor,
+    weight: Tensor,
+    weight_dim: int,
+    bias: Optional[Tensor],
+    bias_dim: Optional[int],
+    op: Callable[..., Tensor],
+    args: tuple,
+) -> Optional[Tensor]:
+    """All lanes' convolutions of one shared batch as one convolution, or ``None``.
+
+    The lanes' weights are stacked as output channels, and their biases with them, so
+    the bias is added inside the convolution (``vmap``'s own rule adds it in a separate
+    pass and sums its gradient in another). Returns ``(batch, lanes, out, *spatial)``;
+    ``None`` where stacking does not apply: grouped convolutions (stacking would mix
+    the groups) and unbatched inputs.
+    """
+    weights = weight.movedim(weight_dim, 0)
+    lanes, out_channels = weights.shape[:2]
+    if input_.dim() != weights.dim() - 1 or input_.shape[1] != weights.shape[2]:
+        return None
+    if bias is not None:
+        if bias_dim is None:
+            bias = bias.expand(lanes, out_channels)
+        else:
+            bias = bias.movedim(bias_dim, 0)
+        bias = bias.reshape(lanes * out_channels)
+    output = op(input_, weights.flatten(0, 1), bias, *args)
+    return output.unflatten(1, (lanes, out_channels))
 
 
 def lane_convolution(
