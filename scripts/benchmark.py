@@ -647,21 +647,47 @@ def gradient_variances(
     y_batches = y_all[index].to(device).split(GRADVAR_BATCH)
     torch.manual_seed(seed)
     model = build_torch_blue("mlp", None, in_features=x_all.shape[1]).to(device)
-    initial = deepcopy(model.state_dict())
     loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=len(x_all))
-    variances = {}
+    gradients = top_layer_gradients(
+        model, loss_fn, list(zip(x_batches, y_batches)), draws, samples, seed + 1
+    )
+    variances = {
+        estimator: grads.flatten(0, 1).var(dim=0).mean().item()
+        for estimator, grads in gradients.items()
+    }
+    return {"variances": variances, "source": source, "gradients": batches * draws}
+
+
+def top_layer_gradients(
+    model: Any,
+    loss_fn: Any,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    draws: int,
+    samples: int,
+    seed: int,
+) -> dict[str, Tensor]:
+    """Gradients of the loss w.r.t. the last layer's weight means, per estimator.
+
+    Every estimator starts from ``model``'s current parameters and from the noise
+    seed ``seed``. Returns estimator -> ``(len(batches), draws, elements)``.
+    """
+    initial = deepcopy(model.state_dict())
+    result = {}
     for estimator in ESTIMATORS:
         model.load_state_dict(initial)
         model.estimator = estimator
-        torch.manual_seed(seed + 1)
-        gradients = []
-        for xb, yb in zip(x_batches, y_batches):
+        torch.manual_seed(seed)
+        per_batch = []
+        for xb, yb in batches:
+            draws_here = []
             for _ in range(draws):
                 model.zero_grad(set_to_none=True)
                 loss_fn(model(xb, samples=samples), yb).backward()
-                gradients.append(model[-1]._weight_mean.grad.detach().flatten().clone())
-        variances[estimator] = torch.stack(gradients).var(dim=0).mean().item()
-    return {"variances": variances, "source": source, "gradients": batches * draws}
+                draws_here.append(model[-1]._weight_mean.grad.detach().flatten().clone())
+            per_batch.append(torch.stack(draws_here))
+        result[estimator] = torch.stack(per_batch)
+    model.load_state_dict(initial)
+    return result
 
 
 # --------------------------------------------------------------------------- worker

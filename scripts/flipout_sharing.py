@@ -36,9 +36,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import gradient_variance_data
-
-ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
+from benchmark import ESTIMATORS, gradient_variance_data, top_layer_gradients  # noqa: F401
 
 
 def regression_data() -> tuple[Tensor, Tensor]:
@@ -87,23 +85,12 @@ def noise_variances(
         if i < len(widths) - 2:
             layers.append(torch.nn.ReLU())
     model = vi.VISequential(*layers)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
     loss_fn = vi.KullbackLeiblerLoss(predictive, dataset_size=len(x_all))
-    result = {}
-    for estimator in ESTIMATORS:
-        model.load_state_dict(initial)
-        model.estimator = estimator
-        torch.manual_seed(seed + 1)
-        per_batch = []
-        for xb, yb in pairs:
-            gradients = []
-            for _ in range(draws):
-                model.zero_grad(set_to_none=True)
-                loss_fn(model(xb, samples=samples), yb).backward()
-                gradients.append(model[-1]._weight_mean.grad.flatten().clone())
-            per_batch.append(torch.stack(gradients).var(dim=0).mean().item())
-        result[estimator] = np.array(per_batch)
-    return result
+    gradients = top_layer_gradients(model, loss_fn, pairs, draws, samples, seed + 1)
+    return {
+        estimator: grads.var(dim=1).mean(dim=1).numpy()
+        for estimator, grads in gradients.items()
+    }
 
 
 def report(network: str, variances: dict[str, np.ndarray], samples: int) -> str:
