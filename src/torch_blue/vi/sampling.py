@@ -28,6 +28,7 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._compat import tree_flatten, tree_unflatten
+from ._lane_attention import lane_attention
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn
 
@@ -342,7 +343,7 @@ def sampled_call(
 
     device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
     lane = torch.empty(samples, 0, device=device)
-    with _lane_safe_batch_norms(module):
+    with _lane_safe_batch_norms(module), lane_attention():
         tensors, log_probs, deferred = torch.vmap(
             one_sample,
             in_dims=(0, *in_dims),

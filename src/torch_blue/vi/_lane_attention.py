@@ -1,0 +1,212 @@
+"""``scaled_dot_product_attention`` in the lanes of a sampled forward, in one call.
+
+``torch.vmap`` has no batching rule for the fused attention kernels, so an attention
+computed inside the lanes (a custom :class:`~torch_blue.vi.VIModule` calling
+:func:`torch.nn.functional.scaled_dot_product_attention`, or
+:class:`~torch_blue.vi.VIMultiheadAttention` without attention weights) would fall
+back to a Python loop over the S samples: S kernel calls on slices, and in the
+backward pass a zero-filled gradient of the whole stacked input for every slice.
+
+While a sampled forward runs, :func:`lane_attention` routes the function through
+:class:`LaneAttention`, whose ``vmap`` rule folds the sample dimension into the batch
+dimension and calls the fused kernel once on the stacked tensors; autograd then
+records one attention node. Values, gradients and dropout semantics are those of the
+loop (``randomness="different"``: independent dropout masks per sample; other
+randomness modes with dropout defer to torch's own handling).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F  # noqa: N812
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["LaneAttention", "lane_attention"]
+
+_ATTENTION = F.scaled_dot_product_attention
+
+
+def _attend(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Optional[Tensor],
+    dropout_p: float,
+    is_causal: bool,
+    scale: Optional[float],
+    enable_gqa: bool,
+) -> Tensor:
+    # enable_gqa exists from torch 2.5: pass it only when it is asked for.
+    extra = {"enable_gqa": True} if enable_gqa else {}
+    return _ATTENTION(
+        query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **extra
+    )
+
+
+class LaneAttention(torch.autograd.Function):
+    """``scaled_dot_product_attention`` with a ``vmap`` rule that stacks the lanes.
+
+    ``apply(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+    grad_enabled)``, all positional; ``grad_enabled`` is the caller's grad mode.
+    Under ``torch.vmap`` (the usual case) the rule calls the kernel on the stacked
+    tensors and autograd differentiates that call directly. Where no input is
+    batched at any ``vmap`` level, the forward runs the kernel with its own graph
+    and the backward differentiates that graph, so a dropout mask is drawn once.
+    """
+
+    @staticmethod
+    def forward(
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attn_mask: Optional[Tensor],
+        dropout_p: float,
+        is_causal: bool,
+        scale: Optional[float],
+        enable_gqa: bool,
+        grad_enabled: bool,
+    ) -> Tensor:
+        tracked = [
+            t.detach().requires_grad_() if grad_enabled and t.requires_grad else t
+            for t in (query, key, value)
+        ]
+        with torch.set_grad_enabled(grad_enabled):
+            inner = _attend(*tracked, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+        output = inner.detach()
+        if inner.requires_grad:
+            # Handed to setup_context, which receives this very tensor object.
+            output._lane_graph = (inner, tracked)  # type: ignore[attr-defined]
+        return output
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.graph = output.__dict__.pop("_lane_graph", None)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
+        grads: list[Optional[Tensor]] = [None] * 9
+        if ctx.graph is not None:
+            inner, tracked = ctx.graph
+            wanted = [
+                i
+                for i, t in enumerate(tracked)
+                if ctx.needs_input_grad[i] and t.requires_grad
+            ]
+            found = torch.autograd.grad(inner, [tracked[i] for i in wanted], grad)
+            for i, g in zip(wanted, found):
+                grads[i] = g
+        return tuple(grads)
+
+    @staticmethod
+    def vmap(
+        info: Any,
+        in_dims: tuple,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attn_mask: Optional[Tensor],
+        dropout_p: float,
+        is_causal: bool,
+        scale: Optional[float],
+        enable_gqa: bool,
+        grad_enabled: bool,
+    ) -> tuple[Tensor, int]:
+        args = (query, key, value, attn_mask)
+        if dropout_p > 0 and info.randomness != "different":
+            # One mask for all lanes ("same") or an error ("error"): torch's own
+            # handling, with its loop.
+            def attend(*tensors: Optional[Tensor]) -> Tensor:
+                return _attend(*tensors, dropout_p, is_causal, scale, enable_gqa)
+
+            output = torch.vmap(attend, in_dims=in_dims[:4], randomness=info.randomness)(
+                *args
+            )
+            return output, 0
+        stacked = _stack_lanes(info.batch_size, args, in_dims[:4])
+        output = _attend(*stacked[:4], dropout_p, is_causal, scale, enable_gqa)
+        return output.view(stacked[4] + output.shape[1:]), 0
+
+
+def _stack_lanes(
+    lanes: int, args: tuple[Optional[Tensor], ...], in_dims: tuple
+) -> tuple[Any, ...]:
+    """Query, key, value and mask with the lanes folded in; the output's lead shape.
+
+    Each tensor gets the lane dimension first and is right-aligned with the query
+    (unit dimensions inserted after the lanes), so that broadcasting over the other
+    dimensions means what it meant per lane. With 4-d query, key and value (the
+    fused kernels' layout ``(batch, heads, length, features)``) the lanes are merged
+    into the batch dimension; otherwise they stay a leading batch dimension.
+    """
+    query, key, value, mask = args
+    rank = max(t.dim() - (d is not None) for t, d in zip(args[:3], in_dims[:3]))
+
+    def lanes_first(t: Tensor, dim: Optional[int]) -> Tensor:
+        t = t.movedim(dim, 0) if dim is not None else t.expand(lanes, *t.shape)
+        return t.reshape(lanes, *([1] * (rank + 1 - t.dim())), *t.shape[1:])
+
+    query, key, value = (lanes_first(t, d) for t, d in zip(args[:3], in_dims[:3]))
+    if mask is not None and in_dims[3] is not None:
+        mask = lanes_first(mask, in_dims[3])
+    if rank != 4:
+        return query, key, value, mask, (lanes,)
+    batch = max(query.shape[1], key.shape[1], value.shape[1])
+
+    def merge(t: Tensor) -> Tensor:
+        return t.expand(lanes, batch, *t.shape[2:]).reshape(lanes * batch, *t.shape[2:])
+
+    query, key, value = merge(query), merge(key), merge(value)
+    if mask is not None:
+        if in_dims[3] is not None:
+            mask = merge(mask)
+        elif mask.dim() == 4 and mask.shape[0] != 1:
+            # A per-example mask shared by the lanes: repeat it for each lane.
+            mask = merge(mask.expand(lanes, *mask.shape))
+    return query, key, value, mask, (lanes, batch)
+
+
+class _LaneAttentionMode(TorchFunctionMode):
+    """Routes ``scaled_dot_product_attention`` through :class:`LaneAttention`."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is not _ATTENTION:
+            return func(*args, **kwargs)
+        return _route(*args, **kwargs)
+
+
+def _route(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: Optional[float] = None,
+    enable_gqa: bool = False,
+) -> Tensor:
+    return LaneAttention.apply(
+        query,
+        key,
+        value,
+        attn_mask,
+        float(dropout_p),
+        bool(is_causal),
+        scale,
+        bool(enable_gqa),
+        torch.is_grad_enabled(),
+    )
+
+
+@contextmanager
+def lane_attention() -> Iterator[None]:
+    """Context of a sampled forward: attention calls run once for all lanes."""
+    with _LaneAttentionMode():
+        yield

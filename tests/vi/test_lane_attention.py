@@ -1,0 +1,217 @@
+"""Attention in the lanes of a sampled forward: one kernel call, the loop's results."""
+
+import math
+from contextlib import nullcontext
+
+import pytest
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+
+from torch_blue import vi
+from torch_blue.vi import sampling
+from torch_blue.vi._lane_attention import lane_attention
+
+S, B, H, L, M, E = 3, 2, 4, 5, 6, 8
+
+
+def _tensor(*shape: int) -> Tensor:
+    return torch.randn(*shape, dtype=torch.float64).requires_grad_()
+
+
+# Each case: per-lane shapes of query, key, value (and mask), which are batched over
+# the lanes, and the keyword arguments of scaled_dot_product_attention.
+CASES = {
+    "4d": ([(B, H, L, E), (B, H, M, E), (B, H, M, 3)], (1, 1, 1), {}),
+    "4d-shared-key-value": ([(B, H, L, E), (B, H, M, E), (B, H, M, E)], (1, 0, 0), {}),
+    "4d-shared-query": ([(B, H, L, E), (B, H, M, E), (B, H, M, E)], (0, 1, 1), {}),
+    "4d-broadcast-batch": ([(B, H, L, E), (1, H, M, E), (1, H, M, E)], (1, 1, 1), {}),
+    "3d": ([(B, L, E), (B, M, E), (B, M, E)], (1, 1, 1), {}),
+    "2d": ([(L, E), (M, E), (M, E)], (1, 1, 1), {}),
+    "5d": ([(2, B, H, L, E), (2, B, H, M, E), (2, B, H, M, E)], (1, 1, 1), {}),
+    "causal-scale": ([(B, H, L, E)] * 3, (1, 1, 1), {"is_causal": True, "scale": 0.3}),
+    "gqa": ([(B, H, L, E), (B, 2, M, E), (B, 2, M, E)], (1, 1, 1), {"enable_gqa": True}),
+}
+
+MASKS = {
+    "bool-shared": ((L, M), False, torch.bool),
+    "per-example-shared": ((B, 1, L, M), False, torch.float64),
+    "per-lane": ((B, H, L, M), True, torch.float64),
+    "per-lane-low-rank": ((L, M), True, torch.float64),
+}
+
+
+def _lanes(shapes, batched) -> list[Tensor]:
+    return [
+        _tensor(*((S,) if lane else ()), *shape) for shape, lane in zip(shapes, batched)
+    ]
+
+
+def _compare(inputs: list[Tensor], in_dims: tuple, attend) -> None:
+    """vmap with lane_attention against torch's own per-lane evaluation."""
+    with lane_attention():
+        got = torch.vmap(attend, in_dims=in_dims, randomness="different")(*inputs)
+    want = torch.stack(
+        [
+            attend(*(t if d is None else t[s] for t, d in zip(inputs, in_dims)))
+            for s in range(S)
+        ]
+    )
+    torch.testing.assert_close(got, want)
+    weight = torch.randn_like(want)
+    wanted = [t for t in inputs if t.requires_grad]
+    for g, w in zip(
+        torch.autograd.grad((got * weight).sum(), wanted),
+        torch.autograd.grad((want * weight).sum(), wanted),
+    ):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lanes_match_the_loop(case):
+    torch.manual_seed(0)
+    shapes, batched, kwargs = CASES[case]
+    inputs = _lanes(shapes, batched)
+
+    def attend(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+    _compare(inputs, tuple(0 if lane else None for lane in batched), attend)
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_masks_match_the_loop(mask):
+    torch.manual_seed(1)
+    shape, batched, dtype = MASKS[mask]
+    q, k, v = _lanes([(B, H, L, E), (B, H, M, E), (B, H, M, E)], (True, True, True))
+    if dtype is torch.bool:
+        attn_mask = torch.rand(*shape) > 0.3
+        attn_mask[..., 0] = True  # no row fully masked
+    else:
+        attn_mask = torch.randn(*((S,) if batched else ()), *shape, dtype=dtype)
+
+    def attend(q, k, v, m):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    _compare([q, k, v, attn_mask], (0, 0, 0, 0 if batched else None), attend)
+
+
+def test_one_kernel_call_for_all_lanes():
+    # torch's loop would put S attention nodes in the graph; the stacked call one.
+    q, k, v = _lanes([(B, H, L, E)] * 3, (True, True, True))
+    with lane_attention():
+        out = torch.vmap(F.scaled_dot_product_attention, randomness="different")(q, k, v)
+    nodes, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        nodes.append(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    attention = [name for name in nodes if "ScaledDotProduct" in name]
+    assert len(attention) == 1, nodes
+
+
+def test_dropout_differs_between_lanes_and_keeps_the_mean():
+    # Identical lanes with dropout: outputs differ from lane to lane (independent
+    # masks, as in torch's loop under randomness="different"), and their average is
+    # the attention without dropout (dropout rescales by 1 / (1 - p)).
+    torch.manual_seed(2)
+    lanes, p = 4000, 0.5
+    q, k, v = (torch.randn(1, 1, 3, 4, dtype=torch.float64) for _ in range(3))
+
+    def attend(lane: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q + lane, k, v, dropout_p=p)
+
+    with lane_attention():
+        out = torch.vmap(attend, randomness="different")(torch.zeros(lanes, 1, 1, 1, 1))
+    assert not torch.equal(out[0], out[1])
+    exact = F.scaled_dot_product_attention(q, k, v)
+    standard_error = out.std(dim=0) / math.sqrt(lanes)
+    assert ((out.mean(dim=0) - exact).abs() <= 5 * standard_error).all()
+
+
+def test_dropout_randomness_same_and_error_follow_torch():
+    torch.manual_seed(3)
+    q = torch.randn(1, 1, 3, 4).expand(S, 1, 1, 3, 4)  # identical lanes
+
+    def attend(x: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(x, x, x, dropout_p=0.5)
+
+    with lane_attention():
+        same = torch.vmap(attend, randomness="same")(q)
+        torch.testing.assert_close(same[0], same[1])
+        with pytest.raises(RuntimeError, match="randomness"):
+            torch.vmap(attend, randomness="error")(q)
+
+
+@pytest.mark.parametrize("inside_vmap", [False, True], ids=["no-vmap", "unbatched-lanes"])
+def test_unbatched_call_uses_one_dropout_mask(inside_vmap):
+    # Without batched inputs the function keeps the kernel's graph: the backward
+    # uses the mask of the forward. The output is linear in the values for a fixed
+    # mask, so <out, g> = <v, grad_v> holds exactly only with the same mask.
+    torch.manual_seed(4)
+    q, k, v = (_tensor(1, 2, 5, 4) for _ in range(3))
+
+    def attend(_lane: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+
+    with lane_attention():
+        if inside_vmap:
+            out = torch.vmap(attend, randomness="different")(torch.zeros(1))[0]
+        else:
+            out = attend(torch.zeros(()))
+    g = torch.randn_like(out)
+    (grad_v,) = torch.autograd.grad((out * g).sum(), v)
+    torch.testing.assert_close((out * g).sum(), (v * grad_v).sum())
+
+
+def test_unbatched_call_without_grad_keeps_no_graph():
+    q, k, v = (_tensor(1, 2, 5, 4) for _ in range(3))
+    with lane_attention(), torch.no_grad():
+        out = F.scaled_dot_product_attention(q, k, v)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v).detach())
+
+
+class Attention(vi.VIModule):
+    """A user's custom Bayesian attention block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = vi.VILinear(E, 3 * E)
+        self.out = vi.VILinear(E, E)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, length, 3, 2, E // 2)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attention = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(attention.transpose(1, 2).reshape(batch, length, E))
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_custom_module_matches_torch_loop(monkeypatch):
+    # The sampled forward routes attention through the stacked call; with the
+    # routing switched off, torch loops over the samples. Same seed, same draws:
+    # same outputs, log-probabilities and gradients.
+    results = {}
+    for route in (True, False):
+        if not route:
+            monkeypatch.setattr(sampling, "lane_attention", nullcontext)
+        torch.manual_seed(5)
+        model = Attention().double()
+        x = torch.randn(B, L, E, dtype=torch.float64)
+        out = model(x, samples=S)
+        loss = out.square().sum() - out.log_probs.sum()
+        results[route] = (
+            out,
+            out.log_probs,
+            torch.autograd.grad(loss, list(model.parameters())),
+        )
+    got, want = results[True], results[False]
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+    for g, w in zip(got[2], want[2]):
+        torch.testing.assert_close(g, w)
