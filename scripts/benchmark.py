@@ -1061,8 +1061,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "on CUDA its memory-efficient kernel fails there, so they use the math "
                 "kernel"
                 if args.device == "cuda"
-                else "on CPU it has no batching rule there and falls back to a loop over "
-                "the samples"
+                else "torch has no batching rule for it there, so upstream's call loops "
+                "over the samples; torch_blue calls it once on the stacked samples"
             )
         )
     jobs = [

@@ -9,10 +9,15 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from torch_blue import vi
-from torch_blue.vi import sampling
+from torch_blue.vi import _lane_attention, sampling
 from torch_blue.vi._lane_attention import lane_attention
 
 S, B, H, L, M, E = 3, 2, 4, 5, 6, 8
+
+
+def _routing():
+    # A fresh owner: the routing is on for a module's first sampled forward.
+    return lane_attention(torch.nn.Module())
 
 
 def _tensor(*shape: int) -> Tensor:
@@ -49,7 +54,7 @@ def _lanes(shapes, batched) -> list[Tensor]:
 
 def _compare(inputs: list[Tensor], in_dims: tuple, attend) -> None:
     """vmap with lane_attention against torch's own per-lane evaluation."""
-    with lane_attention():
+    with _routing():
         got = torch.vmap(attend, in_dims=in_dims, randomness="different")(*inputs)
     want = torch.stack(
         [
@@ -99,7 +104,7 @@ def test_masks_match_the_loop(mask):
 def test_one_kernel_call_for_all_lanes():
     # torch's loop would put S attention nodes in the graph; the stacked call one.
     q, k, v = _lanes([(B, H, L, E)] * 3, (True, True, True))
-    with lane_attention():
+    with _routing():
         out = torch.vmap(F.scaled_dot_product_attention, randomness="different")(q, k, v)
     nodes, seen, stack = [], set(), [out.grad_fn]
     while stack:
@@ -124,7 +129,7 @@ def test_dropout_differs_between_lanes_and_keeps_the_mean():
     def attend(lane: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(q + lane, k, v, dropout_p=p)
 
-    with lane_attention():
+    with _routing():
         out = torch.vmap(attend, randomness="different")(torch.zeros(lanes, 1, 1, 1, 1))
     assert not torch.equal(out[0], out[1])
     exact = F.scaled_dot_product_attention(q, k, v)
@@ -139,7 +144,7 @@ def test_dropout_randomness_same_and_error_follow_torch():
     def attend(x: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(x, x, x, dropout_p=0.5)
 
-    with lane_attention():
+    with _routing():
         same = torch.vmap(attend, randomness="same")(q)
         torch.testing.assert_close(same[0], same[1])
         with pytest.raises(RuntimeError, match="randomness"):
@@ -157,7 +162,7 @@ def test_unbatched_call_uses_one_dropout_mask(inside_vmap):
     def attend(_lane: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
 
-    with lane_attention():
+    with _routing():
         if inside_vmap:
             out = torch.vmap(attend, randomness="different")(torch.zeros(1))[0]
         else:
@@ -169,7 +174,7 @@ def test_unbatched_call_uses_one_dropout_mask(inside_vmap):
 
 def test_unbatched_call_without_grad_keeps_no_graph():
     q, k, v = (_tensor(1, 2, 5, 4) for _ in range(3))
-    with lane_attention(), torch.no_grad():
+    with _routing(), torch.no_grad():
         out = F.scaled_dot_product_attention(q, k, v)
     assert not out.requires_grad
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v).detach())
@@ -199,7 +204,7 @@ def test_custom_module_matches_torch_loop(monkeypatch):
     results = {}
     for route in (True, False):
         if not route:
-            monkeypatch.setattr(sampling, "lane_attention", nullcontext)
+            monkeypatch.setattr(sampling, "lane_attention", lambda owner: nullcontext())
         torch.manual_seed(5)
         model = Attention().double()
         x = torch.randn(B, L, E, dtype=torch.float64)
@@ -215,3 +220,36 @@ def test_custom_module_matches_torch_loop(monkeypatch):
     torch.testing.assert_close(got[1], want[1])
     for g, w in zip(got[2], want[2]):
         torch.testing.assert_close(g, w)
+
+
+class Recurrent(vi.VIModule):
+    """No attention: the routing turns off after the first sampled forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = vi.VIGRU(E, E, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rnn(x)[0]
+
+
+def test_routing_stays_on_only_for_modules_that_attend(monkeypatch):
+    intercepted = []
+    handler = _lane_attention._LaneAttentionMode.__torch_function__
+
+    def counting(self, func, types, args=(), kwargs=None):
+        intercepted.append(func)
+        return handler(self, func, types, args, kwargs)
+
+    monkeypatch.setattr(_lane_attention._LaneAttentionMode, "__torch_function__", counting)
+    x = torch.randn(B, L, E)
+    for model in (Attention(), Recurrent()):
+        calls = []
+        for _ in range(3):
+            intercepted.clear()
+            model(x, samples=S)
+            calls.append(intercepted.count(F.scaled_dot_product_attention))
+        if isinstance(model, Attention):
+            assert calls == [1, 1, 1]  # routed on every call
+        else:
+            assert len(intercepted) == 0 and calls == [0, 0, 0]  # off after the probe

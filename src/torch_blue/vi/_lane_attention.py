@@ -15,6 +15,7 @@ loop (``randomness="different"``: independent dropout masks per sample; other
 randomness modes with dropout defer to torch's own handling).
 """
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
@@ -170,15 +171,33 @@ def _stack_lanes(
     return query, key, value, mask, (lanes, batch)
 
 
+#: Calls of :func:`scaled_dot_product_attention` whose arguments ``_route`` knows.
+_ARGUMENTS = (
+    "query",
+    "key",
+    "value",
+    "attn_mask",
+    "dropout_p",
+    "is_causal",
+    "scale",
+    "enable_gqa",
+)
+
+
 class _LaneAttentionMode(TorchFunctionMode):
     """Routes ``scaled_dot_product_attention`` through :class:`LaneAttention`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routed = False
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func is not _ATTENTION:
+        if func is not _ATTENTION or not set(kwargs) <= set(_ARGUMENTS[len(args) :]):
             return func(*args, **kwargs)
+        self.routed = True
         return _route(*args, **kwargs)
 
 
@@ -205,8 +224,26 @@ def _route(
     )
 
 
+#: Whether a module's sampled forward called the attention (probed on its first).
+_CALLS_ATTENTION: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextmanager
-def lane_attention() -> Iterator[None]:
-    """Context of a sampled forward: attention calls run once for all lanes."""
-    with _LaneAttentionMode():
+def lane_attention(owner: torch.nn.Module) -> Iterator[None]:
+    """Context of ``owner``'s sampled forward: attention runs once for all lanes.
+
+    The routing intercepts every torch call of the forward (a few microseconds
+    each), which an RNN's many small steps would feel; so it stays on only for
+    modules whose first sampled forward called the attention.
+    """
+    known = _CALLS_ATTENTION.get(owner)
+    if known is False:
         yield
+        return
+    mode = _LaneAttentionMode()
+    with mode:
+        yield
+    if known is None:
+        _CALLS_ATTENTION[owner] = mode.routed

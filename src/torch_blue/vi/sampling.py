@@ -343,7 +343,7 @@ def sampled_call(
 
     device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
     lane = torch.empty(samples, 0, device=device)
-    with _lane_safe_batch_norms(module), lane_attention():
+    with _lane_safe_batch_norms(module), lane_attention(module):
         tensors, log_probs, deferred = torch.vmap(
             one_sample,
             in_dims=(0, *in_dims),
