@@ -195,7 +195,11 @@ class _LaneAttentionMode(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func is not _ATTENTION or not set(kwargs) <= set(_ARGUMENTS[len(args) :]):
+        if (
+            func is not _ATTENTION
+            or len(args) > len(_ARGUMENTS)
+            or not set(kwargs) <= set(_ARGUMENTS[len(args) :])
+        ):  # other functions, and calls _route does not know: torch's own
             return func(*args, **kwargs)
         self.routed = True
         return _route(*args, **kwargs)
