@@ -197,9 +197,11 @@ class Attention(vi.VIModule):
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")
-def test_custom_module_matches_torch_loop(monkeypatch):
-    # The sampled forward routes attention through the stacked call; with the
-    # routing switched off, torch loops over the samples. Same seed, same draws:
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_custom_module_matches_torch_loop(monkeypatch, chunk_size):
+    # The sampled forward routes attention through the stacked call (per chunk of
+    # samples with chunk_size); with the routing switched off, torch loops over the
+    # samples. Same seed, same draws:
     # same outputs, log-probabilities and gradients.
     results = {}
     for route in (True, False):
@@ -208,7 +210,7 @@ def test_custom_module_matches_torch_loop(monkeypatch):
         torch.manual_seed(5)
         model = Attention().double()
         x = torch.randn(B, L, E, dtype=torch.float64)
-        out = model(x, samples=S)
+        out = model(x, samples=S, chunk_size=chunk_size)
         loss = out.square().sum() - out.log_probs.sum()
         results[route] = (
             out,
