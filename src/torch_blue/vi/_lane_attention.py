@@ -18,7 +18,7 @@ randomness modes with dropout defer to torch's own handling).
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -31,32 +31,45 @@ __all__ = ["LaneAttention", "lane_attention"]
 _ATTENTION = F.scaled_dot_product_attention
 
 
+class _Options(NamedTuple):
+    """The non-tensor arguments of ``scaled_dot_product_attention``."""
+
+    dropout_p: float
+    is_causal: bool
+    scale: Optional[float]
+    enable_gqa: bool
+
+
 def _attend(
     query: Tensor,
     key: Tensor,
     value: Tensor,
     attn_mask: Optional[Tensor],
-    dropout_p: float,
-    is_causal: bool,
-    scale: Optional[float],
-    enable_gqa: bool,
+    options: _Options,
 ) -> Tensor:
     # enable_gqa exists from torch 2.5: pass it only when it is asked for.
-    extra = {"enable_gqa": True} if enable_gqa else {}
+    extra = {"enable_gqa": True} if options.enable_gqa else {}
     return _ATTENTION(
-        query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **extra
+        query,
+        key,
+        value,
+        attn_mask,
+        options.dropout_p,
+        options.is_causal,
+        scale=options.scale,
+        **extra,
     )
 
 
 class LaneAttention(torch.autograd.Function):
     """``scaled_dot_product_attention`` with a ``vmap`` rule that stacks the lanes.
 
-    ``apply(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
-    grad_enabled)``, all positional; ``grad_enabled`` is the caller's grad mode.
-    Under ``torch.vmap`` (the usual case) the rule calls the kernel on the stacked
-    tensors and autograd differentiates that call directly. Where no input is
-    batched at any ``vmap`` level, the forward runs the kernel with its own graph
-    and the backward differentiates that graph, so a dropout mask is drawn once.
+    ``apply(query, key, value, attn_mask, options, grad_enabled)``: ``options`` holds
+    the non-tensor arguments, ``grad_enabled`` is the caller's grad mode. Under
+    ``torch.vmap`` (the usual case) the rule calls the kernel on the stacked tensors
+    and autograd differentiates that call directly. Where no input is batched at any
+    ``vmap`` level, the forward runs the kernel with its own graph and the backward
+    differentiates that graph, so a dropout mask is drawn once.
     """
 
     @staticmethod
@@ -65,10 +78,7 @@ class LaneAttention(torch.autograd.Function):
         key: Tensor,
         value: Tensor,
         attn_mask: Optional[Tensor],
-        dropout_p: float,
-        is_causal: bool,
-        scale: Optional[float],
-        enable_gqa: bool,
+        options: _Options,
         grad_enabled: bool,
     ) -> Tensor:
         tracked = [
@@ -76,7 +86,7 @@ class LaneAttention(torch.autograd.Function):
             for t in (query, key, value)
         ]
         with torch.set_grad_enabled(grad_enabled):
-            inner = _attend(*tracked, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+            inner = _attend(*tracked, attn_mask, options)
         output = inner.detach()
         if inner.requires_grad:
             # Handed to setup_context, which receives this very tensor object.
@@ -90,7 +100,7 @@ class LaneAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
-        grads: list[Optional[Tensor]] = [None] * 9
+        grads: list[Optional[Tensor]] = [None] * 6
         if ctx.graph is not None:
             inner, tracked = ctx.graph
             wanted = [
@@ -111,25 +121,22 @@ class LaneAttention(torch.autograd.Function):
         key: Tensor,
         value: Tensor,
         attn_mask: Optional[Tensor],
-        dropout_p: float,
-        is_causal: bool,
-        scale: Optional[float],
-        enable_gqa: bool,
-        grad_enabled: bool,
+        options: _Options,
+        _grad_enabled: bool,
     ) -> tuple[Tensor, int]:
         args = (query, key, value, attn_mask)
-        if dropout_p > 0 and info.randomness != "different":
+        if options.dropout_p > 0 and info.randomness != "different":
             # One mask for all lanes ("same") or an error ("error"): torch's own
             # handling, with its loop.
             def attend(*tensors: Optional[Tensor]) -> Tensor:
-                return _attend(*tensors, dropout_p, is_causal, scale, enable_gqa)
+                return _attend(*tensors, options)
 
             output = torch.vmap(attend, in_dims=in_dims[:4], randomness=info.randomness)(
                 *args
             )
             return output, 0
         stacked = _stack_lanes(info.batch_size, args, in_dims[:4])
-        output = _attend(*stacked[:4], dropout_p, is_causal, scale, enable_gqa)
+        output = _attend(*stacked[:4], options)
         return output.view(stacked[4] + output.shape[1:]), 0
 
 
@@ -215,16 +222,9 @@ def _route(
     scale: Optional[float] = None,
     enable_gqa: bool = False,
 ) -> Tensor:
+    options = _Options(float(dropout_p), bool(is_causal), scale, bool(enable_gqa))
     return LaneAttention.apply(
-        query,
-        key,
-        value,
-        attn_mask,
-        float(dropout_p),
-        bool(is_causal),
-        scale,
-        bool(enable_gqa),
-        torch.is_grad_enabled(),
+        query, key, value, attn_mask, options, torch.is_grad_enabled()
     )
 
 
