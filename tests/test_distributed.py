@@ -1,6 +1,7 @@
 """Training with DistributedDataParallel on 2 CPU processes (gloo)."""
 
 import datetime
+import gc
 
 import pytest
 import torch
@@ -34,6 +35,38 @@ def _grads(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters()])
 
 
+def _train(rank: int) -> dict:
+    x, y = _data()
+    mine = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+    loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)
+    results = {}
+
+    # 1. deterministic weights: DDP gradients equal the full-batch gradients
+    model = _model(False)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    loss_fn(ddp(x[mine], samples=1), y[mine]).backward()
+    results["exact"] = _grads(model)
+
+    # 2. sampled weights: every rank draws its own samples (seed per rank), and
+    # the averaged gradient matches the full-batch one in expectation
+    model = _model(True)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    torch.manual_seed(100 + rank)
+    grads, first = [], None
+    for _ in range(REPEATS):
+        model.zero_grad()
+        out = ddp(x[mine], samples=2)
+        if first is None:
+            first = out.as_plain().detach()
+        loss_fn(out, y[mine]).backward()
+        grads.append(_grads(model))
+    results["sampled"] = torch.stack(grads)
+    gathered = [torch.empty_like(first) for _ in range(WORLD)]
+    dist.all_gather(gathered, first)
+    results["draws"] = gathered
+    return results
+
+
 def _worker(rank: int, store: str, path: str) -> None:
     torch.set_num_threads(1)
     # A lost peer makes gloo collectives fail after the timeout instead of hanging
@@ -46,34 +79,11 @@ def _worker(rank: int, store: str, path: str) -> None:
         timeout=datetime.timedelta(seconds=120),
     )
     try:
-        x, y = _data()
-        mine = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
-        loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)
-        results = {}
-
-        # 1. deterministic weights: DDP gradients equal the full-batch gradients
-        model = _model(False)
-        ddp = nn.parallel.DistributedDataParallel(model)
-        loss_fn(ddp(x[mine], samples=1), y[mine]).backward()
-        results["exact"] = _grads(model)
-
-        # 2. sampled weights: every rank draws its own samples (seed per rank), and
-        # the averaged gradient matches the full-batch one in expectation
-        model = _model(True)
-        ddp = nn.parallel.DistributedDataParallel(model)
-        torch.manual_seed(100 + rank)
-        grads, first = [], None
-        for _ in range(REPEATS):
-            model.zero_grad()
-            out = ddp(x[mine], samples=2)
-            if first is None:
-                first = out.as_plain().detach()
-            loss_fn(out, y[mine]).backward()
-            grads.append(_grads(model))
-        results["sampled"] = torch.stack(grads)
-        gathered = [torch.empty_like(first) for _ in range(WORLD)]
-        dist.all_gather(gathered, first)
-        results["draws"] = gathered
+        # The DDP wrappers live in _train and are gone before the process group
+        # is destroyed: destroying the group first and the wrappers (their
+        # reducers) afterwards hung the teardown now and then on a busy machine.
+        results = _train(rank)
+        gc.collect()
         if rank == 0:
             torch.save(results, path)
     finally:
