@@ -26,3 +26,32 @@ def always_fused(monkeypatch):
     from torch_blue.vi import sampling
 
     monkeypatch.setattr(sampling, "FUSED_MIN_ELEMENTS", 0)
+
+
+@pytest.fixture(params=["math", "fused"])
+def cpu_attention_kernel(request, monkeypatch):
+    """Run stacked attention on CPU with each kernel, whatever the sequence lengths."""
+    from torch_blue.vi import _lane_attention
+
+    limit = 2**62 if request.param == "math" else 0
+    monkeypatch.setattr(_lane_attention, "MATH_MAX_POSITIONS", limit)
+    return request.param
+
+
+def _graph_node_names(tensor):
+    """Names of the autograd nodes behind ``tensor`` (each node once)."""
+    names, seen, stack = [], set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+@pytest.fixture
+def graph_node_names():
+    """The function giving the names of the autograd nodes behind a tensor."""
+    return _graph_node_names

@@ -73,7 +73,7 @@ def _compare(inputs: list[Tensor], in_dims: tuple, attend) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_lanes_match_the_loop(case):
+def test_lanes_match_the_loop(case, cpu_attention_kernel):
     torch.manual_seed(0)
     shapes, batched, kwargs = CASES[case]
     inputs = _lanes(shapes, batched)
@@ -85,7 +85,7 @@ def test_lanes_match_the_loop(case):
 
 
 @pytest.mark.parametrize("mask", MASKS)
-def test_masks_match_the_loop(mask):
+def test_masks_match_the_loop(mask, cpu_attention_kernel):
     torch.manual_seed(1)
     shape, batched, dtype = MASKS[mask]
     q, k, v = _lanes([(B, H, L, E), (B, H, M, E), (B, H, M, E)], (True, True, True))
@@ -101,24 +101,19 @@ def test_masks_match_the_loop(mask):
     _compare([q, k, v, attn_mask], (0, 0, 0, 0 if batched else None), attend)
 
 
-def test_one_kernel_call_for_all_lanes():
-    # torch's loop would put S attention nodes in the graph; the stacked call one.
+def test_one_kernel_call_for_all_lanes(graph_node_names, cpu_attention_kernel):
+    # torch's loop would put S attention nodes in the graph; the stacked call one
+    # (the math kernel: one softmax).
     q, k, v = _lanes([(B, H, L, E)] * 3, (True, True, True))
     with _routing():
         out = torch.vmap(F.scaled_dot_product_attention, randomness="different")(q, k, v)
-    nodes, seen, stack = [], set(), [out.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        nodes.append(type(node).__name__)
-        stack.extend(next_fn for next_fn, _ in node.next_functions)
-    attention = [name for name in nodes if "ScaledDotProduct" in name]
+    nodes = graph_node_names(out)
+    kind = "ScaledDotProduct" if cpu_attention_kernel == "fused" else "Softmax"
+    attention = [name for name in nodes if kind in name]
     assert len(attention) == 1, nodes
 
 
-def test_dropout_differs_between_lanes_and_keeps_the_mean():
+def test_dropout_differs_between_lanes_and_keeps_the_mean(cpu_attention_kernel):
     # Identical lanes with dropout: outputs differ from lane to lane (independent
     # masks, as in torch's loop under randomness="different"), and their average is
     # the attention without dropout (dropout rescales by 1 / (1 - p)).
@@ -137,7 +132,7 @@ def test_dropout_differs_between_lanes_and_keeps_the_mean():
     assert ((out.mean(dim=0) - exact).abs() <= 5 * standard_error).all()
 
 
-def test_dropout_randomness_same_and_error_follow_torch():
+def test_dropout_randomness_same_and_error_follow_torch(cpu_attention_kernel):
     torch.manual_seed(3)
     q = torch.randn(1, 1, 3, 4).expand(S, 1, 1, 3, 4)  # identical lanes
 
@@ -152,7 +147,7 @@ def test_dropout_randomness_same_and_error_follow_torch():
 
 
 @pytest.mark.parametrize("inside_vmap", [False, True], ids=["no-vmap", "unbatched-lanes"])
-def test_unbatched_call_uses_one_dropout_mask(inside_vmap):
+def test_unbatched_call_uses_one_dropout_mask(inside_vmap, cpu_attention_kernel):
     # Without batched inputs the function keeps the kernel's graph: the backward
     # uses the mask of the forward. The output is linear in the values for a fixed
     # mask, so <out, g> = <v, grad_v> holds exactly only with the same mask.

@@ -17,16 +17,17 @@ randomness modes with dropout defer to torch's own handling).
 
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F  # noqa: N812
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["LaneAttention", "lane_attention"]
+__all__ = ["MATH_MAX_POSITIONS", "LaneAttention", "attend_in_lanes", "lane_attention"]
 
 _ATTENTION = F.scaled_dot_product_attention
 
@@ -40,6 +41,16 @@ class _Options(NamedTuple):
     enable_gqa: bool
 
 
+#: On CPU, stacked attention over at most this many query-key pairs per head runs
+#: PyTorch's math kernel (batched matrix products and a softmax) instead of the fused
+#: flash kernel; :class:`~torch_blue.vi.VIMultiheadAttention` uses its own matrix
+#: products below it. Forward and backward on 1,280 heads of 16 to 64 features,
+#: 2 threads: the math kernel took 0.44-0.80 of the flash kernel's time up to 48x48
+#: positions, 0.8-1.2 at 64x64 and 80x80, and 1.0-1.6 times it from 96x96. Other
+#: devices always take PyTorch's choice of kernel.
+MATH_MAX_POSITIONS = 64 * 64
+
+
 def _attend(
     query: Tensor,
     key: Tensor,
@@ -49,16 +60,22 @@ def _attend(
 ) -> Tensor:
     # enable_gqa exists from torch 2.5: pass it only when it is asked for.
     extra = {"enable_gqa": True} if options.enable_gqa else {}
-    return _ATTENTION(
-        query,
-        key,
-        value,
-        attn_mask,
-        options.dropout_p,
-        options.is_causal,
-        scale=options.scale,
-        **extra,
-    )
+    small = query.shape[-2] * key.shape[-2] <= MATH_MAX_POSITIONS
+    with (
+        sdpa_kernel(SDPBackend.MATH)
+        if small and query.device.type == "cpu"
+        else nullcontext()
+    ):
+        return _ATTENTION(
+            query,
+            key,
+            value,
+            attn_mask,
+            options.dropout_p,
+            options.is_causal,
+            scale=options.scale,
+            **extra,
+        )
 
 
 class LaneAttention(torch.autograd.Function):
@@ -178,7 +195,7 @@ def _stack_lanes(
     return query, key, value, mask, (lanes, batch)
 
 
-#: Calls of :func:`scaled_dot_product_attention` whose arguments ``_route`` knows.
+#: Calls of :func:`scaled_dot_product_attention` whose arguments ``attend_in_lanes`` knows.
 _ARGUMENTS = (
     "query",
     "key",
@@ -206,13 +223,13 @@ class _LaneAttentionMode(TorchFunctionMode):
             func is not _ATTENTION
             or len(args) > len(_ARGUMENTS)
             or not set(kwargs) <= set(_ARGUMENTS[len(args) :])
-        ):  # other functions, and calls _route does not know: torch's own
+        ):  # other functions, and calls attend_in_lanes does not know: torch's own
             return func(*args, **kwargs)
         self.routed = True
-        return _route(*args, **kwargs)
+        return attend_in_lanes(*args, **kwargs)
 
 
-def _route(
+def attend_in_lanes(
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -222,6 +239,14 @@ def _route(
     scale: Optional[float] = None,
     enable_gqa: bool = False,
 ) -> Tensor:
+    """Scaled dot-product attention with one kernel call for all lanes.
+
+    Same arguments as :func:`~torch.nn.functional.scaled_dot_product_attention`,
+    computed through :class:`LaneAttention`.
+
+    The routing calls it for user code; library layers call it directly, so that
+    they do not depend on the routing being on.
+    """
     options = _Options(float(dropout_p), bool(is_causal), scale, bool(enable_gqa))
     return LaneAttention.apply(
         query, key, value, attn_mask, options, torch.is_grad_enabled()
