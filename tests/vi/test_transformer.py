@@ -166,6 +166,109 @@ def test_attention_output_shapes():
     assert out.shape == (3, L, B, D) and weights is None
 
 
+CORE_INPUTS = (
+    "cross",
+    "self",
+    "unbatched",
+    "none",
+    "bool",
+    "float3d",
+    "padding",
+    "causal_padding",
+)
+
+
+def _draw_and_grad(attention, inputs, seed, **kwargs):
+    """Output and gradients (parameters, then inputs) of one seeded sampled call."""
+    attention.zero_grad()
+    inputs = [x.detach().requires_grad_() for x in inputs]
+    torch.manual_seed(seed)
+    out, _ = attention(*inputs, samples=3, **kwargs)
+    (
+        out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    ).sum().backward()
+    grads = [p.grad.clone() for p in attention.parameters()]
+    return out, grads + [x.grad for x in inputs]
+
+
+@pytest.mark.parametrize(
+    ("case", "inputs"),
+    [
+        (case, inputs)
+        for case in [*ATTENTION_CASES, {"estimator": "local_reparameterization"}]
+        for inputs in CORE_INPUTS
+        # self-attention needs kdim = vdim = embed_dim
+        if "kdim" not in case or inputs not in ("self", "causal_padding")
+    ],
+)
+def test_attention_without_weights_computes_the_weights_path(
+    case, inputs, cpu_attention_kernel
+):
+    # need_weights=False runs our own core, need_weights=True torch's matmul path;
+    # both read the weights in the same order, so one seed gives the same draws.
+    case = dict(case)
+    estimator = case.pop("estimator", None)
+    attention = VIMultiheadAttention(D, H, dtype=torch.float64, **case)
+    if estimator is not None:  # out_proj samples its outputs (applied late)
+        attention.out_proj = VILinear(D, D, estimator=estimator, dtype=torch.float64)
+    batched = inputs != "unbatched"
+    q, k, v = _qkv(attention, batched, self_attention=inputs in ("self", "causal_padding"))
+    if q is k is v:  # one tensor three times, as self-attention passes it
+        q = k = v = q.double()
+    else:
+        q, k, v = (x.double() for x in (q, k, v))
+    source = k.shape[-2] if attention.batch_first or not batched else k.shape[0]
+    masks = {}
+    if inputs == "causal_padding":
+        masks = {**_mask("causal"), **_mask("float_padding", source=source)}
+    elif inputs in ("bool", "float3d", "padding"):
+        masks = _mask(inputs, source=source)
+    masks = {
+        name: m.double() if isinstance(m, torch.Tensor) and m.is_floating_point() else m
+        for name, m in masks.items()
+    }
+    with_core, core_grads = _draw_and_grad(
+        attention, [q, k, v], 5, need_weights=False, **masks
+    )
+    with_torch, torch_grads = _draw_and_grad(attention, [q, k, v], 5, **masks)
+    assert with_core.shape == with_torch.shape
+    torch.testing.assert_close(with_core, with_torch)
+    for found, expected in zip(core_grads, torch_grads):
+        torch.testing.assert_close(found, expected)
+
+
+def test_attention_without_weights_attends_once_for_all_samples(
+    graph_node_names, cpu_attention_kernel
+):
+    # torch's multi_head_attention_forward would call the fused kernel once per
+    # sample under vmap; ours computes one softmax, or calls the kernel once.
+    attention = VIMultiheadAttention(D, H)
+    out, _ = attention(*_qkv(attention), samples=4, need_weights=False)
+    nodes = graph_node_names(out)
+    fused = [n for n in nodes if "ScaledDotProduct" in n]
+    softmax = [n for n in nodes if "Softmax" in n]
+    if cpu_attention_kernel == "fused":
+        assert len(fused) == 1 and not softmax, nodes
+    else:
+        assert len(softmax) == 1 and not fused, nodes
+
+
+def test_attention_dropout_without_weights_keeps_the_mean(cpu_attention_kernel):
+    # Zero weight spread: the lanes differ only by their dropout masks, which
+    # rescale by 1 / (1 - p); the mean over lanes is the output without dropout.
+    attention = VIMultiheadAttention(D, H, dropout=0.5, dtype=torch.float64)
+    _freeze(attention)
+    q, k, v = (x.double() for x in _qkv(attention))
+    samples = 4000
+    with torch.no_grad():
+        out, _ = attention(q, k, v, samples=samples, need_weights=False)
+        attention.eval()
+        expected, _ = attention(q, k, v, samples=1, need_weights=False)
+    assert not torch.allclose(out[0], out[1])
+    error = out.std(dim=0) / samples**0.5
+    assert torch.all((out.mean(dim=0) - expected[0]).abs() <= 5 * error + 1e-12)
+
+
 @pytest.mark.parametrize("case", ATTENTION_CASES)
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_attention_mean_weights_equal_to_deterministic_exactly(case, need_weights):

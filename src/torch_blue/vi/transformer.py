@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
+from . import _lane_attention
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import ESTIMATORS
@@ -189,6 +190,117 @@ def _linear(layer: nn.Module, x: Tensor) -> Tensor:
     if isinstance(layer, VILinear) and layer.estimator == "reparameterization":
         return F.linear(x, layer.weight, layer.bias)
     return layer(x)
+
+
+def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """A bool mask (``True`` = masked) as an additive float mask, as torch merges them."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask if mask is None else mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        mask, float("-inf")
+    )
+
+
+def _sampled_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    num_heads: int,
+    in_proj: tuple[Tensor, ...],
+    in_proj_bias: Optional[Tensor],
+    bias_k: Optional[Tensor],
+    bias_v: Optional[Tensor],
+    add_zero_attn: bool,
+    dropout_p: float,
+    out_weight: Optional[Tensor],
+    out_bias: Optional[Tensor],
+    attn_mask: Optional[Tensor],
+    key_padding_mask: Optional[Tensor],
+    is_causal: bool,
+) -> Tensor:
+    """Multi-head attention without attention weights, through the fused kernel.
+
+    Computes what ``F.multi_head_attention_forward(..., need_weights=False)`` computes
+    (same mask merging, ``is_causal`` hint and zero or bias key columns), but calls
+    the fused kernel through :func:`~torch_blue.vi._lane_attention.attend_in_lanes`,
+    once for all samples (on CPU below ``MATH_MAX_POSITIONS``, batched matrix
+    products); torch's own function would call it per sample under
+    ``vmap``, and its matmul path holds the ``(N, heads, L, S)`` attention weights of
+    every sample.
+
+    Inputs are sequence-first, ``(L, N, E)`` or unbatched ``(L, E)``; ``in_proj`` is
+    the packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None``
+    skips the output projection. Returns the output in the query's layout.
+    """
+    batched = query.dim() == 3
+    if not batched:
+        query, key, value = (x.unsqueeze(1) for x in (query, key, value))
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    target, batch, embed_dim = query.shape
+    head_dim = embed_dim // num_heads
+    biases = (None,) * 3 if in_proj_bias is None else in_proj_bias.chunk(3)
+    if len(in_proj) == 3:
+        q, k, v = (
+            F.linear(x, w, b) for x, w, b in zip((query, key, value), in_proj, biases)
+        )
+    elif query is key and key is value:
+        q, k, v = F.linear(query, in_proj[0], in_proj_bias).chunk(3, dim=-1)
+    else:
+        weights = in_proj[0].chunk(3)
+        q = F.linear(query, weights[0], biases[0])
+        if key is value:
+            both = None if in_proj_bias is None else in_proj_bias[embed_dim:]
+            k, v = F.linear(key, in_proj[0][embed_dim:], both).chunk(2, dim=-1)
+        else:
+            k = F.linear(key, weights[1], biases[1])
+            v = F.linear(value, weights[2], biases[2])
+    # Extra key/value columns (bias, zero attention) are unmasked columns.
+    extra = [] if bias_k is None else [(bias_k, bias_v)]
+    if add_zero_attn:
+        extra.append((None, None))
+    causal = is_causal and key_padding_mask is None and not extra
+    mask = None if causal else _additive_mask(attn_mask, q.dtype)
+    padding = _additive_mask(key_padding_mask, q.dtype)
+    for column_k, column_v in extra:
+        shape = (1, batch, embed_dim)
+        k = torch.cat(
+            [k, k.new_zeros(shape) if column_k is None else column_k.expand(shape)]
+        )
+        v = torch.cat(
+            [v, v.new_zeros(shape) if column_v is None else column_v.expand(shape)]
+        )
+        mask = None if mask is None else F.pad(mask, (0, 1))
+        padding = None if padding is None else F.pad(padding, (0, 1))
+    source = k.shape[0]
+    if mask is not None:  # (L, S) or (N * heads, L, S)
+        mask = mask.view(-1, num_heads, target, source) if mask.dim() == 3 else mask
+    if padding is not None:  # (N, S)
+        padding = padding.view(batch, 1, 1, source)
+        mask = padding if mask is None else mask + padding
+
+    def heads(x: Tensor) -> Tensor:  # (length, N, E) -> (N, heads, length, head_dim)
+        return x.view(x.shape[0], batch, num_heads, head_dim).permute(1, 2, 0, 3)
+
+    q, k, v = heads(q), heads(k), heads(v)
+    if q.device.type == "cpu" and target * source <= _lane_attention.MATH_MAX_POSITIONS:
+        # Few positions on CPU: batched matrix products (they have vmap batching
+        # rules) beat the fused kernel, as in attend_in_lanes.
+        if causal:
+            mask = torch.full(
+                (target, source), float("-inf"), dtype=q.dtype, device=q.device
+            ).triu(1)
+        scores = torch.matmul(q, k.transpose(-2, -1) / math.sqrt(head_dim))
+        weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
+        if dropout_p:
+            weights = F.dropout(weights, dropout_p)
+        output = torch.matmul(weights, v)
+    else:
+        output = _lane_attention.attend_in_lanes(q, k, v, mask, dropout_p, causal)
+    output = output.permute(2, 0, 1, 3).reshape(target, batch, embed_dim)
+    if out_weight is not None:
+        output = F.linear(output, out_weight, out_bias)
+    return output if batched else output.squeeze(1)
 
 
 def _vikwargs(**kwargs: Any) -> dict[str, Any]:
@@ -571,57 +683,83 @@ class VIMultiheadAttention(VIModule):
                     value = key
             else:
                 query, key, value = (x.transpose(1, 0) for x in (query, key, value))
-        # With sampled weights, use torch's matmul path (it has vmap batching rules;
-        # scaled_dot_product_attention would loop over the samples). The mean network
-        # takes torch's own path, so it equals the torch twin exactly.
-        compute_weights = need_weights or not mean_weights_enabled()
+        sampled = not mean_weights_enabled()
         late_out_proj = (
-            isinstance(self.out_proj, VILinear)
+            sampled
+            and isinstance(self.out_proj, VILinear)
             and self.out_proj.estimator != "reparameterization"
-            and not mean_weights_enabled()
         )
-        if late_out_proj:
-            # The estimator samples out_proj's outputs: project with the identity
-            # (exact) and apply out_proj afterwards.
-            out_weight: Optional[Tensor] = torch.eye(
-                self.embed_dim, dtype=query.dtype, device=query.device
-            )
-            out_bias: Optional[Tensor] = None
-        else:
+        out_weight: Optional[Tensor] = None
+        out_bias: Optional[Tensor] = None
+        if not late_out_proj:  # else the estimator samples out_proj's outputs later
             out_weight, out_bias = self.out_proj.weight, self.out_proj.bias
         if self._qkv_same_embed_dim:
-            projections: dict[str, Any] = {}
-            in_proj_weight = self.in_proj_weight
+            in_proj: tuple[Tensor, ...] = (self.in_proj_weight,)
         else:
-            projections = {
-                "use_separate_proj_weight": True,
-                "q_proj_weight": self.q_proj_weight,
-                "k_proj_weight": self.k_proj_weight,
-                "v_proj_weight": self.v_proj_weight,
-            }
-            in_proj_weight = None
-        output, weights = F.multi_head_attention_forward(
-            query,
-            key,
-            value,
-            self.embed_dim,
-            self.num_heads,
-            in_proj_weight,
-            self.in_proj_bias,
-            self.bias_k,
-            self.bias_v,
-            self.add_zero_attn,
-            self.dropout,
-            out_weight,
-            out_bias,
-            training=self.training,
-            key_padding_mask=key_padding_mask,
-            need_weights=compute_weights,
-            attn_mask=attn_mask,
-            average_attn_weights=average_attn_weights,
-            is_causal=is_causal,
-            **projections,
-        )
+            in_proj = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        in_proj_bias, bias_k, bias_v = self.in_proj_bias, self.bias_k, self.bias_v
+        if sampled and not need_weights:
+            # Sampled weights without attention weights: our own attention core,
+            # whose fused kernel call runs once for all samples (see
+            # _sampled_attention). The mean network takes torch's own path, so it
+            # equals the torch twin exactly.
+            output = _sampled_attention(
+                query,
+                key,
+                value,
+                self.num_heads,
+                in_proj,
+                in_proj_bias,
+                bias_k,
+                bias_v,
+                self.add_zero_attn,
+                self.dropout if self.training else 0.0,
+                out_weight,
+                out_bias,
+                attn_mask,
+                key_padding_mask,
+                is_causal,
+            )
+            weights = None
+        else:
+            # With sampled weights and attention weights asked for, torch's matmul
+            # path (it has vmap batching rules); a late out_proj projects with the
+            # identity here (exact).
+            if out_weight is None:
+                out_weight = torch.eye(
+                    self.embed_dim, dtype=query.dtype, device=query.device
+                )
+            if self._qkv_same_embed_dim:
+                projections: dict[str, Any] = {}
+            else:
+                projections = {
+                    "use_separate_proj_weight": True,
+                    "q_proj_weight": in_proj[0],
+                    "k_proj_weight": in_proj[1],
+                    "v_proj_weight": in_proj[2],
+                }
+            output, weights = F.multi_head_attention_forward(
+                query,
+                key,
+                value,
+                self.embed_dim,
+                self.num_heads,
+                in_proj[0] if self._qkv_same_embed_dim else None,
+                in_proj_bias,
+                bias_k,
+                bias_v,
+                self.add_zero_attn,
+                self.dropout,
+                out_weight,
+                out_bias,
+                training=self.training,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights or sampled,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+                **projections,
+            )
         if late_out_proj:
             output = self.out_proj(output)
         if self.batch_first and batched:
