@@ -28,13 +28,13 @@ def always_fused(monkeypatch):
     monkeypatch.setattr(sampling, "FUSED_MIN_ELEMENTS", 0)
 
 
-@pytest.fixture(params=["math", "fused"])
+@pytest.fixture(params=["matmul", "fused"])
 def cpu_attention_kernel(request, monkeypatch):
-    """Run stacked attention on CPU with each kernel, whatever the sequence lengths."""
-    from torch_blue.vi import _lane_attention
+    """Run sampled attention on CPU with each kernel, whatever the sequence lengths."""
+    from torch_blue.vi import transformer
 
-    limit = 2**62 if request.param == "math" else 0
-    monkeypatch.setattr(_lane_attention, "MATH_MAX_POSITIONS", limit)
+    limit = 2**62 if request.param == "matmul" else 0
+    monkeypatch.setattr(transformer, "MATMUL_MAX_POSITIONS", limit)
     return request.param
 
 

@@ -73,7 +73,7 @@ def _compare(inputs: list[Tensor], in_dims: tuple, attend) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_lanes_match_the_loop(case, cpu_attention_kernel):
+def test_lanes_match_the_loop(case):
     torch.manual_seed(0)
     shapes, batched, kwargs = CASES[case]
     inputs = _lanes(shapes, batched)
@@ -85,7 +85,7 @@ def test_lanes_match_the_loop(case, cpu_attention_kernel):
 
 
 @pytest.mark.parametrize("mask", MASKS)
-def test_masks_match_the_loop(mask, cpu_attention_kernel):
+def test_masks_match_the_loop(mask):
     torch.manual_seed(1)
     shape, batched, dtype = MASKS[mask]
     q, k, v = _lanes([(B, H, L, E), (B, H, M, E), (B, H, M, E)], (True, True, True))
@@ -101,19 +101,17 @@ def test_masks_match_the_loop(mask, cpu_attention_kernel):
     _compare([q, k, v, attn_mask], (0, 0, 0, 0 if batched else None), attend)
 
 
-def test_one_kernel_call_for_all_lanes(graph_node_names, cpu_attention_kernel):
-    # torch's loop would put S attention nodes in the graph; the stacked call one
-    # (the math kernel: one softmax).
+def test_one_kernel_call_for_all_lanes(graph_node_names):
+    # torch's loop would put S attention nodes in the graph; the stacked call one.
     q, k, v = _lanes([(B, H, L, E)] * 3, (True, True, True))
     with _routing():
         out = torch.vmap(F.scaled_dot_product_attention, randomness="different")(q, k, v)
     nodes = graph_node_names(out)
-    kind = "ScaledDotProduct" if cpu_attention_kernel == "fused" else "Softmax"
-    attention = [name for name in nodes if kind in name]
+    attention = [name for name in nodes if "ScaledDotProduct" in name]
     assert len(attention) == 1, nodes
 
 
-def test_dropout_differs_between_lanes_and_keeps_the_mean(cpu_attention_kernel):
+def test_dropout_differs_between_lanes_and_keeps_the_mean():
     # Identical lanes with dropout: outputs differ from lane to lane (independent
     # masks, as in torch's loop under randomness="different"), and their average is
     # the attention without dropout (dropout rescales by 1 / (1 - p)).
@@ -132,7 +130,7 @@ def test_dropout_differs_between_lanes_and_keeps_the_mean(cpu_attention_kernel):
     assert ((out.mean(dim=0) - exact).abs() <= 5 * standard_error).all()
 
 
-def test_dropout_randomness_same_and_error_follow_torch(cpu_attention_kernel):
+def test_dropout_randomness_same_and_error_follow_torch():
     torch.manual_seed(3)
     q = torch.randn(1, 1, 3, 4).expand(S, 1, 1, 3, 4)  # identical lanes
 
@@ -147,7 +145,7 @@ def test_dropout_randomness_same_and_error_follow_torch(cpu_attention_kernel):
 
 
 @pytest.mark.parametrize("inside_vmap", [False, True], ids=["no-vmap", "unbatched-lanes"])
-def test_unbatched_call_uses_one_dropout_mask(inside_vmap, cpu_attention_kernel):
+def test_unbatched_call_uses_one_dropout_mask(inside_vmap):
     # Without batched inputs the function keeps the kernel's graph: the backward
     # uses the mask of the forward. The output is linear in the values for a fixed
     # mask, so <out, g> = <v, grad_v> holds exactly only with the same mask.

@@ -17,17 +17,16 @@ randomness modes with dropout defer to torch's own handling).
 
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F  # noqa: N812
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["MATH_MAX_POSITIONS", "LaneAttention", "attend_in_lanes", "lane_attention"]
+__all__ = ["LaneAttention", "attend_in_lanes", "lane_attention"]
 
 _ATTENTION = F.scaled_dot_product_attention
 
@@ -41,16 +40,6 @@ class _Options(NamedTuple):
     enable_gqa: bool
 
 
-#: On CPU, stacked attention over at most this many query-key pairs per head runs
-#: PyTorch's math kernel (batched matrix products and a softmax) instead of the fused
-#: flash kernel; :class:`~torch_blue.vi.VIMultiheadAttention` uses its own matrix
-#: products below it. Forward and backward on 1,280 heads of 16 to 64 features,
-#: 2 threads: the math kernel took 0.44-0.80 of the flash kernel's time up to 48x48
-#: positions, 0.8-1.2 at 64x64 and 80x80, and 1.0-1.6 times it from 96x96. Other
-#: devices always take PyTorch's choice of kernel.
-MATH_MAX_POSITIONS = 64 * 64
-
-
 def _attend(
     query: Tensor,
     key: Tensor,
@@ -60,22 +49,16 @@ def _attend(
 ) -> Tensor:
     # enable_gqa exists from torch 2.5: pass it only when it is asked for.
     extra = {"enable_gqa": True} if options.enable_gqa else {}
-    small = query.shape[-2] * key.shape[-2] <= MATH_MAX_POSITIONS
-    with (
-        sdpa_kernel(SDPBackend.MATH)
-        if small and query.device.type == "cpu"
-        else nullcontext()
-    ):
-        return _ATTENTION(
-            query,
-            key,
-            value,
-            attn_mask,
-            options.dropout_p,
-            options.is_causal,
-            scale=options.scale,
-            **extra,
-        )
+    return _ATTENTION(
+        query,
+        key,
+        value,
+        attn_mask,
+        options.dropout_p,
+        options.is_causal,
+        scale=options.scale,
+        **extra,
+    )
 
 
 class LaneAttention(torch.autograd.Function):
