@@ -28,16 +28,6 @@ def always_fused(monkeypatch):
     monkeypatch.setattr(sampling, "FUSED_MIN_ELEMENTS", 0)
 
 
-@pytest.fixture(params=["matmul", "fused"])
-def cpu_attention_kernel(request, monkeypatch):
-    """Run sampled attention on CPU with each kernel, whatever the sequence lengths."""
-    from torch_blue.vi import transformer
-
-    limit = 2**62 if request.param == "matmul" else 0
-    monkeypatch.setattr(transformer, "MATMUL_MAX_POSITIONS", limit)
-    return request.param
-
-
 def _graph_node_names(tensor):
     """Names of the autograd nodes behind ``tensor`` (each node once)."""
     names, seen, stack = [], set(), [tensor.grad_fn]

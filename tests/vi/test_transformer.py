@@ -18,6 +18,7 @@ from torch import nn
 
 from torch_blue import vi
 from torch_blue.vi import KullbackLeiblerLoss, VILinear, VIModule, VISequential
+from torch_blue.vi import transformer as transformer_module
 from torch_blue.vi.distributions import MeanFieldNormal, NonBayesian
 from torch_blue.vi.transformer import (
     VIMultiheadAttention,
@@ -176,6 +177,14 @@ CORE_INPUTS = (
     "padding",
     "causal_padding",
 )
+
+
+@pytest.fixture(params=["matmul", "fused"])
+def cpu_attention_kernel(request, monkeypatch):
+    """Run sampled attention on CPU with each kernel, whatever the sequence lengths."""
+    limit = 2**62 if request.param == "matmul" else 0
+    monkeypatch.setattr(transformer_module, "MATMUL_MAX_POSITIONS", limit)
+    return request.param
 
 
 def _draw_and_grad(attention, inputs, seed, **kwargs):
