@@ -4,9 +4,10 @@ Three measurements, printed as Markdown tables:
 
 1. **Training step time** (forward + backward + Adam step with S weight samples,
    ``--samples``, default 10) of an MLP 784-400-400-10 (batch 128), LeNet-5 (batch 64,
-   1x28x28 inputs) and a small transformer encoder classifier (sequence length 32,
-   d_model 64, 4 heads, 2 layers, feed-forward 128, mean-pool, linear head; batch 32),
-   on random data. The modes are
+   1x28x28 inputs), a small transformer encoder classifier (sequence length 32,
+   d_model 64, 4 heads, 2 layers, feed-forward 128, mean-pool, linear head; batch 32)
+   and the same classifier built from the libraries' own transformer layers on
+   sequences of length 128 (``encoder``), on random data. The modes are
 
    * ``plain``: the ``torch.nn`` twin run on the S·B stacked batch (the input
      repeated S times), i.e. the cost of S deterministic passes; the reference of the
@@ -20,11 +21,14 @@ Three measurements, printed as Markdown tables:
    * ``bayesian-torch`` (``LinearReparameterization``/``Conv2dReparameterization``),
      ``bayesian-torch-flipout`` (``LinearFlipout``/``Conv2dFlipout``) and ``blitz``
      (``BayesianLinear``/``BayesianConv2d`` with ``sample_elbo``): their idiomatic
-     loop over the S samples. They have no transformer layers, so they skip that task.
+     loop over the S samples. They have no transformer layers, so they skip those tasks.
 
    The transformer is the same custom module for torch_blue and upstream (a
    ``VIModule`` with ``VILinear`` projections, ``scaled_dot_product_attention`` and
    plain ``nn.LayerNorm``), and an ``nn.Module`` with ``nn.Linear`` for ``plain``.
+   The ``encoder`` task uses ``vi.VITransformerEncoder`` of
+   ``vi.VITransformerEncoderLayer`` for torch_blue and upstream and
+   ``nn.TransformerEncoder`` (dropout 0) for ``plain``.
 
 2. **Prediction time** of the MLP with S = 100 weight samples, batch 128, under
    ``torch.no_grad()``: torch_blue and upstream with ``return_log_probs = False``, a
@@ -107,15 +111,17 @@ PEER_REQUIREMENTS = (
     "blitz-bayesian-pytorch==0.2.8",
 )
 
-TRAIN_TASKS = ("mlp", "lenet5", "transformer")
+TRAIN_TASKS = ("mlp", "lenet5", "transformer", "encoder")
 TASKS = (*TRAIN_TASKS, "prediction", "gradient-variance")
 ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
-BATCH_SIZES = {"mlp": 128, "lenet5": 64, "transformer": 32}
+BATCH_SIZES = {"mlp": 128, "lenet5": 64, "transformer": 32, "encoder": 32}
 DATASET_SIZE = 60_000  # N of the loss for the timing runs (random data)
 NUM_CLASSES = 10
 PREDICTION_SAMPLES = 100
 PREDICTION_BATCH = 128
 SEQ_LEN, D_MODEL, HEADS, ENCODER_LAYERS, FEEDFORWARD = 32, 64, 4, 2, 128
+ENCODER_SEQ_LEN = 128  # the encoder task: the libraries' transformer layers
+ATTENTION_TASKS = ("transformer", "encoder")
 GRADVAR_BATCH = 128
 VMAP_LIBRARIES = ("torch_blue", "upstream")  # libraries that sample under torch.vmap
 
@@ -281,10 +287,41 @@ def transformer_classifier(
     return Classifier()
 
 
+def encoder_classifier(
+    base: type[nn.Module], encoder: nn.Module, head: nn.Module
+) -> nn.Module:
+    """``head(encoder(x).mean(dim=-2))``: the ``encoder`` task's classifier.
+
+    Parameters
+    ----------
+    base : type
+        Base class of the classifier: ``nn.Module`` or a library's ``VIModule``.
+    encoder, head : nn.Module
+        The transformer encoder (batch first) and the linear head.
+    """
+
+    class Classifier(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.head = head
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.encoder(x).mean(dim=-2))
+
+    return Classifier()
+
+
 def build_plain(task: str, in_features: int = 784) -> nn.Module:
     """The deterministic ``torch.nn`` twin of a task's network."""
     if task == "transformer":
         return transformer_classifier(nn.Module, nn.Linear)
+    if task == "encoder":
+        layer = nn.TransformerEncoderLayer(
+            D_MODEL, HEADS, FEEDFORWARD, dropout=0.0, batch_first=True
+        )
+        encoder = nn.TransformerEncoder(layer, ENCODER_LAYERS, enable_nested_tensor=False)
+        return encoder_classifier(nn.Module, encoder, nn.Linear(D_MODEL, NUM_CLASSES))
     return nn.Sequential(
         *build_layers(
             layer_spec(task, in_features),
@@ -300,7 +337,7 @@ def build_torch_blue(task: str, estimator: Optional[str], in_features: int = 784
     Parameters
     ----------
     task : str
-        ``"mlp"``, ``"lenet5"`` or ``"transformer"``.
+        ``"mlp"``, ``"lenet5"``, ``"transformer"`` or ``"encoder"``.
     estimator : str or None
         Gradient estimator to set (this repository only); ``None`` keeps the default.
     in_features : int, default: 784
@@ -310,6 +347,10 @@ def build_torch_blue(task: str, estimator: Optional[str], in_features: int = 784
 
     if task == "transformer":
         model = transformer_classifier(vi.VIModule, vi.VILinear)
+    elif task == "encoder":
+        layer = vi.VITransformerEncoderLayer(D_MODEL, HEADS, FEEDFORWARD)
+        encoder = vi.VITransformerEncoder(layer, ENCODER_LAYERS)
+        model = encoder_classifier(vi.VIModule, encoder, vi.VILinear(D_MODEL, NUM_CLASSES))
     else:
         model = vi.VISequential(
             *build_layers(
@@ -390,6 +431,7 @@ def task_data(
         "mlp": (batch, 1, 28, 28),
         "lenet5": (batch, 1, 28, 28),
         "transformer": (batch, SEQ_LEN, D_MODEL),
+        "encoder": (batch, ENCODER_SEQ_LEN, D_MODEL),
     }[task]
     x = torch.randn(shape, generator=generator)
     y = torch.randint(0, NUM_CLASSES, (batch,), generator=generator)
@@ -477,7 +519,7 @@ def attention_backend(
     ``scaled_dot_product_attention`` kernel fails in the backward pass ("LSE is not
     correctly aligned"), so those modes use the math kernel there.
     """
-    if task == "transformer" and device.type == "cuda" and mode.library in VMAP_LIBRARIES:
+    if task in ATTENTION_TASKS and device.type == "cuda" and mode.library in VMAP_LIBRARIES:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         return lambda: sdpa_kernel(SDPBackend.MATH)
@@ -1053,6 +1095,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         names = [m.name for m in available if task not in m.tasks]
         if names:
             notes.append(f"{task}: {', '.join(names)} skipped (the library has no {task})")
+    if "encoder" in train_tasks and any(m.library == "upstream" for m in available):
+        notes.append(
+            "encoder: upstream's VIMultiheadAttention always computes the attention "
+            "weights (need_weights=True); torch_blue's layers ask for none"
+        )
     if "transformer" in train_tasks and any(m.library in VMAP_LIBRARIES for m in available):
         notes.append(
             "transformer: torch_blue and upstream run scaled_dot_product_attention under "
