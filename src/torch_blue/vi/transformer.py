@@ -23,6 +23,14 @@ How the weights are drawn
     prediction path (pre-activation sampling when log-probs are off): with the
     default estimator they read ``linear1.weight`` etc. and apply ``F.linear``
     themselves, so hooks registered on those sub-layers do not run.
+How attention is computed
+    With sampled weights and ``need_weights=False`` (the transformer layers never ask
+    for the weights) :class:`VIMultiheadAttention` runs its own core: batched matrix
+    products on a CPU up to ``MATMUL_MAX_POSITIONS`` query-key pairs, otherwise one
+    fused ``scaled_dot_product_attention`` call for all samples, which never holds
+    the attention weights of every sample. With ``need_weights=True`` it runs
+    torch's ``F.multi_head_attention_forward`` on its matrix-product path; the mean
+    network always runs torch's function, so it equals the torch module exactly.
 Layer norms
     stay deterministic ``nn.LayerNorm`` modules, like upstream torch_blue.
 Dropout
