@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from torch_blue import vi
+from torch_blue.vi import transformer
 from torch_blue.vi.distributions import Categorical
 
 
@@ -90,7 +91,10 @@ def _mixed_step(tokens: torch.Tensor, y: torch.Tensor):
     return step
 
 
-def test_compiled_training_step_of_every_layer_family_matches_eager():
+@pytest.mark.parametrize("attention", ["matmul", "fused"])
+def test_compiled_training_step_of_every_layer_family_matches_eager(attention, monkeypatch):
+    if attention == "fused":  # the attention core's kernel for long sequences
+        monkeypatch.setattr(transformer, "MATMUL_MAX_POSITIONS", 0)
     torch._dynamo.reset()
     tokens = torch.randint(0, 10, (4, 4))
     y = torch.randint(0, 3, (4,))
