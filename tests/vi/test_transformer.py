@@ -171,6 +171,7 @@ CORE_INPUTS = (
     "cross",
     "self",
     "unbatched",
+    "unbatched_masks",
     "none",
     "bool",
     "float3d",
@@ -220,7 +221,7 @@ def test_attention_without_weights_computes_the_weights_path(
     attention = VIMultiheadAttention(D, H, dtype=torch.float64, **case)
     if estimator is not None:  # out_proj samples its outputs (applied late)
         attention.out_proj = VILinear(D, D, estimator=estimator, dtype=torch.float64)
-    batched = inputs != "unbatched"
+    batched = not inputs.startswith("unbatched")
     q, k, v = _qkv(attention, batched, self_attention=inputs in ("self", "causal_padding"))
     if q is k is v:  # one tensor three times, as self-attention passes it
         q = k = v = q.double()
@@ -232,6 +233,13 @@ def test_attention_without_weights_computes_the_weights_path(
         masks = {**_mask("causal"), **_mask("float_padding", source=source)}
     elif inputs in ("bool", "float3d", "padding"):
         masks = _mask(inputs, source=source)
+    elif inputs == "unbatched_masks":  # a 3-d mask per head, padding of the keys
+        masks = {
+            **_mask("float3d", source=source, batch=1),
+            "key_padding_mask": _mask("float_padding", source=source)["key_padding_mask"][
+                0
+            ],
+        }
     masks = {
         name: m.double() if isinstance(m, torch.Tensor) and m.is_floating_point() else m
         for name, m in masks.items()
