@@ -69,3 +69,28 @@ def test_state_dict_moves_between_devices():
     )
     cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     assert torch.equal(cpu_model[0]._weight_mean, model[0]._weight_mean.cpu())
+
+
+@pytest.mark.parametrize("length", [8, 96])
+def test_attention_core_matches_the_weights_path_on_cuda(length):
+    # The core calls the fused kernel once for all samples on CUDA; torch's weights
+    # path (need_weights=True) reads the same draws for the same seed.
+    attention = vi.VIMultiheadAttention(16, 2).cuda()
+    x = torch.randn(3, length, 16, device="cuda", requires_grad=True)
+    padding = torch.zeros(3, length, dtype=torch.bool, device="cuda")
+    padding[0, length // 2 :] = True
+    results = []
+    for need_weights in (False, True):
+        attention.zero_grad()
+        x.grad = None
+        torch.manual_seed(0)
+        out, _ = attention(
+            x, x, x, samples=4, need_weights=need_weights, key_padding_mask=padding
+        )
+        out.pow(2).sum().backward()
+        grads = [p.grad.clone() for p in attention.parameters()]
+        results.append((out.detach(), [x.grad.clone(), *grads]))
+    (core, core_grads), (weights_path, path_grads) = results
+    torch.testing.assert_close(core, weights_path, atol=1e-4, rtol=1e-3)
+    for found, expected in zip(core_grads, path_grads):
+        torch.testing.assert_close(found, expected, atol=1e-3, rtol=1e-3)
