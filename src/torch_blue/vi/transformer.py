@@ -206,7 +206,7 @@ def _linear(layer: nn.Module, x: Tensor) -> Tensor:
 #: Training step of a 2-layer encoder (d_model 64, 4 heads, batch 32, S = 10,
 #: 2 threads), time relative to torch's weights path: matrix products 0.84-0.97 and
 #: the fused kernel 0.93-1.19 from 32 to 80 positions; at 96 positions 0.92 against
-#: 0.88, at 128 the fused kernel 0.46-0.53 with half the saved activations. Other
+#: 0.88, at 128 the fused kernel 0.46-0.58 with half the saved activations. Other
 #: devices always take the fused kernel.
 MATMUL_MAX_POSITIONS = 80 * 80
 
@@ -237,15 +237,15 @@ def _sampled_attention(
     key_padding_mask: Optional[Tensor],
     is_causal: bool,
 ) -> Tensor:
-    """Multi-head attention without attention weights, through the fused kernel.
+    """Multi-head attention of one weight sample, without attention weights.
 
     Computes what ``F.multi_head_attention_forward(..., need_weights=False)`` computes
     (same mask merging, ``is_causal`` hint and zero or bias key columns), but calls
     the fused kernel through :func:`~torch_blue.vi._lane_attention.attend_in_lanes`,
-    once for all samples (on CPU up to ``MATMUL_MAX_POSITIONS``, batched matrix
-    products); torch's own function would call it per sample under
-    ``vmap``, and its matmul path holds the ``(N, heads, L, S)`` attention weights of
-    every sample.
+    once for all samples (on CPU up to ``MATMUL_MAX_POSITIONS`` positions, batched
+    matrix products instead); torch's own function would call it per sample under
+    ``vmap``, and its matrix-product path holds the ``(N, heads, L, S)`` attention
+    weights of every sample.
 
     Inputs are sequence-first, ``(L, N, E)`` or unbatched ``(L, E)``; ``in_proj`` is
     the packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None``
