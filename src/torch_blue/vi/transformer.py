@@ -53,7 +53,7 @@ from . import _lane_attention
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .estimators import ESTIMATORS
-from .linear import VILinear
+from .linear import VILinear, flat_linear
 from .sampling import mean_weights_enabled
 from .utils.errors import ShapeError
 
@@ -196,7 +196,7 @@ def _linear(layer: nn.Module, x: Tensor) -> Tensor:
     distribution here. A non-default estimator is the user's explicit choice.
     """
     if isinstance(layer, VILinear) and layer.estimator == "reparameterization":
-        return F.linear(x, layer.weight, layer.bias)
+        return flat_linear(x, layer.weight, layer.bias)
     return layer(x)
 
 
@@ -204,11 +204,24 @@ def _linear(layer: nn.Module, x: Tensor) -> Tensor:
 #: query-key pairs uses batched matrix products and a softmax (holding the attention
 #: weights of every sample for the backward pass) instead of one fused kernel call.
 #: Training step of a 2-layer encoder (d_model 64, 4 heads, batch 32, S = 10,
-#: 2 threads), time relative to torch's weights path: matrix products 0.84-0.97 and
-#: the fused kernel 0.93-1.19 from 32 to 80 positions; at 96 positions 0.92 against
-#: 0.88, at 128 the fused kernel 0.46-0.58 with half the saved activations. Other
-#: devices always take the fused kernel.
+#: 2 threads), time relative to torch's weights path: matrix products 0.74-0.77 and
+#: the fused kernel 0.78-0.91 from 32 to 80 positions, about equal at 96 (0.70 and
+#: 0.73), the fused kernel ahead from 112 (0.61-0.64 against 0.76-0.82) with less
+#: than half the saved activations. Other devices always take the fused kernel.
 MATMUL_MAX_POSITIONS = 80 * 80
+
+
+def _transposed(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, ...]:
+    """Swap the first two dimensions of q, k, v, keeping which of them are the same.
+
+    Self-attention projects one tensor once (in one matrix product, as torch does:
+    exact parity of the mean network).
+    """
+    if key is not value:
+        return tuple(x.transpose(1, 0) for x in (query, key, value))
+    self_attention = query is key
+    key = value = key.transpose(1, 0)
+    return key if self_attention else query.transpose(1, 0), key, value
 
 
 def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -247,33 +260,36 @@ def _sampled_attention(
     ``vmap``, and its matrix-product path holds the ``(N, heads, L, S)`` attention
     weights of every sample.
 
-    Inputs are sequence-first, ``(L, N, E)`` or unbatched ``(L, E)``; ``in_proj`` is
-    the packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None``
-    skips the output projection. Returns the output in the query's layout.
+    Inputs are batch first, ``(N, L, E)`` or unbatched ``(L, E)``; ``in_proj`` is the
+    packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None`` skips
+    the output projection. Returns the output in the query's layout. The
+    projections use :func:`~torch_blue.vi.linear.flat_linear` (an input transposed
+    from sequence first would otherwise multiply a copy of the weight per position).
     """
     batched = query.dim() == 3
     if not batched:
-        query, key, value = (x.unsqueeze(1) for x in (query, key, value))
+        query, key, value = (x.unsqueeze(0) for x in (query, key, value))
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.unsqueeze(0)
-    target, batch, embed_dim = query.shape
+    batch, target, embed_dim = query.shape
     head_dim = embed_dim // num_heads
+
     biases = (None,) * 3 if in_proj_bias is None else in_proj_bias.chunk(3)
     if len(in_proj) == 3:
         q, k, v = (
-            F.linear(x, w, b) for x, w, b in zip((query, key, value), in_proj, biases)
+            flat_linear(x, w, b) for x, w, b in zip((query, key, value), in_proj, biases)
         )
     elif query is key and key is value:
-        q, k, v = F.linear(query, in_proj[0], in_proj_bias).chunk(3, dim=-1)
+        q, k, v = flat_linear(query, in_proj[0], in_proj_bias).chunk(3, dim=-1)
     else:
         weights = in_proj[0].chunk(3)
-        q = F.linear(query, weights[0], biases[0])
+        q = flat_linear(query, weights[0], biases[0])
         if key is value:
             both = None if in_proj_bias is None else in_proj_bias[embed_dim:]
-            k, v = F.linear(key, in_proj[0][embed_dim:], both).chunk(2, dim=-1)
+            k, v = flat_linear(key, in_proj[0][embed_dim:], both).chunk(2, dim=-1)
         else:
-            k = F.linear(key, weights[1], biases[1])
-            v = F.linear(value, weights[2], biases[2])
+            k = flat_linear(key, weights[1], biases[1])
+            v = flat_linear(value, weights[2], biases[2])
     # Extra key/value columns (bias, zero attention) are unmasked columns.
     extra = [] if bias_k is None else [(bias_k, bias_v)]
     if add_zero_attn:
@@ -282,24 +298,24 @@ def _sampled_attention(
     mask = None if causal else _additive_mask(attn_mask, q.dtype)
     padding = _additive_mask(key_padding_mask, q.dtype)
     for column_k, column_v in extra:
-        shape = (1, batch, embed_dim)
+        shape = (batch, 1, embed_dim)
         k = torch.cat(
-            [k, k.new_zeros(shape) if column_k is None else column_k.expand(shape)]
+            [k, k.new_zeros(shape) if column_k is None else column_k.expand(shape)], 1
         )
         v = torch.cat(
-            [v, v.new_zeros(shape) if column_v is None else column_v.expand(shape)]
+            [v, v.new_zeros(shape) if column_v is None else column_v.expand(shape)], 1
         )
         mask = None if mask is None else F.pad(mask, (0, 1))
         padding = None if padding is None else F.pad(padding, (0, 1))
-    source = k.shape[0]
+    source = k.shape[1]
     if mask is not None:  # (L, S) or (N * heads, L, S)
         mask = mask.view(-1, num_heads, target, source) if mask.dim() == 3 else mask
     if padding is not None:  # (N, S)
         padding = padding.view(batch, 1, 1, source)
         mask = padding if mask is None else mask + padding
 
-    def heads(x: Tensor) -> Tensor:  # (length, N, E) -> (N, heads, length, head_dim)
-        return x.view(x.shape[0], batch, num_heads, head_dim).permute(1, 2, 0, 3)
+    def heads(x: Tensor) -> Tensor:  # (N, length, E) -> (N, heads, length, head_dim)
+        return x.view(batch, x.shape[1], num_heads, head_dim).transpose(1, 2)
 
     q, k, v = heads(q), heads(k), heads(v)
     if q.device.type == "cpu" and target * source <= MATMUL_MAX_POSITIONS:
@@ -316,10 +332,10 @@ def _sampled_attention(
         output = torch.matmul(weights, v)
     else:
         output = _lane_attention.attend_in_lanes(q, k, v, mask, dropout_p, causal)
-    output = output.permute(2, 0, 1, 3).reshape(target, batch, embed_dim)
+    output = output.transpose(1, 2).reshape(batch, target, embed_dim)
     if out_weight is not None:
-        output = F.linear(output, out_weight, out_bias)
-    return output if batched else output.squeeze(1)
+        output = flat_linear(output, out_weight, out_bias)
+    return output if batched else output.squeeze(0)
 
 
 def _vikwargs(**kwargs: Any) -> dict[str, Any]:
@@ -691,17 +707,6 @@ class VIMultiheadAttention(VIModule):
             attn_mask = torch.ones(
                 target, source, dtype=torch.bool, device=query.device
             ).triu(1)
-        if self.batch_first and batched:
-            # Transpose keeping identities: self-attention projects q, k, v in one
-            # matmul, as torch does (exact parity of the mean network).
-            if key is value:
-                if query is key:
-                    query = key = value = query.transpose(1, 0)
-                else:
-                    query, key = (x.transpose(1, 0) for x in (query, key))
-                    value = key
-            else:
-                query, key, value = (x.transpose(1, 0) for x in (query, key, value))
         sampled = not mean_weights_enabled()
         late_out_proj = (
             sampled
@@ -717,6 +722,10 @@ class VIMultiheadAttention(VIModule):
         else:
             in_proj = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
         in_proj_bias, bias_k, bias_v = self.in_proj_bias, self.bias_k, self.bias_v
+        # The core works batch first, torch's function sequence first.
+        flip = batched and self.batch_first != (sampled and not need_weights)
+        if flip:
+            query, key, value = _transposed(query, key, value)
         if sampled and not need_weights:
             # Sampled weights without attention weights: our own attention core,
             # whose fused kernel call runs once for all samples (see
@@ -779,10 +788,10 @@ class VIMultiheadAttention(VIModule):
                 is_causal=is_causal,
                 **projections,
             )
+        if flip:
+            output = output.transpose(1, 0)
         if late_out_proj:
             output = self.out_proj(output)
-        if self.batch_first and batched:
-            output = output.transpose(1, 0)
         return output, weights if need_weights else None
 
     def extra_repr(self) -> str:
