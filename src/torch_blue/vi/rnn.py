@@ -75,6 +75,7 @@ from .estimators import (
     random_signs,
     scaled_noise,
 )
+from .linear import flat_linear
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn
@@ -125,7 +126,7 @@ class _Affine:
         ``None``: all sequences (``x`` is ``(B, F)`` or ``(T, B, F)``); an int ``n``:
         the first ``n`` sequences; a tensor: the sequence of each row of ``x``.
         """
-        out = F.linear(x, self.weight, self.bias)
+        out = flat_linear(x, self.weight, self.bias)
         if self.delta_weight is None:
             return out
         in_signs, out_signs = self.in_signs, self.out_signs
@@ -133,7 +134,8 @@ class _Affine:
             in_signs, out_signs = in_signs[:rows], out_signs[:rows]
         elif rows is not None:
             in_signs, out_signs = in_signs[rows], out_signs[rows]
-        return out + F.linear(x * in_signs, self.delta_weight, self.delta_bias) * out_signs
+        perturbation = flat_linear(x * in_signs, self.delta_weight, self.delta_bias)
+        return out + perturbation * out_signs
 
 
 def _valid_positions(sorted_lengths: Tensor, steps: int) -> Tensor:
