@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from torch_blue.vi import (
     AnalyticalKullbackLeiblerLoss,
@@ -18,7 +19,7 @@ from torch_blue.vi.distributions import (
     MeanFieldNormal,
     MeanFieldStudentT,
 )
-from torch_blue.vi.estimators import random_signs
+from torch_blue.vi.estimators import flat_linear, random_signs
 from torch_blue.vi.utils import NoVariablesError, UnsupportedDistributionError
 
 FAST = ["local_reparameterization", "flipout", "shared_flipout"]
@@ -325,3 +326,35 @@ def test_random_signs_differ_between_vmap_lanes():
     )(torch.zeros(3))
     assert lanes.shape == (3, 4, 2**13) and lanes.dtype == torch.float64
     assert not torch.equal(lanes[0], lanes[1]) and not torch.equal(lanes[1], lanes[2])
+
+
+@pytest.mark.parametrize("shape", [(6,), (5, 6), (5, 3, 6), (2, 5, 3, 6)])
+def test_flat_linear_is_f_linear(shape):
+    x = torch.randn(*shape, dtype=torch.float64)
+    if x.dim() >= 3:
+        x = x.transpose(0, 1)  # a view that does not flatten
+    x.requires_grad_()
+    weight = torch.randn(7, 6, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    out = flat_linear(x, weight, bias)
+    expected = F.linear(x, weight, bias)
+    torch.testing.assert_close(out, expected)
+    g = torch.randn_like(out)
+    found = torch.autograd.grad(out, (x, weight, bias), g)
+    wanted = torch.autograd.grad(expected, (x, weight, bias), g)
+    for a, b in zip(found, wanted):
+        torch.testing.assert_close(a, b)
+
+
+def test_flat_linear_multiplies_once_per_sample_under_vmap():
+    # F.linear on a transposed sequence with a weight per sample would run one
+    # product per sample and position (batch S * 3 below); flat_linear one per sample.
+    from torch.profiler import profile
+
+    samples = 4
+    x = torch.randn(samples, 5, 3, 6).transpose(1, 2).requires_grad_()
+    weight = torch.randn(samples, 7, 6, requires_grad=True)
+    with profile(record_shapes=True) as prof:
+        torch.vmap(lambda a, w: flat_linear(a, w, None))(x, weight).sum().backward()
+    batches = {e.input_shapes[0][0] for e in prof.events() if e.name == "aten::bmm"}
+    assert batches == {samples}

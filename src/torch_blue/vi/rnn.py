@@ -72,10 +72,10 @@ from .estimators import (
     EstimatorLayer,
     check_estimator,
     expected_log_probs,
+    flat_linear,
     random_signs,
     scaled_noise,
 )
-from .linear import flat_linear
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn

@@ -52,8 +52,8 @@ from torch.nn import functional as F  # noqa: N812
 from . import _lane_attention
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .estimators import ESTIMATORS
-from .linear import VILinear, flat_linear
+from .estimators import ESTIMATORS, flat_linear
+from .linear import VILinear
 from .sampling import mean_weights_enabled
 from .utils.errors import ShapeError
 
