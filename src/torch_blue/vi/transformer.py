@@ -263,7 +263,7 @@ def _sampled_attention(
     Inputs are batch first, ``(N, L, E)`` or unbatched ``(L, E)``; ``in_proj`` is the
     packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None`` skips
     the output projection. Returns the output in the query's layout. The
-    projections use :func:`~torch_blue.vi.linear.flat_linear` (an input transposed
+    projections use :func:`~torch_blue.vi.estimators.flat_linear` (an input transposed
     from sequence first would otherwise multiply a copy of the weight per position).
     """
     batched = query.dim() == 3
