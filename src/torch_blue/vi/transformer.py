@@ -226,8 +226,10 @@ def _transposed(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, ...]
 
 def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     """A bool mask (``True`` = masked) as an additive float mask, as torch merges them."""
-    if mask is None or mask.dtype != torch.bool:
-        return mask if mask is None else mask.to(dtype)
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
         mask, float("-inf")
     )
@@ -294,8 +296,7 @@ def _sampled_attention(
     extra = [] if bias_k is None else [(bias_k, bias_v)]
     if add_zero_attn:
         extra.append((None, None))
-    causal = is_causal and key_padding_mask is None and not extra
-    mask = None if causal else _additive_mask(attn_mask, q.dtype)
+    mask = _additive_mask(attn_mask, q.dtype)  # the causal one too (see forward)
     padding = _additive_mask(key_padding_mask, q.dtype)
     for column_k, column_v in extra:
         shape = (batch, 1, embed_dim)
@@ -321,17 +322,17 @@ def _sampled_attention(
     if q.device.type == "cpu" and target * source <= MATMUL_MAX_POSITIONS:
         # Few positions on CPU: batched matrix products (they have vmap batching
         # rules) beat the fused kernel.
-        if causal:
-            mask = torch.full(
-                (target, source), float("-inf"), dtype=q.dtype, device=q.device
-            ).triu(1)
         scores = torch.matmul(q, k.transpose(-2, -1) / math.sqrt(head_dim))
         weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
         if dropout_p:
             weights = F.dropout(weights, dropout_p)
         output = torch.matmul(weights, v)
     else:
-        output = _lane_attention.attend_in_lanes(q, k, v, mask, dropout_p, causal)
+        # The kernel's causal flag replaces a causal mask nothing was merged into.
+        causal = is_causal and key_padding_mask is None and not extra
+        output = _lane_attention.attend_in_lanes(
+            q, k, v, None if causal else mask, dropout_p, causal
+        )
     output = output.transpose(1, 2).reshape(batch, target, embed_dim)
     if out_weight is not None:
         output = flat_linear(output, out_weight, out_bias)
