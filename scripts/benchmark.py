@@ -21,7 +21,14 @@ Three measurements, printed as Markdown tables:
    * ``bayesian-torch`` (``LinearReparameterization``/``Conv2dReparameterization``),
      ``bayesian-torch-flipout`` (``LinearFlipout``/``Conv2dFlipout``) and ``blitz``
      (``BayesianLinear``/``BayesianConv2d`` with ``sample_elbo``): their idiomatic
-     loop over the S samples. They have no transformer layers, so they skip those tasks.
+     loop over the S samples. They have no transformer layers, so they skip those tasks;
+   * ``hand-written-reparameterization``, ``hand-written-local_reparameterization``,
+     ``hand-written-flipout``: the MLP and LeNet-5 with each estimator written directly
+     in plain PyTorch for this one network (``scripts/reference_steps.py``: the
+     first layer's sample-independent part computed once, samples batched). A section
+     "torch_blue against hand-written steps" divides each torch_blue estimator's step
+     time by its hand-written twin's, per round: what the library adds to the
+     estimator's own cost.
 
    The transformer is the same custom module for torch_blue and upstream (a
    ``VIModule`` with ``VILinear`` projections, ``scaled_dot_product_attention`` and
@@ -135,8 +142,9 @@ class Mode:
     name : str
         Name in ``--modes`` and in the tables.
     library : str
-        ``"plain"``, ``"torch_blue"``, ``"upstream"``, ``"bayesian_torch"`` or
-        ``"blitz"``; decides the worker's ``PYTHONPATH``.
+        ``"plain"``, ``"torch_blue"``, ``"upstream"``, ``"bayesian_torch"``,
+        ``"blitz"`` or ``"reference"`` (``scripts/reference_steps.py``); decides the
+        worker's ``PYTHONPATH``.
     variant : str
         Library-specific choice: estimator, loss or layer family.
     predicts : bool
@@ -163,6 +171,10 @@ MODES = (
     Mode("bayesian-torch", "bayesian_torch", "reparameterization", True, ("mlp", "lenet5")),
     Mode("bayesian-torch-flipout", "bayesian_torch", "flipout", False, ("mlp", "lenet5")),
     Mode("blitz", "blitz", "", True, ("mlp", "lenet5")),
+    *(
+        Mode(f"hand-written-{estimator}", "reference", estimator, False, ("mlp", "lenet5"))
+        for estimator in ("reparameterization", "local_reparameterization", "flipout")
+    ),
 )
 MODES_BY_NAME = {mode.name: mode for mode in MODES}
 
@@ -471,6 +483,14 @@ def make_train_step(
         def loss_fn() -> Tensor:
             return criterion(model(x, samples=samples), y)
 
+    elif mode.library == "reference":
+        import reference_steps  # (next to this script, first on sys.path when run)
+
+        model = reference_steps.ReferenceNetwork(layer_spec(task), mode.variant).to(device)
+
+        def loss_fn() -> Tensor:
+            return reference_steps.reference_loss(model, x, y, samples, n)
+
     elif mode.library == "bayesian_torch":
         model = build_bayesian_torch(task, mode.variant == "flipout").to(device)
 
@@ -761,6 +781,7 @@ PACKAGES = {
     "upstream": "torch_blue",
     "bayesian_torch": "bayesian_torch",
     "blitz": "blitz",
+    "reference": "torch_blue",
 }
 
 
@@ -776,6 +797,7 @@ def locate_peers(
         "upstream": upstream.resolve(),
         "bayesian_torch": others.resolve(),
         "blitz": others.resolve(),
+        "reference": SRC_DIR,
     }
 
 
@@ -1070,6 +1092,57 @@ def training_section(
     )
 
 
+def hand_written_section(
+    runs: dict[tuple[str, str], list[Optional[dict]]],
+    summary: dict[tuple[str, str], dict[str, Any]],
+    tasks: Sequence[str],
+    rounds: int,
+) -> Optional[str]:
+    """Markdown comparing each torch_blue estimator with its hand-written step.
+
+    ``None`` when no pair of modes ran.
+    """
+    rows = []
+    for task in tasks:
+        for estimator in ESTIMATORS:
+            suffix = "" if estimator == ESTIMATORS[0] else f"-{estimator}"
+            ours_name = f"torch_blue{suffix}"
+            hand_name = f"hand-written-{estimator}"
+            ours, hand = runs.get((task, ours_name)), runs.get((task, hand_name))
+            if ours is None or hand is None:
+                continue
+            ratios = [o["ms"] / h["ms"] if o and h else None for o, h in zip(ours, hand)]
+            if all(r is None for r in ratios):
+                continue
+            rows.append(
+                [
+                    task,
+                    estimator,
+                    fmt(median_or_none(ratios), suffix="x"),
+                    " / ".join(fmt(r) for r in ratios),
+                    fmt(summary[task, hand_name]["ratio"], suffix="x"),
+                    fmt(summary[task, ours_name]["ratio"], suffix="x"),
+                ]
+            )
+    if not rows:
+        return None
+    header = [
+        "task",
+        "estimator",
+        "torch_blue / hand-written",
+        "per round",
+        "hand-written / plain",
+        "torch_blue / plain",
+    ]
+    return (
+        "## torch_blue against hand-written steps of the same estimator\n\n"
+        "The step time of each torch_blue estimator divided by that of the plain-PyTorch "
+        "step written for this one network and estimator (scripts/reference_steps.py), "
+        "per round, median over rounds: what the library adds to the estimator's own "
+        "cost.\n\n" + markdown_table(header, rows)
+    )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark (or, with ``--worker``, one measurement); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1125,6 +1198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sections = [environment_header(args, argv)]
     if train_tasks:
         sections.append(training_section(summary, train_tasks, available, args.samples))
+        hand_written = hand_written_section(runs, summary, train_tasks, args.rounds)
+        if hand_written is not None:
+            sections.append(hand_written)
     if "prediction" in args.task_list:
         sections.append(prediction_section(runs, summary, available, args.rounds))
     if "gradient-variance" in args.task_list:

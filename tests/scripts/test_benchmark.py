@@ -22,7 +22,8 @@ def test_quick_mlp_run(benchmark, tmp_path, capsys):
             "--tasks",
             "mlp",
             "--modes",
-            "plain,torch_blue,torch_blue-local_reparameterization",
+            "plain,torch_blue,torch_blue-local_reparameterization,"
+            "hand-written-local_reparameterization",
             "--peers-dir",
             str(tmp_path / "no-peers"),
             "--output",
@@ -36,11 +37,37 @@ def test_quick_mlp_run(benchmark, tmp_path, capsys):
     assert status == 0
     assert "Machine:" in out and "Command:" in out
     assert "| task | mode | median ms/step | ratio to plain |" in out
-    for mode in ("plain", "torch_blue", "torch_blue-local_reparameterization"):
+    for mode in (
+        "plain",
+        "torch_blue",
+        "torch_blue-local_reparameterization",
+        "hand-written-local_reparameterization",
+    ):
         assert f"| mlp | {mode} |" in out
+    assert "## torch_blue against hand-written steps" in out
+    assert "| mlp | local_reparameterization |" in out
     assert "| mlp | plain | " in out and "| 1.00x |" in out
     assert "worker failed" not in out
     assert output.read_text() == out
+
+
+def test_hand_written_section_pairs_estimators_per_round(benchmark):
+    def results(*ms):
+        return [None if m is None else {"ms": m, "peak_mib": 1.0} for m in ms]
+
+    runs = {
+        ("mlp", "plain"): results(10.0, 20.0, 10.0),
+        ("mlp", "torch_blue-flipout"): results(30.0, 40.0, None),
+        ("mlp", "hand-written-flipout"): results(20.0, 50.0, 20.0),
+        ("mlp", "torch_blue"): results(30.0, 30.0, 30.0),  # no hand-written twin
+    }
+    summary = benchmark.summarise(runs, 3)
+    text = benchmark.hand_written_section(runs, summary, ["mlp"], 3)
+    # torch_blue/hand-written 1.5, 0.8, none: median 1.15; hand-written/plain 2, 2.5, 2;
+    # torch_blue/plain 3, 2, none
+    assert "| mlp | flipout | 1.15x | 1.50 / 0.80 / - | 2.00x | 2.50x |" in text
+    assert "| mlp | reparameterization |" not in text
+    assert benchmark.hand_written_section(runs, summary, ["lenet5"], 3) is None
 
 
 def test_missing_peers_are_skipped_with_a_note(benchmark, tmp_path):
