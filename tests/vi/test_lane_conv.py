@@ -89,13 +89,28 @@ def test_outside_vmap_it_is_the_convolution_with_its_gradients():
         torch.testing.assert_close(g, w)
 
 
-def test_sampled_conv_layers_use_it_and_keep_their_values(always_fused):
+@pytest.mark.parametrize(
+    ("estimator", "expected_calls"),
+    [
+        # shared input (stacked: its output keeps the lanes in dimension 1), then all
+        # per lane
+        ("reparameterization", [(None, 0, 0), (1, 0, 0)]),
+        # the perturbations (inputs with signs per lane); the means are one call each
+        ("flipout", [(0, 0, 0), (0, 0, 0)]),
+        # one perturbation for all lanes: vmap's own rule, no per-lane weights
+        ("shared_flipout", []),
+    ],
+)
+def test_sampled_conv_layers_use_it_and_keep_their_values(
+    always_fused, estimator, expected_calls
+):
     # Same seed, same draws: a two-layer model gives the same outputs and gradients
     # with the lane loop as with vmap's grouped convolution.
     torch.manual_seed(1)
     model = vi.VISequential(
         vi.VIConv2d(2, 4, 3, padding=1), torch.nn.ReLU(), vi.VIConv2d(4, 3, 3, groups=1)
     )
+    model.estimator = estimator
     model = model.double()  # float64: the two summation orders agree to 1e-7
     x = torch.randn(B, 2, 7, 7, dtype=torch.float64)
     results = []
@@ -124,9 +139,7 @@ def test_sampled_conv_layers_use_it_and_keep_their_values(always_fused):
         finally:
             LaneConvolution.vmap = rule
         results.append((out.as_plain(), grads))
-    # Shared input (stacked: its output keeps the lanes in dimension 1), then all
-    # per lane.
-    assert calls == [(None, 0, 0), (1, 0, 0)]
+    assert calls == expected_calls
     torch.testing.assert_close(results[0][0], results[1][0])
     for g, w in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(g, w)

@@ -1,6 +1,7 @@
 """``VIConv1d``, ``VIConv2d``, ``VIConv3d``: Bayesian twins of ``torch.nn.Conv*d``."""
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Optional, Union
 
 import torch
@@ -185,19 +186,19 @@ class _VIConvNd(VIModule, EstimatorLayer):
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the convolution with one weight sample."""
         self._check_input(input_)
-        fast = self._fast_preactivations(self._conv_forward, input_)
-        if fast is not None:
-            return fast
-        weight, bias = self.weight, self.bias
         outputs = input_.numel() // self.in_channels * self.out_channels  # about
+        lane_op = None
         if (
             current_state() is not None
             and not mean_weights_enabled()
             and fused_pays_off(outputs)
         ):
             # Weights drawn per sample lane: see torch_blue.vi._lane_conv.
-            return lane_convolution(self._conv_forward, input_, weight, bias)
-        return self._conv_forward(input_, weight, bias)
+            lane_op = partial(lane_convolution, self._conv_forward)
+        fast = self._fast_preactivations(self._conv_forward, input_, lane_op)
+        if fast is not None:
+            return fast
+        return (lane_op or self._conv_forward)(input_, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""

@@ -201,7 +201,7 @@ def _plain_class(cls: type) -> type:
     return plain
 
 
-def _no_fast_path(self: Module, op: Any, x: Tensor) -> None:
+def _no_fast_path(self: Module, op: Any, x: Tensor, lane_op: Any = None) -> None:
     return None
 
 

@@ -194,19 +194,24 @@ def flipout(
     bias: Optional[tuple[Tensor, Tensor]],
     spatial_dims: int,
     shared: bool = False,
+    lane_op: Optional[Op] = None,
 ) -> Tensor:
     """Flipout pre-activations of ``op``.
 
     One weight perturbation per sample, or with ``shared`` one for all samples.
+    ``lane_op`` (the same values as ``op``) applies the perturbations when they
+    differ between the sample lanes: a convolution's loop over the lanes (see
+    :mod:`torch_blue.vi._lane_conv`).
     """
     b_mean, b_log_std = bias if bias is not None else (None, None)
+    perturb = lane_op if lane_op is not None and not shared else op
     mean = op(x, weight[0], b_mean)
     delta_w = scaled_noise(weight[1], shared)
     delta_b = None if b_log_std is None else scaled_noise(b_log_std, shared)
     trailing = (1,) * spatial_dims
     in_signs = random_signs(x.shape[: x.dim() - spatial_dims] + trailing, x)
     out_signs = random_signs(mean.shape[: mean.dim() - spatial_dims] + trailing, mean)
-    return mean + op(x * in_signs, delta_w, delta_b) * out_signs
+    return mean + perturb(x * in_signs, delta_w, delta_b) * out_signs
 
 
 def scaled_noise(log_std: Tensor, shared: bool = False) -> Tensor:
@@ -286,7 +291,15 @@ class EstimatorLayer:
         """
         return self._spatial_dims == 0 and x.dim() <= 2
 
-    def _fast_preactivations(self, op: Op, x: Tensor) -> Optional[Tensor]:
+    def _fast_preactivations(
+        self, op: Op, x: Tensor, lane_op: Optional[Op] = None
+    ) -> Optional[Tensor]:
+        """Pre-activations without drawn weights, or ``None`` to draw them.
+
+        ``lane_op`` (optional, the same values as ``op``) is the faster form of
+        ``op`` for weights that differ between the sample lanes (Flipout's
+        perturbations).
+        """
         from .sampling import current_state, mean_weights_enabled
 
         if mean_weights_enabled():
@@ -309,4 +322,4 @@ class EstimatorLayer:
         if estimator == "local_reparameterization":
             return local_reparameterization(op, x, weight, bias)
         shared = record and estimator == "shared_flipout"
-        return flipout(op, x, weight, bias, self._spatial_dims, shared)
+        return flipout(op, x, weight, bias, self._spatial_dims, shared, lane_op)
