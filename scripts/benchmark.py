@@ -1225,8 +1225,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _plot_title(args: argparse.Namespace) -> str:
     return (
-        f"Training step, S = {args.samples} ({args.device}, {args.threads} threads): "
-        "lower is faster, torch_blue in blue"
+        f"Training step, S = {args.samples} ({args.device}, {args.threads} threads), "
+        "lower is faster\ntorch_blue in blue, hand-written steps in green, peers in gray"
     )
 
 
@@ -1246,7 +1246,14 @@ def plot_training(ratios: dict[tuple[str, str], float], title: str, path: Path) 
         rows = [(m, r) for (t, m), r in ratios.items() if t == task and m != "plain"]
         names = [m for m, _ in rows][::-1]
         values = [r for _, r in rows][::-1]
-        colours = ["tab:blue" if n.startswith("torch_blue") else "tab:gray" for n in names]
+        colours = [
+            "tab:blue"
+            if n.startswith("torch_blue")
+            else "tab:green"
+            if n.startswith("hand-written")
+            else "tab:gray"
+            for n in names
+        ]
         bars = ax.barh(names, values, color=colours)
         ax.bar_label(bars, labels=[f"{v:.2f}x" for v in values], padding=3)
         ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
