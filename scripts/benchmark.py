@@ -14,7 +14,9 @@ Three measurements, printed as Markdown tables:
      ratios;
    * ``torch_blue``, ``torch_blue-local_reparameterization``, ``torch_blue-flipout``,
      ``torch_blue-shared_flipout``: this repository, with each gradient estimator and
-     ``KullbackLeiblerLoss``;
+     ``KullbackLeiblerLoss``; ``torch_blue-dense_local_reparameterization`` (LeNet-5
+     only): local reparameterisation on the dense layers and weight sampling on the
+     convolutions, the split of upstream's analytical path;
    * ``upstream``: torch_blue 1.1 with ``KullbackLeiblerLoss``; ``upstream-analytical``:
      torch_blue 1.1 with ``AnalyticalKullbackLeiblerLoss`` (its local
      reparameterisation path);
@@ -131,6 +133,9 @@ ENCODER_SEQ_LEN = 128  # the encoder task: the libraries' transformer layers
 ATTENTION_TASKS = ("transformer", "encoder")
 GRADVAR_BATCH = 128
 VMAP_LIBRARIES = ("torch_blue", "upstream")  # libraries that sample under torch.vmap
+#: Local reparameterisation on the dense layers, weight sampling on the convolutions
+#: (the split of upstream's analytical path).
+DENSE_LOCAL = "dense_local_reparameterization"
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,12 @@ MODES = (
     Mode("torch_blue-local_reparameterization", "torch_blue", "local_reparameterization"),
     Mode("torch_blue-flipout", "torch_blue", "flipout"),
     Mode("torch_blue-shared_flipout", "torch_blue", "shared_flipout"),
+    Mode(
+        "torch_blue-dense_local_reparameterization",
+        "torch_blue",
+        DENSE_LOCAL,
+        tasks=("lenet5",),
+    ),
     Mode("upstream", "upstream", "sampled", predicts=True),
     Mode("upstream-analytical", "upstream", "analytical"),
     Mode("bayesian-torch", "bayesian_torch", "reparameterization", True, ("mlp", "lenet5")),
@@ -351,7 +362,8 @@ def build_torch_blue(task: str, estimator: Optional[str], in_features: int = 784
     task : str
         ``"mlp"``, ``"lenet5"``, ``"transformer"`` or ``"encoder"``.
     estimator : str or None
-        Gradient estimator to set (this repository only); ``None`` keeps the default.
+        Gradient estimator to set (this repository only), or ``DENSE_LOCAL``: local
+        reparameterisation on the ``VILinear`` layers only; ``None`` keeps the default.
     in_features : int, default: 784
         Input width of the MLP.
     """
@@ -371,7 +383,11 @@ def build_torch_blue(task: str, estimator: Optional[str], in_features: int = 784
                 lambda i, o, k, p: vi.VIConv2d(i, o, k, padding=p),
             )
         )
-    if estimator is not None:
+    if estimator == DENSE_LOCAL:
+        for module in model.modules():
+            if isinstance(module, vi.VILinear):
+                module.estimator = "local_reparameterization"
+    elif estimator is not None:
         model.estimator = estimator
     return model
 

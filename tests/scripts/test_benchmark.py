@@ -70,6 +70,24 @@ def test_hand_written_section_pairs_estimators_per_round(benchmark):
     assert benchmark.hand_written_section(runs, summary, ["lenet5"], 3) is None
 
 
+def test_dense_local_reparameterization_leaves_the_convolutions_sampled(benchmark):
+    from torch_blue import vi
+
+    model = benchmark.build_torch_blue("lenet5", benchmark.DENSE_LOCAL)
+    estimators = {
+        type(m).__name__: m.estimator
+        for m in model.modules()
+        if isinstance(m, (vi.VILinear, vi.VIConv2d))
+    }
+    assert estimators == {
+        "VIConv2d": "reparameterization",
+        "VILinear": "local_reparameterization",
+    }
+    assert benchmark.MODES_BY_NAME["torch_blue-dense_local_reparameterization"].tasks == (
+        "lenet5",
+    )
+
+
 def test_missing_peers_are_skipped_with_a_note(benchmark, tmp_path):
     folders = benchmark.locate_peers(tmp_path, None, None)
     modes = [benchmark.MODES_BY_NAME[m] for m in ("plain", "upstream", "blitz")]
