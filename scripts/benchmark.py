@@ -1112,7 +1112,6 @@ def hand_written_section(
     runs: dict[tuple[str, str], list[Optional[dict]]],
     summary: dict[tuple[str, str], dict[str, Any]],
     tasks: Sequence[str],
-    rounds: int,
 ) -> Optional[str]:
     """Markdown comparing each torch_blue estimator with its hand-written step.
 
@@ -1214,7 +1213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sections = [environment_header(args, argv)]
     if train_tasks:
         sections.append(training_section(summary, train_tasks, available, args.samples))
-        hand_written = hand_written_section(runs, summary, train_tasks, args.rounds)
+        hand_written = hand_written_section(runs, summary, train_tasks)
         if hand_written is not None:
             sections.append(hand_written)
     if "prediction" in args.task_list:

@@ -62,12 +62,12 @@ def test_hand_written_section_pairs_estimators_per_round(benchmark):
         ("mlp", "torch_blue"): results(30.0, 30.0, 30.0),  # no hand-written twin
     }
     summary = benchmark.summarise(runs, 3)
-    text = benchmark.hand_written_section(runs, summary, ["mlp"], 3)
+    text = benchmark.hand_written_section(runs, summary, ["mlp"])
     # torch_blue/hand-written 1.5, 0.8, none: median 1.15; hand-written/plain 2, 2.5, 2;
     # torch_blue/plain 3, 2, none
     assert "| mlp | flipout | 1.15x | 1.50 / 0.80 / - | 2.00x | 2.50x |" in text
     assert "| mlp | reparameterization |" not in text
-    assert benchmark.hand_written_section(runs, summary, ["lenet5"], 3) is None
+    assert benchmark.hand_written_section(runs, summary, ["lenet5"]) is None
 
 
 def test_dense_local_reparameterization_leaves_the_convolutions_sampled(benchmark):
