@@ -163,6 +163,11 @@ def _normal_kl(mean: Tensor, log_std: Tensor) -> Tensor:
     return (0.5 * (torch.exp(2 * log_std) + mean * mean - 1) - log_std).sum()
 
 
+def _normal(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Standard normal noise of ``like``'s dtype and device."""
+    return torch.randn(shape, dtype=like.dtype, device=like.device)
+
+
 def _conv(h: Tensor, weight: Tensor, bias: Tensor, padding: int, groups: int = 1) -> Tensor:
     return F.conv2d(h, weight, bias, padding=padding, groups=groups)
 
@@ -177,8 +182,7 @@ def _sampled(
 ) -> tuple[Tensor, Tensor]:
     """Weight sampling: S weight sets, their layer outputs and the KL estimate."""
     mu, log_std, b_mu, b_log_std = parameters
-    eps = torch.randn((samples, *mu.shape), device=mu.device, dtype=mu.dtype)
-    b_eps = torch.randn((samples, *b_mu.shape), device=mu.device, dtype=mu.dtype)
+    eps, b_eps = _normal((samples, *mu.shape), mu), _normal((samples, *b_mu.shape), mu)
     weight = mu + torch.exp(log_std) * eps
     bias = b_mu + torch.exp(b_log_std) * b_eps
     # log q - log p per weight: -eps^2/2 - log sigma + w^2/2 (the 2 pi terms cancel)
@@ -211,8 +215,7 @@ def _local(
     if kind == "linear":
         mean, variance = F.linear(h, mu, b_mu), F.linear(h * h, var, b_var)
         if shared:
-            noise = torch.randn((samples, *mean.shape), device=h.device, dtype=h.dtype)
-            return mean + variance.sqrt() * noise
+            return mean + variance.sqrt() * _normal((samples, *mean.shape), h)
         return mean + variance.sqrt() * torch.randn_like(mean)
     batch = h.shape[0]
     if not shared:  # (B, S*C, H, W) -> (B*S, C, H, W): the same convolution for all
@@ -220,9 +223,7 @@ def _local(
     mean, variance = _conv(h, mu, b_mu, padding), _conv(h * h, var, b_var, padding)
     if shared:
         mean, variance = mean.unsqueeze(1), variance.unsqueeze(1)
-        noise = torch.randn(
-            (batch, samples, *mean.shape[2:]), device=h.device, dtype=h.dtype
-        )
+        noise = _normal((batch, samples, *mean.shape[2:]), h)
     else:
         mean = mean.view(batch, samples, *mean.shape[1:])
         variance = variance.view_as(mean)
@@ -245,12 +246,8 @@ def _flipout(
 ) -> Tensor:
     """Flipout: the mean output plus a sign-flipped perturbation per sample."""
     mu, log_std, b_mu, b_log_std = parameters
-    delta = torch.exp(log_std) * torch.randn(
-        (samples, *mu.shape), device=mu.device, dtype=mu.dtype
-    )
-    b_delta = torch.exp(b_log_std) * torch.randn(
-        (samples, *b_mu.shape), device=mu.device, dtype=mu.dtype
-    )
+    delta = torch.exp(log_std) * _normal((samples, *mu.shape), mu)
+    b_delta = torch.exp(b_log_std) * _normal((samples, *b_mu.shape), mu)
     out = mu.shape[0]
     if kind == "linear":
         mean = F.linear(h, mu, b_mu)  # (B, out) or (S, B, out)
