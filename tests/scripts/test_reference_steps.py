@@ -111,43 +111,33 @@ def test_dense_output_distribution(reference, estimator):
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_convolution_output_distribution(reference, estimator):
-    """Each convolution's outputs per position: N(conv(x, mu) + b, conv(x^2, s^2) + s_b^2).
+@pytest.mark.parametrize("spec", [CONV[:1], CONV], ids=["shared-input", "per-sample-input"])
+def test_convolution_output_distribution(reference, estimator, spec):
+    """The last convolution's outputs per position are
+    N(conv(h, mu) + b, conv(h^2, s^2) + s_b^2).
 
-    The noise of the first layer is switched off so that the second one (samples in
-    groups of channels) sees a known input.
+    In the two-layer network the first convolution has no noise, so the second one
+    (the samples in groups of channels) sees a known input ``h``.
     """
-    for noisy in (0, 1):
-        net = _network(reference, CONV, estimator, seed=noisy)
-        with torch.no_grad():
-            quiet = 1 - noisy
-            net.weight_log_std[quiet].fill_(-200.0)
-            net.bias_log_std[quiet].fill_(-200.0)
-            x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
-            out, _ = net(x, SAMPLES)
-            draws = out.view(2, SAMPLES, 2, 3, 3).transpose(0, 1)
+    net = _network(reference, spec, estimator)
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        h = x
+        if len(spec) == 2:
+            net.weight_log_std[0].fill_(-200.0)
+            net.bias_log_std[0].fill_(-200.0)
             h = F.conv2d(x, net.weight_mean[0], net.bias_mean[0], padding=1)
-            layer_input = x if noisy == 0 else h
-            padding = 1 if noisy == 0 else 0
-            mu, log_std = net.weight_mean[noisy], net.weight_log_std[noisy]
-            b, b_log_std = net.bias_mean[noisy], net.bias_log_std[noisy]
-            mean = F.conv2d(layer_input, mu, b, padding=padding)
-            variance = F.conv2d(
-                layer_input.square(), torch.exp(2 * log_std), torch.exp(2 * b_log_std),
-                padding=padding,
-            )  # fmt: skip
-            if noisy == 0:  # propagate through the quiet second layer
-                second = net.weight_mean[1]
-                mean = F.conv2d(mean, second, net.bias_mean[1])
-                # positions of one example share a weight draw only under weight
-                # sampling, so only the mean is compared here
-                variance = None
-        if variance is None:
-            n = SAMPLES
-            se = (draws.var(0) / n).sqrt()
-            assert ((draws.mean(0) - mean).abs() <= 5 * se).all()
-        else:
-            _assert_moments(draws, mean, variance)
+        out, _ = net(x, SAMPLES)
+        padding = spec[-1][4]
+        mean = F.conv2d(h, net.weight_mean[-1], net.bias_mean[-1], padding=padding)
+        variance = F.conv2d(
+            h.square(),
+            torch.exp(2 * net.weight_log_std[-1]),
+            torch.exp(2 * net.bias_log_std[-1]),
+            padding=padding,
+        )
+    draws = out.view(2, SAMPLES, *mean.shape[1:]).transpose(0, 1)  # (S, B, C, H, W)
+    _assert_moments(draws, mean, variance)
 
 
 def test_samples_are_independent(reference):
