@@ -148,8 +148,9 @@ def test_heat_scales_the_kl_term_of_both_losses(analytical):
     half = loss_fn(output, y)  # heat 0.5 * 0.5
     schedule.step()
     full = loss_fn(output, y)  # heat 0.5
-    assert torch.allclose(full - without_kl, 0.5 * kl, rtol=1e-5)
-    assert torch.allclose(half - without_kl, 0.25 * kl, rtol=1e-5)
+    # The losses are per training example (reduction="mean"): KL / dataset_size.
+    assert torch.allclose(full - without_kl, 0.5 * kl / 100, rtol=1e-5)
+    assert torch.allclose(half - without_kl, 0.25 * kl / 100, rtol=1e-5)
 
 
 def test_warmup_trains_a_model_with_both_losses():

@@ -23,6 +23,7 @@ from .kl_loss import (
     _check_heat,
     _check_objective,
     _check_predictive,
+    _check_reduction,
     data_fitting,
 )
 from .utils.errors import NoVariablesError
@@ -75,6 +76,9 @@ class AnalyticalKullbackLeiblerLoss(Module):
         Data term, as in :class:`~torch_blue.vi.KullbackLeiblerLoss`.
     kl_samples : int, default: 1
         Number of draws for the Monte Carlo estimate of pairs without a closed form.
+    reduction : {"mean", "sum"}, default: "mean"
+        The negative ELBO per training example or for the whole training set, as in
+        :class:`~torch_blue.vi.KullbackLeiblerLoss`.
 
     Examples
     --------
@@ -98,6 +102,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
         *,
         objective: str = "elbo",
         kl_samples: int = 1,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -125,6 +130,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
         self.dataset_size = _check_dataset_size(name, dataset_size)
         self.heat = _check_heat(name, heat)
         self.objective = _check_objective(name, objective)
+        self.reduction = _check_reduction(name, reduction)
         self.divergence_type = divergence_type
         # Stored outside _modules on purpose: see the class docstring.
         self.__dict__["model"] = model
@@ -170,7 +176,8 @@ class AnalyticalKullbackLeiblerLoss(Module):
         return (
             f"predictive_distribution={self.predictive_distribution}, "
             f"dataset_size={self.dataset_size}, heat={self.heat}, "
-            f"objective={self.objective!r}, kl_samples={self.kl_samples}"
+            f"objective={self.objective!r}, kl_samples={self.kl_samples}, "
+            f"reduction={self.reduction!r}"
         )
 
     def track(self, mode: bool = True) -> None:
@@ -225,6 +232,8 @@ class AnalyticalKullbackLeiblerLoss(Module):
         data = data_fitting(
             self.predictive_distribution, samples, target, n_data, self.objective
         )
+        if self.reduction == "mean":
+            data, prior_matching = data / n_data, prior_matching / n_data
         if self._track and self.log is not None:
             self.log["data_fitting"].append(data.item())
             self.log["prior_matching"].append(prior_matching.item())

@@ -13,6 +13,7 @@ from .utils.vi_return import VIReturn
 __all__ = ["KullbackLeiblerLoss"]
 
 OBJECTIVES = ("elbo", "log_mean_predictive")
+REDUCTIONS = ("mean", "sum")
 
 
 def _check_predictive(owner: str, distribution: object) -> PredictiveDistribution:
@@ -55,6 +56,14 @@ def _check_objective(owner: str, objective: str) -> str:
     return objective
 
 
+def _check_reduction(owner: str, reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"{owner}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
+        )
+    return reduction
+
+
 def data_fitting(
     predictive: PredictiveDistribution,
     samples: Tensor,
@@ -81,14 +90,18 @@ class KullbackLeiblerLoss(Module):
     r"""Negative evidence lower bound (ELBO), estimated from sampled weights.
 
     .. math::
-        \mathcal L = -N\,\mathrm{mean}_{b}\,\mathrm{mean}_{s}
+        \mathcal L = \frac1N\Big(-N\,\mathrm{mean}_{b}\,\mathrm{mean}_{s}
         \log p(y_b \mid f(x_b, w_s))
-        + \mathrm{heat}\cdot\mathrm{mean}_{s}\big[\log q(w_s) - \log p(w_s)\big]
+        + \mathrm{heat}\cdot\mathrm{mean}_{s}\big[\log q(w_s) - \log p(w_s)\big]\Big)
 
     :math:`N` is ``dataset_size``, the number of training examples, so that the loss
-    of one minibatch is an unbiased estimate of the full-data negative ELBO. The
-    second term is the Monte Carlo estimate of :math:`\mathrm{KL}(q\,\|\,p)` from the
-    model output's ``log_probs``.
+    of one minibatch is an unbiased estimate of the full-data negative ELBO divided
+    by :math:`N`: the negative ELBO per training example, on the scale of
+    ``nn.CrossEntropyLoss`` and ``nn.GaussianNLLLoss``, so that the optimiser and
+    learning rate of a deterministic recipe carry over (``reduction="sum"`` gives the
+    full-data negative ELBO, upstream torch_blue's scale; both have the same
+    minimiser). The second term is the Monte Carlo estimate of
+    :math:`\mathrm{KL}(q\,\|\,p)` from the model output's ``log_probs``.
 
     Parameters
     ----------
@@ -105,6 +118,11 @@ class KullbackLeiblerLoss(Module):
     objective : {"elbo", "log_mean_predictive"}, default: "elbo"
         Data term: the expected log-likelihood (textbook ELBO) or the log of the
         sample-averaged predictive (upstream torch_blue 1.1's choice).
+    reduction : {"mean", "sum"}, default: "mean"
+        ``"mean"``: the negative ELBO per training example (divided by
+        ``dataset_size``). ``"sum"``: the full-data negative ELBO, upstream torch_blue
+        1.1's scale, which is ``dataset_size`` times larger: with plain SGD it needs
+        a learning rate that much smaller.
 
     Examples
     --------
@@ -126,6 +144,7 @@ class KullbackLeiblerLoss(Module):
         track: bool = False,
         *,
         objective: str = "elbo",
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -133,6 +152,7 @@ class KullbackLeiblerLoss(Module):
         self.dataset_size = _check_dataset_size(name, dataset_size)
         self.heat = _check_heat(name, heat)
         self.objective = _check_objective(name, objective)
+        self.reduction = _check_reduction(name, reduction)
         self._track = False
         self.log: Optional[dict[str, list]] = None
         self.track(track)
@@ -142,7 +162,7 @@ class KullbackLeiblerLoss(Module):
         return (
             f"predictive_distribution={self.predictive_distribution}, "
             f"dataset_size={self.dataset_size}, heat={self.heat}, "
-            f"objective={self.objective!r}"
+            f"objective={self.objective!r}, reduction={self.reduction!r}"
         )
 
     def track(self, mode: bool = True) -> None:
@@ -193,6 +213,8 @@ class KullbackLeiblerLoss(Module):
         data = data_fitting(
             self.predictive_distribution, samples, target, n_data, self.objective
         )
+        if self.reduction == "mean":
+            data, prior_matching = data / n_data, prior_matching / n_data
         if self._track and self.log is not None:
             self.log["data_fitting"].append(data.item())
             self.log["prior_matching"].append(prior_matching.item())

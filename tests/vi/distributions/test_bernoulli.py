@@ -126,14 +126,15 @@ def test_usable_with_the_losses(objective, n_samples, loss_type):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_elbo_data_term_is_dataset_size_times_bce():
+@pytest.mark.parametrize(("reduction", "factor"), [("mean", 1), ("sum", 100)])
+def test_elbo_data_term_is_bce_per_example_or_dataset_size_times(reduction, factor):
     out = torch.randn(4, B, 1)
     target = torch.randint(0, 2, (B,)).float()
-    loss = KullbackLeiblerLoss(Bernoulli(), 100, heat=0.0)(
+    loss = KullbackLeiblerLoss(Bernoulli(), 100, heat=0.0, reduction=reduction)(
         VIReturn(out, torch.zeros(4, 2)), target
     )
     bce = F.binary_cross_entropy_with_logits(out.squeeze(-1), target.expand(4, B))
-    torch.testing.assert_close(loss, 100 * bce)
+    torch.testing.assert_close(loss, factor * bce)
 
 
 def test_training_separates_a_separable_problem():
