@@ -108,7 +108,8 @@ def test_default_initialisation_matches_torch_linear_and_fan_in_scaling():
     assert layer._weight_mean.abs().max() <= bound
     # Uniform(-b, b) has std b / sqrt(3); 20,000 draws give a 1 % standard error.
     assert layer._weight_mean.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
-    assert torch.allclose(layer._weight_log_std, torch.tensor(bound + 1e-5).log())
+    # The default posterior starts at a tenth of the bound (docs/defaults.rst).
+    assert torch.allclose(layer._weight_log_std, torch.tensor(0.1 * (bound + 1e-5)).log())
 
 
 def test_without_kaiming_scaling_the_scale_starts_at_the_distribution_default():

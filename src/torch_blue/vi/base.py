@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from torch.nn import Module, Parameter, init
 
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from .utils.vi_return import VIReturn
@@ -126,8 +127,8 @@ class VIModule(Module):
         variable_shapes: Optional[_VariableShapes] = None,
         variational_distribution: Union[
             VariationalDistribution, Sequence[VariationalDistribution]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, Sequence[Prior]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, Sequence[Prior]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,

@@ -11,7 +11,8 @@ from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
 
 from ._lane_conv import lane_convolution
 from .base import VIModule
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .sampling import current_state, fused_pays_off, mean_weights_enabled
 from .utils.errors import ShapeError
@@ -54,8 +55,8 @@ class _VIConvNd(VIModule, EstimatorLayer):
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
-        variational_distribution: Any = MeanFieldNormal(),
-        prior: Any = MeanFieldNormal(),
+        variational_distribution: Any = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Any = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -268,8 +269,8 @@ class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
         padding_mode: str = "zeros",
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -307,8 +308,8 @@ class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
         padding_mode: str = "zeros",
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -350,8 +351,8 @@ class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
         padding_mode: str = "zeros",
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,

@@ -19,7 +19,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from .base import VIModule
 from .conv import _check_channels, _VIConvNd
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .utils.errors import ShapeError
 
@@ -61,8 +62,8 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
         bias: bool = True,
         dilation: Any = 1,
         padding_mode: str = "zeros",
-        variational_distribution: Any = MeanFieldNormal(),
-        prior: Any = MeanFieldNormal(),
+        variational_distribution: Any = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Any = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -296,8 +297,8 @@ class VIConvTranspose1d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
         bias: bool = True,
         dilation: Union[int, tuple[int]] = 1,
         padding_mode: str = "zeros",
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = MeanFieldNormal(),
+        variational_distribution: _Vardist = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: _Prior = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -335,8 +336,8 @@ class VIConvTranspose2d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
         bias: bool = True,
         dilation: Union[int, tuple[int, int]] = 1,
         padding_mode: str = "zeros",
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = MeanFieldNormal(),
+        variational_distribution: _Vardist = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: _Prior = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -374,8 +375,8 @@ class VIConvTranspose3d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
         bias: bool = True,
         dilation: Union[int, tuple[int, int, int]] = 1,
         padding_mode: str = "zeros",
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = MeanFieldNormal(),
+        variational_distribution: _Vardist = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: _Prior = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,

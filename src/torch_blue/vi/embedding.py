@@ -35,7 +35,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from .base import VIModule
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import (
     EstimatorLayer,
     check_estimator,
@@ -138,8 +139,8 @@ class VIEmbedding(VIModule, EstimatorLayer):
         _freeze: bool = False,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import VIModule
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator, flat_linear
 from .utils.errors import ShapeError
 
@@ -57,8 +58,8 @@ class VILinear(VIModule, EstimatorLayer):
         out_features: int,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         bias: bool = True,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,

@@ -66,7 +66,8 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.rnn import PackedSequence
 
 from .base import VIModule
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import (
     FLIPOUT_ESTIMATORS,
     EstimatorLayer,
@@ -325,8 +326,8 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         proj_size: int = 0,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -989,8 +990,8 @@ class VIRNN(_VIRNNBase):
         *,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -1118,8 +1119,8 @@ class VILSTM(_VIRNNBase):
         *,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -1238,8 +1239,8 @@ class VIGRU(_VIRNNBase):
         *,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = MeanFieldNormal(),
-        prior: Union[Prior, tuple[Prior, ...]] = MeanFieldNormal(),
+        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,

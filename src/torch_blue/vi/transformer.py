@@ -51,7 +51,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from . import _lane_attention
 from .base import VIModule
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import Prior, VariationalDistribution
+from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import ESTIMATORS, flat_linear
 from .linear import VILinear
 from .sampling import mean_weights_enabled
@@ -456,8 +457,8 @@ class VIMultiheadAttention(VIModule):
         kdim: Optional[int] = None,
         vdim: Optional[int] = None,
         batch_first: bool = True,
-        variational_distribution: _AnyVariational = MeanFieldNormal(),
-        prior: _AnyPrior = MeanFieldNormal(),
+        variational_distribution: _AnyVariational = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: _AnyPrior = DEFAULT_PRIOR,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
         rescale_prior: bool = True,
@@ -883,8 +884,10 @@ class VITransformerEncoderLayer(VIModule):
         batch_first: bool = True,
         norm_first: bool = False,
         bias: bool = True,
-        variational_distribution: VariationalDistribution = MeanFieldNormal(),
-        prior: Prior = MeanFieldNormal(),
+        variational_distribution: VariationalDistribution = (
+            DEFAULT_VARIATIONAL_DISTRIBUTION
+        ),
+        prior: Prior = DEFAULT_PRIOR,
         rescale_prior: bool = True,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -1074,8 +1077,10 @@ class VITransformerDecoderLayer(VIModule):
         norm_first: bool = False,
         batch_first: bool = True,
         bias: bool = True,
-        variational_distribution: VariationalDistribution = MeanFieldNormal(),
-        prior: Prior = MeanFieldNormal(),
+        variational_distribution: VariationalDistribution = (
+            DEFAULT_VARIATIONAL_DISTRIBUTION
+        ),
+        prior: Prior = DEFAULT_PRIOR,
         rescale_prior: bool = True,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -1547,8 +1552,10 @@ class VITransformer(VIModule):
         batch_first: bool = False,
         norm_first: bool = False,
         bias: bool = True,
-        variational_distribution: VariationalDistribution = MeanFieldNormal(),
-        prior: Prior = MeanFieldNormal(),
+        variational_distribution: VariationalDistribution = (
+            DEFAULT_VARIATIONAL_DISTRIBUTION
+        ),
+        prior: Prior = DEFAULT_PRIOR,
         rescale_prior: bool = True,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..base import TORCH_TWINS, VIModule
-from ..distributions import MeanFieldNormal, Prior, VariationalDistribution
+from ..distributions import Prior, VariationalDistribution
+from ..distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .errors import TorchBlueError
 from .init import fixed_
 
@@ -57,9 +58,9 @@ _banlists: dict[str, set[type]] = {
     "replace": set(),
 }
 _generated: dict[type, type] = {}
-# The default prior of convert_to_vimodule; when it is left as is, twins with a prior
-# default of their own (norm layers: a scale prior centred at 1) keep theirs.
-_DEFAULT_PRIOR = MeanFieldNormal()
+# When convert_to_vimodule's prior is left at the default, twins with a prior default
+# of their own (norm layers: a scale prior centred at 1) keep theirs.
+_DEFAULT_PRIOR = DEFAULT_PRIOR
 
 
 def convert_norms(mode: bool = True) -> None:
@@ -132,7 +133,7 @@ def convert_to_vimodule(
     keep_weights: bool = False,
     variational_distribution: Union[
         VariationalDistribution, Sequence[VariationalDistribution]
-    ] = MeanFieldNormal(),
+    ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
     prior: Union[Prior, Sequence[Prior]] = _DEFAULT_PRIOR,
     rescale_prior: bool = False,
     kaiming_initialization: bool = True,
