@@ -3,6 +3,7 @@
 import math
 from typing import Optional
 
+import torch
 from torch import Tensor
 from torch.nn import Module
 
@@ -83,6 +84,8 @@ def data_fitting(
         log_likelihood = predictive.sample_log_likelihood(target, samples).mean()
     else:
         log_likelihood = predictive.log_prob_from_samples(target, samples).mean()
+    if torch.is_grad_enabled():  # a training call: the inputs are validated by now
+        predictive.observe(target, samples, dataset_size)
     return -dataset_size * log_likelihood
 
 

@@ -233,3 +233,78 @@ def test_prior_log_prob_sum_gradcheck():
     prior = MeanFieldNormal(0.2, 0.7)
     sample = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(prior.prior_log_prob_sum, (sample,))
+
+
+# ---------------------------------------------------------------- the fitted noise
+def test_noise_is_fitted_unless_std_is_given():
+    assert MeanFieldNormal().learn_noise
+    assert MeanFieldNormal(mean=0.5).learn_noise
+    assert not MeanFieldNormal(std=1.0).learn_noise
+    assert not MeanFieldNormal(std=0.3).learn_noise
+    assert not MeanFieldNormal(learn_noise=False).learn_noise
+    assert MeanFieldNormal(std=0.3, learn_noise=True).learn_noise
+
+
+def test_bad_learn_noise_raises():
+    with pytest.raises(TypeError, match="MeanFieldNormal: learn_noise must be a bool"):
+        MeanFieldNormal(learn_noise="yes")
+
+
+def _loss_call(likelihood, samples, target, dataset_size=100):
+    from torch_blue.vi import KullbackLeiblerLoss, VIReturn
+
+    loss_fn = KullbackLeiblerLoss(likelihood, dataset_size=dataset_size)
+    return loss_fn(VIReturn(samples, torch.zeros(samples.shape[0], 2)), target)
+
+
+def test_first_training_batch_sets_the_noise_to_the_mean_squared_residual():
+    likelihood = MeanFieldNormal()
+    samples, target = torch.randn(4, 10, 2), torch.randn(10, 2)
+    _loss_call(likelihood, samples, target)
+    expected = (samples - target).square().mean().sqrt()
+    torch.testing.assert_close(likelihood.std, expected)
+
+
+def test_later_batches_enter_a_running_mean_weighted_by_batch_over_dataset_size():
+    likelihood = MeanFieldNormal()
+    first, second = torch.randn(2, 20, 1), 3 * torch.randn(2, 20, 1)
+    target = torch.zeros(20, 1)
+    _loss_call(likelihood, first, target, dataset_size=80)
+    _loss_call(likelihood, second, target, dataset_size=80)
+    weight = 20 / 80
+    expected = (1 - weight) * first.square().mean() + weight * second.square().mean()
+    torch.testing.assert_close(likelihood.std.square(), expected)
+
+
+def test_the_first_batch_is_scored_with_the_initial_noise():
+    samples, target = torch.randn(3, 8, 1), torch.randn(8, 1)
+    fitted = _loss_call(MeanFieldNormal(), samples, target)
+    fixed = _loss_call(MeanFieldNormal(std=1.0), samples, target)
+    torch.testing.assert_close(fitted, fixed)
+
+
+def test_fixed_noise_and_evaluation_calls_leave_the_noise_alone():
+    samples, target = torch.randn(3, 8, 1), torch.randn(8, 1)
+    fixed = MeanFieldNormal(std=0.5)
+    _loss_call(fixed, samples, target)
+    assert fixed.std.item() == pytest.approx(0.5)
+    fitted = MeanFieldNormal()
+    with torch.no_grad():
+        _loss_call(fitted, samples, target)
+    assert fitted.std.item() == 1.0
+
+
+def test_a_bad_target_raises_before_the_noise_changes():
+    likelihood = MeanFieldNormal()
+    with pytest.raises(ShapeError):
+        _loss_call(likelihood, torch.randn(3, 8, 1), torch.randn(8, 2))
+    assert likelihood.std.item() == 1.0
+
+
+def test_the_fitted_noise_enters_the_predictive_parameters():
+    likelihood = MeanFieldNormal()
+    samples, target = torch.randn(4, 10, 1), torch.randn(10, 1)
+    _loss_call(likelihood, samples, target)
+    _, std = likelihood.predictive_parameters_from_samples(samples)
+    expected = (samples.var(0, unbiased=False) + likelihood.std**2).sqrt()
+    torch.testing.assert_close(std, expected)

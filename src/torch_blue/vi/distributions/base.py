@@ -293,6 +293,16 @@ class PredictiveDistribution(Distribution):
                 f"dimension, {tuple(samples.shape[1:])}"
             )
 
+    def observe(self, reference: Tensor, samples: Tensor, dataset_size: int) -> None:
+        """Fit the distribution's own hyperparameters to a training batch.
+
+        The losses call it with the batch's targets, the sampled outputs and the
+        number of training examples on every call with gradients enabled, after
+        they evaluate the likelihood (so the batch is validated first and is scored
+        with the hyperparameters fitted so far). Nothing to fit by default;
+        :class:`~torch_blue.vi.distributions.MeanFieldNormal` fits its noise here.
+        """
+
     def sample_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
         """Log-likelihood of ``reference`` under each sample, shape ``(S, B)``.
 

@@ -1,7 +1,7 @@
 """The mean-field Normal distribution: prior, variational and predictive."""
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
@@ -15,6 +15,7 @@ from .base import (
     Prior,
     VariationalDistribution,
     _finite,
+    _plain,
     _positive,
 )
 
@@ -24,6 +25,16 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["MeanFieldNormal", "Normal"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+class _DefaultStd(float):
+    """The default ``std`` (1.0), recognisable as "not given" by identity."""
+
+    def __repr__(self) -> str:
+        return "1.0"
+
+
+_DEFAULT_STD = _DefaultStd(1.0)
 
 
 class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
@@ -38,8 +49,18 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
       ``log(std)``, scaled by :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}` when the layer uses
       Kaiming initialisation.
     * **Predictive distribution** for regression: each sampled output is the mean of a
-      Normal with the fixed observation noise ``std`` (so it works with one sample).
-      The resulting loss is a scaled squared error.
+      Normal with observation noise :math:`\sigma` (so it works with one sample).
+      Given ``std``, the noise is fixed at it and the loss is a scaled squared error.
+      Without ``std`` (``MeanFieldNormal()``, the swap for ``nn.MSELoss``) the noise
+      is a hyperparameter fitted during training (``learn_noise``): every training
+      call of the loss sets :math:`\sigma^2` to a running mean of the squared
+      residuals :math:`\mathbb E_q[(y - f(x, w))^2]`, the value that maximises the
+      ELBO for the current posterior (empirical Bayes, the M-step of variational
+      EM), from the first batch on (which is scored with ``std``). The running
+      mean covers about one epoch: each batch of :math:`B` examples gets the weight
+      :math:`\min(1, \max(B/N, 0.01))`, :math:`N` the loss's ``dataset_size``.
+      Calls with gradients disabled (evaluation) leave it unchanged; :attr:`std` is
+      the fitted noise.
 
     Parameters
     ----------
@@ -50,6 +71,11 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         scaling, observation noise as predictive). Must be positive.
     eps : float, default: 1e-10
         Added to variances in :meth:`log_prob` for numerical stability.
+    learn_noise : bool, optional
+        As predictive distribution, fit the observation noise during training (see
+        above) instead of keeping it at ``std``. Default: fit it when ``std`` is not
+        given. ``MeanFieldNormal(std=1.0)`` or ``learn_noise=False`` is upstream's
+        fixed unit noise.
 
     Examples
     --------
@@ -59,15 +85,42 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
     >>> layer = VILinear(3, 2, prior=MeanFieldNormal(std=0.5))
     >>> layer(torch.randn(4, 3), samples=5).shape
     torch.Size([5, 4, 2])
+
+    As regression likelihood, ``MeanFieldNormal()`` fits the noise (here 0.3):
+
+    >>> from torch_blue.vi import KullbackLeiblerLoss
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.randn(256, 1)
+    >>> y = 2 * x + 0.3 * torch.randn(256, 1)
+    >>> model, likelihood = VILinear(1, 1), MeanFieldNormal()
+    >>> loss_fn = KullbackLeiblerLoss(likelihood, dataset_size=256)
+    >>> optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    >>> for _ in range(200):
+    ...     optimizer.zero_grad()
+    ...     loss_fn(model(x, samples=4), y).backward()
+    ...     optimizer.step()
+    >>> round(likelihood.std.item(), 1)
+    0.3
     """
 
     distribution_parameters = ("mean", "log_std")
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0, eps: float = 1e-10) -> None:
+    def __init__(
+        self,
+        mean: float = 0.0,
+        std: float = _DEFAULT_STD,
+        eps: float = 1e-10,
+        *,
+        learn_noise: Optional[bool] = None,
+    ) -> None:
         name = type(self).__name__
         self.mean = torch.tensor(_finite(name, "mean", mean))
         self.log_std = torch.tensor(_positive(name, "std", std)).log()
         self.eps = float(eps)
+        if learn_noise is not None and not isinstance(learn_noise, bool):
+            raise TypeError(f"{name}: learn_noise must be a bool, got {learn_noise!r}")
+        self.learn_noise = std is _DEFAULT_STD if learn_noise is None else learn_noise
+        self._noise_fitted = False
 
     def _repr_args(self) -> str:
         return f"mean={float(self.mean):g}, std={float(self.std):g}"
@@ -195,6 +248,27 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         """Log-density of ``reference`` given predictive ``(mean, std)``."""
         mean, std = parameters
         return self.log_prob(reference, (mean, torch.log(std)))
+
+    def observe(self, reference: Tensor, samples: Tensor, dataset_size: int) -> None:
+        """Update the fitted noise from a training batch (when ``learn_noise``).
+
+        Called by the losses on every call with gradients enabled; see the class
+        docstring.
+        """
+        if not self.learn_noise:
+            return
+        with torch.no_grad():
+            residual = _plain(samples).detach() - reference.detach().unsqueeze(0)
+            variance = residual.square().mean().float()
+            if not torch.isfinite(variance):
+                return
+            if self._noise_fitted:
+                batch = reference.shape[0] if reference.dim() else 1
+                weight = min(1.0, max(batch / dataset_size, 0.01))
+                previous = torch.exp(2 * self.log_std.to(variance))
+                variance = (1 - weight) * previous + weight * variance
+            self.log_std = 0.5 * torch.log(variance.clamp_min(self.eps))
+            self._noise_fitted = True
 
     def _check(self, reference: Tensor, samples: Tensor) -> None:
         super()._check(reference, samples)
