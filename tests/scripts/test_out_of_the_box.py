@@ -1,0 +1,140 @@
+"""Tests of scripts/out_of_the_box.py (library defaults against the deterministic twin)."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from torch_blue import vi
+
+from .conftest import loaded_script
+
+
+@pytest.fixture(scope="module")
+def ootb():
+    with loaded_script("out_of_the_box") as module:
+        yield module
+
+
+def _run(module, args):
+    threads = torch.get_num_threads()
+    try:
+        return module.main([*args, "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_quick_pipeline_writes_table_checks_json_and_figure(ootb, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    args = ["--quick", "--rows", "digits-mlp,sine-1d", "--methods", "twin,defaults"]
+    args += ["--seeds", "2"]  # mean ± standard error
+    assert _run(ootb, [*args, "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("command: python scripts/out_of_the_box.py --quick")
+    assert "the numbers mean nothing" in out
+    assert "| row | budget | method | accuracy % | NLL | ECE |" in out
+    assert "| row | budget | method | RMSE | log-lik |" in out
+    assert re.search(r"^\| digits-mlp \| x3 \| defaults \| [0-9.]+ ± [0-9.]+ \|", out, re.M)
+    verdicts = re.findall(r"^- (\S+) x(\d) defaults: \w+: .* (met|MISSED)$", out, re.M)
+    assert {(row, budget) for row, budget, _ in verdicts} == {
+        ("digits-mlp", "1"),
+        ("digits-mlp", "3"),
+        ("sine-1d", "1"),
+        ("sine-1d", "3"),
+    }
+    assert len(verdicts) == 2 * 3 + 2 * 2  # accuracy, NLL, ECE; RMSE, log-likelihood
+    report = json.loads((tmp_path / "out_of_the_box.json").read_text())
+    assert report["quick"] is True
+    assert len(report["results"]) == 2 * 2 * 2 * 2  # rows x methods x budgets x seeds
+    assert {r["method"] for r in report["results"]} == {"twin", "defaults"}
+    assert len(report["checks"]) == len(verdicts)
+    assert all(isinstance(c["met"], bool) for c in report["checks"])
+    png = tmp_path / "out_of_the_box.png"
+    assert png.is_file() and png.stat().st_size > 0
+
+
+def _verdicts(checks):
+    return {c.description.split(": ")[-1]: c.met for c in checks}
+
+
+def test_classification_targets_against_the_twin(ootb):
+    twin = {"accuracy": 0.90, "nll": 0.30, "ece": 0.010, "ood_auroc": 0.80}
+    equal = ootb.target_checks("r", "classification", dict(twin), twin)
+    # Equal NLL is met; OOD needs +0.10 over the twin's max-softmax AUROC.
+    assert _verdicts(equal) == {
+        "accuracy": True,
+        "nll": True,
+        "ece": True,
+        "ood_auroc": False,
+    }
+    ours = {"accuracy": 0.8955, "nll": 0.3001, "ece": 0.019, "ood_auroc": 0.91}
+    assert _verdicts(ootb.target_checks("r", "classification", ours, twin)) == {
+        "accuracy": True,
+        "nll": False,
+        "ece": True,
+        "ood_auroc": True,
+    }
+    ours = {"accuracy": 0.894, "nll": 0.29, "ece": 0.021}  # no OOD set: no OOD check
+    assert _verdicts(ootb.target_checks("r", "classification", ours, twin)) == {
+        "accuracy": False,
+        "nll": True,
+        "ece": False,
+    }
+    twin_ece = {**twin, "ece": 0.05}  # the ECE bound is max(0.02, twin's)
+    ours = {"accuracy": 0.9, "nll": 0.3, "ece": 0.049}
+    assert _verdicts(ootb.target_checks("r", "classification", ours, twin_ece))["ece"]
+
+
+def test_regression_targets_against_the_twin(ootb):
+    twin = {"rmse": 4.0, "log_likelihood": -2.5}
+    ours = {"rmse": 4.19, "log_likelihood": -2.5}
+    assert _verdicts(ootb.target_checks("r", "regression", ours, twin)) == {
+        "rmse": True,
+        "log_likelihood": True,
+    }
+    ours = {"rmse": 4.21, "log_likelihood": -2.51}
+    checks = ootb.target_checks("r", "regression", ours, twin)
+    assert _verdicts(checks) == {"rmse": False, "log_likelihood": False}
+    assert checks[0].line().endswith("MISSED")
+
+
+def test_checks_only_for_torch_blue_methods(ootb):
+    summary = [
+        {"row": "boston", "budget": 1, "method": m, "rmse": 3.0, "log_likelihood": -2.5}
+        for m in ("twin", "defaults", "flipout", "ivon", "bayesian-torch")
+    ]
+    labels = {c.description.split(":")[0] for c in ootb.all_checks(summary)}
+    assert labels == {"boston x1 defaults", "boston x1 flipout"}
+
+
+@pytest.mark.parametrize(
+    ("row", "in_shape", "fresh"),
+    [
+        ("digits-mlp", (1, 8, 8), vi.VILinear(2, 3)),
+        ("mnist1d-cnn", (1, 40), vi.VIConv1d(1, 2, 3)),
+    ],
+)
+def test_defaults_network_has_no_distribution_arguments(ootb, row, in_shape, fresh):
+    torch.manual_seed(0)
+    spec = ootb.ROWS[row]
+    model = ootb.build_network(spec, in_shape, bayesian=True)
+    layers = [m for m in model.modules() if isinstance(m, type(fresh))]
+    assert layers
+    for layer in layers:
+        assert repr(layer.variational_distribution) == repr(fresh.variational_distribution)
+        assert repr(layer.prior) == repr(fresh.prior)
+        assert layer.estimator == fresh.estimator
+    twin = ootb.build_network(spec, in_shape, bayesian=False)
+    x = torch.rand(5, *in_shape)
+    assert model(x, samples=2).shape == (2, *twin(x).shape)
+
+
+def test_unknown_names_are_rejected(ootb, capsys):
+    with pytest.raises(SystemExit):
+        ootb.parse_args(["--rows", "digits-mlp,no-such-row"])
+    err = capsys.readouterr().err
+    assert "unknown row 'no-such-row'" in err and "digits-mlp" in err
+    with pytest.raises(SystemExit):
+        ootb.parse_args(["--methods", "twin,dropout"])
+    assert "unknown method 'dropout'" in capsys.readouterr().err
