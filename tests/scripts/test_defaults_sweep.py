@@ -1,0 +1,111 @@
+"""Tests of scripts/defaults_sweep.py (the digits sweep behind the library's defaults)."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from torch_blue import vi
+
+from .conftest import loaded_script
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    with loaded_script("defaults_sweep") as module:
+        yield module
+
+
+def _main(module, args):
+    threads = torch.get_num_threads()
+    try:
+        return module.main([*args, "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_quick_run_prints_the_table_and_writes_the_json(sweep, tmp_path, capsys):
+    configs = ["twin", "defaults", "init-1.0", "sum-loss-sgd"]
+    path = tmp_path / "sweep.json"
+    args = ["--quick", "--configs", ",".join(configs), "--output", str(path)]
+    assert _main(sweep, args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("command: python scripts/defaults_sweep.py --quick")
+    assert "the numbers mean nothing" in out
+    assert "| config | epochs | accuracy % | NLL | ECE | conf-acc |" in out
+    rows = re.findall(r"^\| ([\w.-]+) \| (\d+) \| ", out, re.M)
+    assert rows == [(c, e) for c in configs for e in ("1", "2")]
+    assert re.search(
+        r"^\| twin \| 2 \| [0-9.]+ \| [0-9.]+ \| .* \| n/a \| 0/1 \|$", out, re.M
+    )
+    report = json.loads(path.read_text())
+    assert report["quick"] is True
+    assert len(report["results"]) == len(configs) * 2  # configs x evals, 1 seed
+    assert {r["config"] for r in report["results"]} == set(configs)
+    defaults = next(r for r in report["results"] if r["config"] == "defaults")
+    assert len(defaults["posterior_std"]) == 3  # one per layer
+
+
+def test_validation_split_is_cut_from_the_training_part_only(sweep):
+    data = sweep._tutorial_digits()
+    split = sweep.validation_split(seed=1)
+    assert (len(split.x_train), len(split.x_val)) == (1347 - 270, 270)  # ceil(0.2 n)
+
+    def rows(x):
+        return {tuple(r) for r in x.flatten(1).tolist()}
+
+    train, val, test = rows(split.x_train), rows(split.x_val), rows(data.x_test)
+    assert train | val == rows(data.x_train) and not train & val
+    assert not (train | val) & test
+    counts = split.y_val.bincount(minlength=10).float() / data.y_train.bincount().float()
+    assert torch.allclose(counts, torch.full((10,), 0.2), atol=0.02)  # stratified
+    quick = sweep.validation_split(seed=1, limit=256)
+    assert len(quick.x_train) == 256 and torch.equal(quick.x_val, split.x_val)
+    assert not torch.equal(sweep.validation_split(seed=2).x_val, split.x_val)
+
+
+def test_defaults_config_passes_no_arguments_to_the_layers(sweep):
+    def distributions(config):
+        model = sweep.build_model(sweep.CONFIGS[config], (1, 8, 8))
+        layers = [m for m in model.modules() if isinstance(m, vi.VILinear)]
+        assert [(m.in_features, m.out_features) for m in layers] == [
+            (64, 100),
+            (100, 100),
+            (100, 10),
+        ]
+        return [(repr(m.variational_distribution), repr(m.prior)) for m in layers]
+
+    fresh = vi.VILinear(64, 100)
+    expected = (repr(fresh.variational_distribution), repr(fresh.prior))
+    assert distributions("defaults") == [expected] * 3
+    assert distributions("init-1.0")[0] != expected
+    he = distributions("prior-he")
+    assert [h[1].count("std=0.141421") for h in he] == [0, 2, 2]  # sqrt(2 / 100)
+    twin = sweep.build_model(sweep.CONFIGS["twin"], (1, 8, 8))
+    assert not any(isinstance(m, vi.VIModule) for m in twin.modules())
+
+
+def test_unknown_config_is_an_argparse_error(sweep, capsys):
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["--configs", "defaults,no-such-config"])
+    assert "no-such-config" in capsys.readouterr().err
+
+
+def test_scoring_leaves_training_alone_and_divergence_is_reported(sweep):
+    split = sweep.validation_split(seed=0, limit=128)
+    both = sweep.run_config("defaults", 0, split, [1, 2], 2, 1e-3)
+    last = sweep.run_config("defaults", 0, split, [2], 2, 1e-3)
+    assert both[1] == last[0]
+    gone = sweep.run_config("sum-loss-sgd", 0, sweep.validation_split(0), [1, 2], 2, 1e-3)
+    assert [(r["diverged"], r["epochs"]) for r in gone] == [(True, 1), (True, 2)]
+    table = sweep.markdown_table(sweep.summarise(gone))
+    assert "| sum-loss-sgd | 2 | NaN | NaN | NaN | NaN | n/a | 1/1 |" in table
+
+
+def test_every_config_trains_and_is_scored(sweep):
+    split = sweep.validation_split(seed=0, limit=64)
+    for name in sweep.CONFIGS:
+        (result,) = sweep.run_config(name, 0, split, [1], 2, 1e-3)
+        assert not result["diverged"] and 0 <= result["accuracy"] <= 1, name
+        assert len(result["posterior_std"]) == (0 if "twin" in name else 3), name
