@@ -308,3 +308,19 @@ def test_the_fitted_noise_enters_the_predictive_parameters():
     _, std = likelihood.predictive_parameters_from_samples(samples)
     expected = (samples.var(0, unbiased=False) + likelihood.std**2).sqrt()
     torch.testing.assert_close(std, expected)
+
+
+def test_non_finite_outputs_keep_the_noise_fitted_so_far():
+    likelihood = MeanFieldNormal()
+    target = torch.zeros(8, 1)
+    _loss_call(likelihood, torch.full((2, 8, 1), 0.5), target)
+    _loss_call(likelihood, torch.full((2, 8, 1), float("nan")), target)
+    assert likelihood.std.item() == pytest.approx(0.5)
+
+
+def test_the_noise_keeps_float64_precision():
+    likelihood = MeanFieldNormal()
+    samples = torch.full((2, 4, 1), 1e-5, dtype=torch.float64)
+    _loss_call(likelihood, samples, torch.zeros(4, 1, dtype=torch.float64))
+    assert likelihood.log_std.dtype == torch.float64
+    assert likelihood.std.item() == pytest.approx(1e-5, rel=1e-12)

@@ -259,14 +259,16 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
             return
         with torch.no_grad():
             residual = _plain(samples).detach() - reference.detach().unsqueeze(0)
-            variance = residual.square().mean().float()
-            if not torch.isfinite(variance):
-                return
+            variance = residual.square().mean()
+            # At least float32, so that half-precision outputs do not round the noise.
+            variance = variance.to(torch.promote_types(variance.dtype, torch.float32))
+            previous = torch.exp(2 * self.log_std.to(variance))
             if self._noise_fitted:
                 batch = reference.shape[0] if reference.dim() else 1
                 weight = min(1.0, max(batch / dataset_size, 0.01))
-                previous = torch.exp(2 * self.log_std.to(variance))
                 variance = (1 - weight) * previous + weight * variance
+            # A batch of non-finite outputs (a diverged step) keeps the noise so far.
+            variance = torch.where(torch.isfinite(variance), variance, previous)
             self.log_std = 0.5 * torch.log(variance.clamp_min(self.eps))
             self._noise_fitted = True
 
