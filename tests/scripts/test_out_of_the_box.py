@@ -102,7 +102,7 @@ def test_regression_targets_against_the_twin(ootb):
 def test_checks_only_for_torch_blue_methods(ootb):
     summary = [
         {"row": "boston", "budget": 1, "method": m, "rmse": 3.0, "log_likelihood": -2.5}
-        for m in ("twin", "defaults", "flipout", "ivon", "bayesian-torch")
+        for m in ("twin", "defaults", "flipout", "fixed-noise", "ivon", "bayesian-torch")
     ]
     labels = {c.description.split(":")[0] for c in ootb.all_checks(summary)}
     assert labels == {"boston x1 defaults", "boston x1 flipout"}
@@ -138,3 +138,11 @@ def test_unknown_names_are_rejected(ootb, capsys):
     with pytest.raises(SystemExit):
         ootb.parse_args(["--methods", "twin,dropout"])
     assert "unknown method 'dropout'" in capsys.readouterr().err
+
+
+def test_fixed_noise_is_upstreams_likelihood_on_regression_rows_only(ootb, tmp_path):
+    args = ["--quick", "--rows", "digits-mlp,sine-1d", "--methods", "twin,fixed-noise"]
+    assert ootb.main([*args, "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "out_of_the_box.json").read_text())
+    rows = {(r["row"], r["method"]) for r in report["results"]}
+    assert rows == {("digits-mlp", "twin"), ("sine-1d", "twin"), ("sine-1d", "fixed-noise")}
