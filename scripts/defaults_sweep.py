@@ -54,9 +54,7 @@ import argparse
 import functools
 import json
 import math
-import os
 import platform
-import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -406,11 +404,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"command: {shlex.join(['python', 'scripts/defaults_sweep.py', *argv])}")
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__}, {args.threads} thread(s)"
-    )
+    ootb.print_header("defaults_sweep.py", argv, args.threads)
     print("scored on a validation split of the tutorial's digits training part")
     if args.quick:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")

@@ -146,6 +146,17 @@ def _layers(job: Job, in_shape: tuple[int, ...]) -> list[tuple[str, tuple, dict]
     raise ValueError(f"evidence_worker: unknown architecture {job.architecture!r}")
 
 
+#: The ``torch.nn`` class of each kind of ``_layers``.
+PLAIN_MODULES = {
+    "flatten": nn.Flatten,
+    "relu": nn.ReLU,
+    "maxpool2d": nn.MaxPool2d,
+    "linear": nn.Linear,
+    "conv1d": nn.Conv1d,
+    "conv2d": nn.Conv2d,
+}
+
+
 def build_network(job: Job, in_shape: tuple[int, ...]) -> nn.Module:
     """The Bayesian network of ``job`` or its deterministic twin.
 
@@ -161,14 +172,7 @@ def build_network(job: Job, in_shape: tuple[int, ...]) -> nn.Module:
     nn.Module
         A ``VISequential`` (Bayesian) or an ``nn.Sequential`` (deterministic).
     """
-    plain = {
-        "flatten": nn.Flatten,
-        "relu": nn.ReLU,
-        "maxpool2d": nn.MaxPool2d,
-        "linear": nn.Linear,
-        "conv1d": nn.Conv1d,
-        "conv2d": nn.Conv2d,
-    }
+    plain = PLAIN_MODULES
     if job.kind == "deterministic":
         return nn.Sequential(*(plain[k](*a, **kw) for k, a, kw in _layers(job, in_shape)))
     from torch_blue import vi

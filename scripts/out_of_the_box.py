@@ -290,14 +290,7 @@ def row_datasets(
 
 
 # ---------------------------------------------------------------------------- methods
-PLAIN = {
-    "flatten": nn.Flatten,
-    "relu": nn.ReLU,
-    "maxpool2d": nn.MaxPool2d,
-    "linear": nn.Linear,
-    "conv1d": nn.Conv1d,
-    "conv2d": nn.Conv2d,
-}
+PLAIN = evidence_worker.PLAIN_MODULES
 SWAPPED = {"linear": vi.VILinear, "conv1d": vi.VIConv1d, "conv2d": vi.VIConv2d}
 
 
@@ -659,6 +652,15 @@ def _names(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
     return parse
 
 
+def print_header(script: str, argv: Sequence[str], threads: int) -> None:
+    """Print the command that reproduces the run and the machine it ran on."""
+    print(f"command: {shlex.join(['python', f'scripts/{script}', *argv])}")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {threads} thread(s)"
+    )
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -693,11 +695,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"command: {shlex.join(['python', 'scripts/out_of_the_box.py', *argv])}")
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__}, {args.threads} thread(s)"
-    )
+    print_header("out_of_the_box.py", argv, args.threads)
     if args.quick:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
     methods, notes = available_methods(args.methods, args.peers_dir)
