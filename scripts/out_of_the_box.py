@@ -742,7 +742,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     checks = all_checks(summary)
     print("\n".join(notes))
     print(f"\n{markdown_tables(summary)}\n")
-    print("\n".join(c.line() for c in checks) or "no targets: run the twin too")
+    print(
+        "\n".join(c.line() for c in checks)
+        or ("no targets checked: they need the twin and one of " + ", ".join(CHECKED))
+    )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "command": argv,
