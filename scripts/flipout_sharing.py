@@ -70,7 +70,9 @@ def noise_variances(
     else:
         x_all, y_all = regression_data()
         widths = [x_all.shape[1], 50, 1]
-        predictive = MeanFieldNormal()
+        # A fixed noise: the measurement compares gradients at fixed parameters, and
+        # MeanFieldNormal() would refit its noise on every call.
+        predictive = MeanFieldNormal(std=1.0)
     if batch > len(x_all):
         raise ValueError(f"{network}: batch {batch} exceeds the {len(x_all)} examples")
     rng = np.random.default_rng(seed)
@@ -80,8 +82,10 @@ def noise_variances(
         pairs.append((x_all[index], y_all[index]))
     torch.manual_seed(seed)
     layers: list[torch.nn.Module] = []
+    # Upstream's start (1 / sqrt(fan_in)), at which the published numbers were measured.
+    wide = MeanFieldNormal()
     for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
-        layers.append(vi.VILinear(n_in, n_out))
+        layers.append(vi.VILinear(n_in, n_out, variational_distribution=wide))
         if i < len(widths) - 2:
             layers.append(torch.nn.ReLU())
     model = vi.VISequential(*layers)
