@@ -267,7 +267,7 @@ class Model:
     noise : {"learned", "samples"}
         Regression likelihood of a Bayesian network (see the worker's ``Job``):
         ``"samples"`` only for upstream, whose ``MeanFieldNormal`` is the Gaussian
-        with the samples' mean and spread (ours has a fixed noise instead).
+        with the samples' mean and spread (ours has a fixed or fitted noise).
     """
 
     label: str

@@ -60,7 +60,7 @@ class Job:
         Regression likelihood of the Bayesian network: a learned homoscedastic noise
         (``LearnedNoiseNormal``, torch_blue only) or ``MeanFieldNormal``, which in
         upstream 1.1 is the Gaussian with the samples' mean and spread (use it for
-        upstream only: torch_blue's ``MeanFieldNormal`` has a fixed noise instead).
+        upstream only: torch_blue's ``MeanFieldNormal`` has a fixed or fitted noise).
         The twin always learns its noise.
     objective : {"elbo", "log_mean_predictive"}
         Data term of torch_blue's loss (upstream 1.1 always uses the second, the log
