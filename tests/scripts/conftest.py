@@ -7,7 +7,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+import torch
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def run_main(module: ModuleType, args: list[str]) -> int:
+    """Run ``module.main(args + ["--no-progress"])``, restoring torch's thread count."""
+    threads = torch.get_num_threads()
+    try:
+        return module.main([*args, "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextmanager

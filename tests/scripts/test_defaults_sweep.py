@@ -8,7 +8,7 @@ import torch
 
 from torch_blue import vi
 
-from .conftest import loaded_script
+from .conftest import loaded_script, run_main
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +17,11 @@ def sweep():
         yield module
 
 
-def _main(module, args):
-    threads = torch.get_num_threads()
-    try:
-        return module.main([*args, "--no-progress"])
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_quick_run_prints_the_table_and_writes_the_json(sweep, tmp_path, capsys):
     configs = ["twin", "defaults", "init-1.0", "sum-loss-sgd"]
     path = tmp_path / "sweep.json"
     args = ["--quick", "--configs", ",".join(configs), "--output", str(path)]
-    assert _main(sweep, args) == 0
+    assert run_main(sweep, args) == 0
     out = capsys.readouterr().out
     assert out.startswith("command: python scripts/defaults_sweep.py --quick")
     assert "the numbers mean nothing" in out

@@ -8,7 +8,7 @@ import torch
 
 from torch_blue import vi
 
-from .conftest import loaded_script
+from .conftest import loaded_script, run_main
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +17,11 @@ def ootb():
         yield module
 
 
-def _run(module, args):
-    threads = torch.get_num_threads()
-    try:
-        return module.main([*args, "--no-progress"])
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_quick_pipeline_writes_table_checks_json_and_figure(ootb, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     args = ["--quick", "--rows", "digits-mlp,sine-1d", "--methods", "twin,defaults"]
     args += ["--seeds", "2"]  # mean ± standard error
-    assert _run(ootb, [*args, "--output-dir", str(tmp_path)]) == 0
+    assert run_main(ootb, [*args, "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("command: python scripts/out_of_the_box.py --quick")
     assert "the numbers mean nothing" in out
@@ -142,7 +134,7 @@ def test_unknown_names_are_rejected(ootb, capsys):
 
 def test_fixed_noise_is_upstreams_likelihood_on_regression_rows_only(ootb, tmp_path):
     args = ["--quick", "--rows", "digits-mlp,sine-1d", "--methods", "twin,fixed-noise"]
-    assert ootb.main([*args, "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    assert run_main(ootb, [*args, "--output-dir", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "out_of_the_box.json").read_text())
     rows = {(r["row"], r["method"]) for r in report["results"]}
     assert rows == {("digits-mlp", "twin"), ("sine-1d", "twin"), ("sine-1d", "fixed-noise")}

@@ -5,21 +5,13 @@ import re
 import pytest
 import torch
 
-from .conftest import loaded_script
+from .conftest import loaded_script, run_main
 
 
 @pytest.fixture(scope="module")
 def regression_gap():
     with loaded_script("regression_gap") as module:
         yield module
-
-
-def _run(module, args):
-    threads = torch.get_num_threads()
-    try:
-        return module.main([*args, "--no-progress"])
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _ratio(out: str) -> float:
@@ -31,7 +23,7 @@ def test_epistemic_band_widens_in_the_gap(regression_gap, tmp_path, capsys):
     # Seed 0 and one thread (the defaults): the ratio is 1.5 after 500 steps (2.0
     # after the default 1000; 1.1 after 300, too close to 1 to test).
     args = ["--steps", "500", "--eval-samples", "64", "--plots-dir", str(tmp_path)]
-    assert _run(regression_gap, args) == 0
+    assert run_main(regression_gap, args) == 0
     out = capsys.readouterr().out
     assert _ratio(out) > 1.0
     assert "| Bayesian MLP |" in out
@@ -43,7 +35,7 @@ def test_epistemic_band_widens_in_the_gap(regression_gap, tmp_path, capsys):
 def test_learned_noise_likelihood_runs(regression_gap, tmp_path, capsys):
     args = ["--likelihood", "learned", "--steps", "5", "--n-train", "50"]
     args += ["--n-test", "20", "--eval-samples", "8", "--plots-dir", str(tmp_path)]
-    assert _run(regression_gap, args) == 0
+    assert run_main(regression_gap, args) == 0
     out = capsys.readouterr().out
     assert "LearnedNoiseNormal" in out
     assert "MLP 1-32-32-1" in out

@@ -60,6 +60,9 @@ def test_layers_own_copies_of_the_defaults():
     layer = vi.VILinear(3, 2)
     assert layer.variational_distribution["weight"] is not DEFAULT_VARIATIONAL_DISTRIBUTION
     assert layer.prior["weight"] is not DEFAULT_PRIOR
+
+
+def test_convert_to_vimodule_takes_the_same_defaults():
     signature = inspect.signature(vi.convert_to_vimodule)
     assert signature.parameters["variational_distribution"].default is (
         DEFAULT_VARIATIONAL_DISTRIBUTION
