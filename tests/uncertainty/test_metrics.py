@@ -475,3 +475,12 @@ def test_auroc_helpers_are_validated():
         match="ood_auroc: score_in and score_out must not be empty, got 3 and 0 elements",
     ):
         ood_auroc(torch.rand(3), torch.zeros(0))
+
+
+def test_interval_coverage_with_nan_is_nan():
+    # NaN bounds counted as misses (coverage 0.0); a NaN makes the result NaN.
+    inside = torch.tensor([0.0, 1.0])
+    assert interval_coverage(-inside - 1, inside + 1, inside).item() == 1.0
+    nan = torch.tensor([math.nan, 1.0])
+    assert torch.isnan(interval_coverage(nan - 1, nan + 1, inside))
+    assert torch.isnan(interval_coverage(-inside - 1, inside + 1, nan))

@@ -450,3 +450,16 @@ def test_unknown_interval_method():
         match="credible_interval: method must be 'mixture' or 'gaussian', got 'normal'",
     ):
         credible_interval(torch.zeros(4, 5), 1.0, method="normal")
+
+
+def test_mixture_quantile_with_non_finite_means():
+    # Means [-inf, 1] with unit stds gave 1.0; infinite means are point masses only
+    # without stds, and a NaN sample makes that prediction's quantile NaN.
+    means = torch.tensor([[-math.inf, 0.0], [1.0, 2.0]])
+    with pytest.raises(TorchBlueError, match="means must be finite where stds"):
+        mixture_quantile(means, 1.0, q=0.5)
+    assert mixture_quantile(means, None, q=0.5).tolist() == [-math.inf, 0.0]
+    nan = torch.tensor([[math.nan, 0.0], [1.0, 2.0]])
+    for stds in (None, 1.0):
+        got = mixture_quantile(nan, stds, q=0.5)
+        assert math.isnan(got[0]) and math.isfinite(got[1])

@@ -490,7 +490,8 @@ def interval_coverage(lower: Tensor, upper: Tensor, targets: Tensor) -> Tensor:
     Returns
     -------
     Tensor
-        The empirical coverage in ``[0, 1]``, a 0-dim tensor.
+        The empirical coverage in ``[0, 1]``, a 0-dim tensor; NaN if any bound or
+        target is NaN.
 
     Examples
     --------
@@ -511,7 +512,10 @@ def interval_coverage(lower: Tensor, upper: Tensor, targets: Tensor) -> Tensor:
         )
     if (low > high).any():
         raise UncertaintyInputError(f"{fn}: lower must not exceed upper")
-    return ((low <= t) & (t <= high)).to(t.dtype).mean()
+    inside = ((low <= t) & (t <= high)).to(t.dtype)
+    # NaN anywhere makes the coverage NaN (as torch's reductions do), not a miss.
+    undefined = low.isnan() | high.isnan() | t.isnan()
+    return inside.masked_fill(undefined, math.nan).mean()
 
 
 # -------------------------------------------------------------------------- ranking

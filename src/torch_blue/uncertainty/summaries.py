@@ -718,11 +718,23 @@ def _mixture_quantile(m: Tensor, s: Optional[Tensor], q: float) -> Tensor:
     dtype = m.dtype
     with torch.no_grad():
         m = m.detach().to(torch.float64)
+        # A NaN sample makes its prediction's quantile NaN (as in torch.quantile);
+        # the others are solved with it replaced.
+        undefined = m.isnan().any(dim=0)
+        if bool(undefined.any()):
+            m = m.nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf)
         if s is None or not bool((s > 0).any()):
             # point masses only: the ceil(q S)-th smallest mean, with q S computed
             # exactly (0.3 * 10 is 3, not 3.0000000000000004)
             rank = math.ceil(Fraction(q) * m.shape[0])
-            return m.kthvalue(rank, dim=0).values.to(dtype)
+            result = m.kthvalue(rank, dim=0).values
+            return result.masked_fill(undefined, math.nan).to(dtype)
+        if bool(m.isinf().any()):
+            raise UncertaintyInputError(
+                "mixture_quantile: means must be finite where stds are given (a "
+                f"Normal component at infinity has no CDF), got {int(m.isinf().sum())} "
+                "infinite means"
+            )
         s = s.detach().to(torch.float64)
         positive = s > 0
         safe_s = torch.where(positive, s, torch.ones_like(s))
@@ -756,7 +768,7 @@ def _mixture_quantile(m: Tensor, s: Optional[Tensor], q: float) -> Tensor:
             if bool((newton_done | bracket_done).all()):
                 break
         result = torch.where(newton_done, x, high)
-    return result.to(dtype)
+    return result.masked_fill(undefined, math.nan).to(dtype)
 
 
 def mixture_quantile(means: Tensor, stds: StdLike = None, q: float = 0.5) -> Tensor:
@@ -768,8 +780,10 @@ def mixture_quantile(means: Tensor, stds: StdLike = None, q: float = 0.5) -> Ten
     times the mixture's spread. Components with :math:`\sigma_s = 0` are point
     masses; without ``stds`` the result is exactly the empirical quantile
     :math:`\min\{x : F(x) \ge q\}` of the sampled means, the
-    :math:`\lceil qS \rceil`-th smallest. The result is not differentiable (it is
-    computed without autograd).
+    :math:`\lceil qS \rceil`-th smallest (infinite means included). The result is
+    not differentiable (it is computed without autograd). A prediction with a NaN
+    sample gets a NaN quantile, as in :func:`torch.quantile`; infinite means with
+    ``stds`` raise :class:`UncertaintyInputError`.
 
     Parameters
     ----------
