@@ -209,3 +209,13 @@ def test_wrong_target_shape_raises(output_shape, target_shape):
 def test_repr():
     assert repr(Bernoulli()) == "Bernoulli(input_type='logits')"
     assert repr(Bernoulli("probs")) == "Bernoulli(input_type='probs')"
+
+
+def test_probability_outputs_outside_the_unit_interval_are_rejected():
+    likelihood = Bernoulli(input_type="probs")
+    target = torch.tensor([1.0])
+    for bad in (1.5, -0.5):
+        with pytest.raises(ValueError, match=r"must be probabilities in \[0, 1\]"):
+            likelihood.log_prob_from_samples(target, torch.tensor([[0.5], [bad]]))
+    ok = likelihood.log_prob_from_samples(target, torch.tensor([[0.0], [1.0]]))
+    assert torch.isfinite(ok).all()

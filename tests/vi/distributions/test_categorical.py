@@ -129,3 +129,25 @@ def test_log_prob_from_samples_single_sample_equals_log_softmax():
     actual = Categorical().log_prob_from_samples(target, logits)
     torch.testing.assert_close(actual, expected)
     assert math.isfinite(actual.sum().item())
+
+
+@pytest.mark.parametrize("bad", [3, 7, -1, -100])
+def test_out_of_range_targets_are_rejected(bad):
+    # They reached gather ("index 7 is out of bounds"); -100 is not ignored either.
+    target = torch.tensor([0, bad])
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\] for 3 classes"):
+        Categorical().log_prob_from_samples(target, torch.randn(2, 2, 3))
+
+
+def test_probability_outputs_are_validated():
+    probs = Categorical(input_type="probs")
+    target = torch.tensor([1])
+    with pytest.raises(ValueError, match=r"must be probabilities \(non-negative\)"):
+        probs.log_prob_from_samples(target, torch.tensor([[[0.5, -0.1, 0.6]]]))
+    with pytest.raises(ValueError, match="all zero over the 3 classes"):
+        probs.log_prob_from_samples(target, torch.zeros(1, 1, 3))
+    # unnormalised non-negative outputs are renormalised, as documented
+    got = probs.log_prob_from_samples(target, torch.tensor([[[1.0, 2.0, 1.0]]]))
+    torch.testing.assert_close(got, torch.log(torch.tensor([0.5 + 1e-5])))
+    with pytest.raises(ValueError, match="eps must be non-negative"):
+        Categorical(eps=-1)

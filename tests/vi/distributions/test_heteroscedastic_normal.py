@@ -223,3 +223,13 @@ def test_repr():
     assert repr(HeteroscedasticNormal(min_scale=0.01)) == (
         "HeteroscedasticNormal(min_scale=0.01)"
     )
+
+
+def test_zero_min_scale_with_a_vanishing_raw_scale_is_not_nan():
+    # softplus(-200) underflows to 0: with min_scale=0 the density was 0/0 = NaN.
+    likelihood = HeteroscedasticNormal(min_scale=0.0)
+    output = torch.tensor([[[0.0, -200.0]]])
+    exact = likelihood.log_prob_from_samples(torch.tensor([[0.0]]), output)
+    assert torch.isfinite(exact).all() and exact.item() > 80  # -log(tiny) = 87.3
+    off = likelihood.log_prob_from_samples(torch.tensor([[1.0]]), output)
+    assert not torch.isnan(off).any()  # -inf: the model gives that point no density

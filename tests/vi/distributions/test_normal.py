@@ -324,3 +324,28 @@ def test_the_noise_keeps_float64_precision():
     _loss_call(likelihood, samples, torch.zeros(4, 1, dtype=torch.float64))
     assert likelihood.log_std.dtype == torch.float64
     assert likelihood.std.item() == pytest.approx(1e-5, rel=1e-12)
+
+
+@pytest.mark.parametrize("std", [1e-300, 1e-20, 1e20, 1e300])
+def test_std_outside_float32_is_rejected(std):
+    # Validated in float64 but stored in float32, these became log_std = -inf / inf.
+    with pytest.raises(ValueError, match="MeanFieldNormal: std must be positive and"):
+        MeanFieldNormal(std=std)
+
+
+@pytest.mark.parametrize("std", [1.1e-19, 1.8e19])
+def test_std_at_the_float32_limits_gives_finite_log_probs(std):
+    normal = MeanFieldNormal(std=std)
+    assert torch.isfinite(normal.log_std)
+    sample = torch.tensor([0.0, std])
+    assert torch.isfinite(normal.prior_log_prob(sample)).all()
+
+
+@pytest.mark.parametrize(
+    ("eps", "message"),
+    [(math.nan, "eps must be finite"), (-1.0, "eps must be non-negative"),
+     (math.inf, "eps must be finite"), ("1", "eps must be a number")],
+)  # fmt: skip
+def test_invalid_eps_is_rejected(eps, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        MeanFieldNormal(eps=eps)

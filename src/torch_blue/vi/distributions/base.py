@@ -8,6 +8,7 @@ object can serve many weights. The roles are mix-ins: a class may play several
 
 import math
 from abc import ABC, abstractmethod
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 from warnings import warn
 
@@ -79,24 +80,59 @@ class Distribution(ABC):
         return ""
 
 
-def _positive(owner: str, name: str, value: float) -> float:
+#: Distribution arguments are stored as float32 tensors: the range they must fit.
+_FLOAT32 = torch.finfo(torch.float32)
+
+
+def _number(owner: str, name: str, value: Any) -> float:
     if isinstance(value, Tensor):
-        value = float(value)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if value.numel() != 1:
+            raise TypeError(
+                f"{owner}: {name} must be a number, got a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (Integral, Real)):
         raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{owner}: {name} must be positive and finite, got {value!r}")
     return float(value)
 
 
 def _finite(owner: str, name: str, value: float) -> float:
-    if isinstance(value, Tensor):
-        value = float(value)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
-    return float(value)
+    """``value`` as a float, checked to be finite in float32."""
+    value = _number(owner, name, value)
+    if not math.isfinite(value) or abs(value) > _FLOAT32.max:
+        raise ValueError(
+            f"{owner}: {name} must be finite, got {value!r} (within float32: "
+            f"|{name}| <= {_FLOAT32.max:.3g})"
+        )
+    return value
+
+
+def _positive(owner: str, name: str, value: float, squared: bool = False) -> float:
+    """``value`` as a float, checked to be positive and a normal float32.
+
+    With ``squared`` (a standard deviation or scale) its square must be one too, so
+    that variances neither overflow nor vanish.
+    """
+    value = _number(owner, name, value)
+    low, high = _FLOAT32.tiny, _FLOAT32.max
+    if squared:
+        low, high = math.sqrt(low), math.sqrt(high)
+    if not math.isfinite(value) or not low <= value <= high:
+        what = f"{name}**2" if squared else name
+        raise ValueError(
+            f"{owner}: {name} must be positive and finite, got {value!r} ({what} "
+            f"must be a normal float32: {low:.3g} <= {name} <= {high:.3g})"
+        )
+    return value
+
+
+def _non_negative(owner: str, name: str, value: float) -> float:
+    """``value`` as a float, checked to be zero or positive and finite in float32."""
+    value = _finite(owner, name, value)
+    if value < 0:
+        raise ValueError(f"{owner}: {name} must be non-negative, got {value!r}")
+    return value
 
 
 class Prior(Distribution):
@@ -344,6 +380,30 @@ class PredictiveDistribution(Distribution):
         """
         per_sample = self.sample_log_likelihood(reference, samples)
         return torch.logsumexp(per_sample, dim=0) - math.log(per_sample.shape[0])
+
+
+def _check_probabilities(owner: str, samples: Tensor, sums: bool) -> None:
+    """Raise unless ``input_type="probs"`` outputs are probabilities.
+
+    Values must lie in [0, 1], or with ``sums`` (class probabilities, renormalised)
+    be non-negative with a positive sum over the last dimension. NaN passes, as in
+    torch's losses.
+    """
+    detached = samples.detach()
+    low = bool((detached < 0).any())
+    high = not sums and bool((detached > 1).any())
+    if low or high:
+        raise ValueError(
+            f"{owner}(input_type='probs'): the model output must be probabilities "
+            f"{'(non-negative)' if sums else 'in [0, 1]'}, got values from "
+            f"{detached.min().item():g} to {detached.max().item():g}; for unnormalised "
+            "scores use input_type='logits'"
+        )
+    if sums and bool((detached.sum(dim=-1) == 0).any()):
+        raise ValueError(
+            f"{owner}(input_type='probs'): some outputs are all zero over the "
+            f"{samples.shape[-1]} classes, so they are not probabilities"
+        )
 
 
 def _plain(tensor: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from ..utils.errors import ShapeError
-from .base import PredictiveDistribution, _finite
+from .base import PredictiveDistribution, _check_probabilities, _non_negative
 
 __all__ = ["Bernoulli"]
 
@@ -56,9 +56,7 @@ class Bernoulli(PredictiveDistribution):
             raise ValueError(
                 f"{name}: input_type must be 'logits' or 'probs', got {input_type!r}"
             )
-        eps = _finite(name, "eps", eps)
-        if eps < 0:
-            raise ValueError(f"{name}: eps must be non-negative, got {eps!r}")
+        eps = _non_negative(name, "eps", eps)
         self.input_type = input_type
         self.eps = eps
 
@@ -122,6 +120,8 @@ class Bernoulli(PredictiveDistribution):
                 f"{name}: targets must be 0/1 labels or probabilities in [0, 1], got "
                 f"values from {reference.min().item()} to {reference.max().item()}"
             )
+        if self.input_type == "probs":
+            _check_probabilities(name, samples, sums=False)
 
     def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
         if samples.dim() == reference.dim() + 2:  # trailing output dim of 1 left out

@@ -5,7 +5,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from ..utils.errors import ShapeError
-from .base import PredictiveDistribution
+from .base import PredictiveDistribution, _check_probabilities, _non_negative
 
 __all__ = ["Categorical"]
 
@@ -45,7 +45,7 @@ class Categorical(PredictiveDistribution):
                 f"Categorical: input_type must be 'logits' or 'probs', got {input_type!r}"
             )
         self.input_type = input_type
-        self.eps = float(eps)
+        self.eps = _non_negative("Categorical", "eps", eps)
 
     def _repr_args(self) -> str:
         return f"input_type={self.input_type!r}"
@@ -85,6 +85,15 @@ class Categorical(PredictiveDistribution):
                 f"model output {tuple(samples.shape)}; expected "
                 f"{tuple(samples.shape[1:-1])} (output without sample and class dims)"
             )
+        classes = samples.shape[-1]
+        if reference.numel() and bool(((reference < 0) | (reference >= classes)).any()):
+            raise ValueError(
+                f"Categorical: targets must be class indices in [0, {classes - 1}] for "
+                f"{classes} classes, got values from {reference.min().item()} to "
+                f"{reference.max().item()}"
+            )
+        if self.input_type == "probs":
+            _check_probabilities("Categorical", samples, sums=True)
 
     def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
         if self.input_type == "logits":

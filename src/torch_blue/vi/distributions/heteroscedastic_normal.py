@@ -8,7 +8,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from ..utils.errors import ShapeError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import PredictiveDistribution, _finite
+from .base import PredictiveDistribution, _non_negative
 
 __all__ = ["HeteroscedasticNormal"]
 
@@ -59,9 +59,7 @@ class HeteroscedasticNormal(PredictiveDistribution):
 
     def __init__(self, min_scale: float = 1e-3) -> None:
         name = type(self).__name__
-        min_scale = _finite(name, "min_scale", min_scale)
-        if min_scale < 0:
-            raise ValueError(f"{name}: min_scale must be non-negative, got {min_scale!r}")
+        min_scale = _non_negative(name, "min_scale", min_scale)
         self.min_scale = min_scale
 
     def _repr_args(self) -> str:
@@ -88,7 +86,10 @@ class HeteroscedasticNormal(PredictiveDistribution):
                 f"{tuple(output.shape)}"
             )
         mean, raw_scale = output.chunk(2, dim=-1)
-        return mean, F.softplus(raw_scale) + self.min_scale
+        scale = F.softplus(raw_scale) + self.min_scale
+        # softplus underflows to 0 below about -104 (float32); with min_scale=0 a
+        # zero scale would make the log-density 0/0 = NaN.
+        return mean, scale.clamp_min(torch.finfo(scale.dtype).tiny)
 
     def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor]) -> Tensor:
         """Element-wise Normal log-density of ``sample`` given ``(mean, std)``."""

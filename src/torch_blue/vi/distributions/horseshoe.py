@@ -131,7 +131,8 @@ class HorseshoePrior(Prior):
     distribution_parameters = ("scale",)
 
     def __init__(self, scale: float = 1.0) -> None:
-        self.scale = torch.tensor(_positive(type(self).__name__, "scale", scale))
+        scale = _positive(type(self).__name__, "scale", scale, squared=True)
+        self.scale = torch.tensor(scale)
 
     def _repr_args(self) -> str:
         return f"scale={float(self.scale):g}"

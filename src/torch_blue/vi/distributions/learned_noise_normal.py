@@ -76,7 +76,7 @@ class LearnedNoiseNormal(PredictiveDistribution, nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         name = type(self).__name__
-        log_std = math.log(_positive(name, "std", std))
+        log_std = math.log(_positive(name, "std", std, squared=True))
         if num_outputs is not None and (
             isinstance(num_outputs, bool)
             or not isinstance(num_outputs, int)

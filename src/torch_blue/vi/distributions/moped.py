@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..utils.errors import ShapeError, UnsupportedDistributionError
 from ..utils.init import fixed_
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, _positive
+from .base import Prior, _non_negative, _positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
@@ -105,7 +105,7 @@ class EmpiricalNormalPrior(Prior):
         self._store: dict[str, Tensor] = {"mean": mean.clone(), "log_std": std.log()}
         self._keys = ("mean", "log_std")
         self._attached = False
-        self.eps = float(eps)
+        self.eps = _non_negative(name, "eps", eps)
 
     @property
     def _scaling_parameters(self) -> tuple[str, ...]:
@@ -293,7 +293,7 @@ def moped(
     from ..base import VIModule
 
     delta = _positive("moped", "delta", delta)
-    min_std = _positive("moped", "min_std", min_std)
+    min_std = _positive("moped", "min_std", min_std, squared=True)
     if isinstance(weights, nn.Module):
         source: Optional[Mapping[str, Tensor]] = weights.state_dict()
     elif weights is None or isinstance(weights, Mapping):

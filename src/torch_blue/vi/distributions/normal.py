@@ -15,6 +15,7 @@ from .base import (
     Prior,
     VariationalDistribution,
     _finite,
+    _non_negative,
     _plain,
     _positive,
 )
@@ -115,8 +116,8 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
     ) -> None:
         name = type(self).__name__
         self.mean = torch.tensor(_finite(name, "mean", mean))
-        self.log_std = torch.tensor(_positive(name, "std", std)).log()
-        self.eps = float(eps)
+        self.log_std = torch.tensor(_positive(name, "std", std, squared=True)).log()
+        self.eps = _non_negative(name, "eps", eps)
         if learn_noise is not None and not isinstance(learn_noise, bool):
             raise TypeError(f"{name}: learn_noise must be a bool, got {learn_noise!r}")
         self.learn_noise = std is _DEFAULT_STD if learn_noise is None else learn_noise

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..utils.init import fixed_
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, _finite, _positive
+from .base import Prior, _finite, _non_negative, _positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
@@ -63,8 +63,8 @@ class BasicQuietPrior(Prior):
         name = type(self).__name__
         self._std_ratio = _positive(name, "std_ratio", std_ratio)
         self.mean_mean = torch.tensor(_finite(name, "mean_mean", mean_mean))
-        self.mean_std = torch.tensor(_positive(name, "mean_std", mean_std))
-        self.eps = float(eps)
+        self.mean_std = torch.tensor(_positive(name, "mean_std", mean_std, squared=True))
+        self.eps = _non_negative(name, "eps", eps)
 
     @property
     def _scaling_parameters(self) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ class RadialNormal(VariationalDistribution):
     def __init__(self, mean: float = 0.0, std: float = 1.0, per_unit: bool = False) -> None:
         name = type(self).__name__
         self.mean = _finite(name, "mean", mean)
-        self.log_std = math.log(_positive(name, "std", std))
+        self.log_std = math.log(_positive(name, "std", std, squared=True))
         if not isinstance(per_unit, bool):
             raise TypeError(f"{name}: per_unit must be a bool, got {per_unit!r}")
         self.per_unit = per_unit

@@ -76,8 +76,10 @@ class ScaleMixtureNormal(Prior):
     ) -> None:
         name = type(self).__name__
         self.pi = torch.tensor(_probability(name, "pi", pi))
-        self.log_sigma_1 = torch.tensor(math.log(_positive(name, "sigma_1", sigma_1)))
-        self.log_sigma_2 = torch.tensor(math.log(_positive(name, "sigma_2", sigma_2)))
+        sigma_1 = _positive(name, "sigma_1", sigma_1, squared=True)
+        sigma_2 = _positive(name, "sigma_2", sigma_2, squared=True)
+        self.log_sigma_1 = torch.tensor(math.log(sigma_1))
+        self.log_sigma_2 = torch.tensor(math.log(sigma_2))
 
     @property
     def _scaling_parameters(self) -> tuple[str, ...]:

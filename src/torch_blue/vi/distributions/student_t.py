@@ -50,7 +50,7 @@ class MeanFieldStudentT(VariationalDistribution):
     ) -> None:
         name = type(self).__name__
         self.mean = _finite(name, "mean", mean)
-        self.log_scale = math.log(_positive(name, "scale", scale))
+        self.log_scale = math.log(_positive(name, "scale", scale, squared=True))
         self.degrees_of_freedom = _positive(name, "degrees_of_freedom", degrees_of_freedom)
 
     def _repr_args(self) -> str:

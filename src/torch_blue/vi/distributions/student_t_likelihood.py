@@ -69,7 +69,7 @@ class StudentTLikelihood(PredictiveDistribution, nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         name = type(self).__name__
-        log_scale = math.log(_positive(name, "scale", scale))
+        log_scale = math.log(_positive(name, "scale", scale, squared=True))
         nu = _positive(name, "degrees_of_freedom", degrees_of_freedom)
         if not isinstance(learn_scale, bool):
             raise TypeError(f"{name}: learn_scale must be a bool, got {learn_scale!r}")

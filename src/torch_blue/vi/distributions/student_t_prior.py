@@ -57,7 +57,8 @@ class StudentTPrior(Prior):
         name = type(self).__name__
         self.df = _positive(name, "df", df)
         self.loc = torch.tensor(_finite(name, "loc", loc))
-        self.log_scale = torch.tensor(math.log(_positive(name, "scale", scale)))
+        scale = _positive(name, "scale", scale, squared=True)
+        self.log_scale = torch.tensor(math.log(scale))
 
     def _repr_args(self) -> str:
         return (
