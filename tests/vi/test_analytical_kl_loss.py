@@ -24,7 +24,7 @@ from torch_blue.vi.distributions import (
     register_kl,
 )
 from torch_blue.vi.distributions import kl as kl_module
-from torch_blue.vi.distributions.kl import LaplaceNormalDivergence
+from torch_blue.vi.distributions.kl import LaplaceNormalDivergence, kl_divergence
 from torch_blue.vi.utils import NoVariablesError
 
 
@@ -232,3 +232,25 @@ def test_missing_dataset_size_raises():
     loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical())
     with pytest.raises(ValueError, match="dataset_size"):
         loss_fn(model(torch.randn(4, 3), samples=2), torch.zeros(4).long())
+
+
+def test_layers_added_after_construction_get_their_kl_term():
+    # Fine-tuning: a head appended (or replaced) after the loss was built counts.
+    torch.manual_seed(0)
+    model = VISequential(VILinear(3, 4))
+    loss_fn = AnalyticalKullbackLeiblerLoss(model, MeanFieldNormal(), dataset_size=10)
+    before = loss_fn.prior_matching()
+    model.append(VILinear(4, 2))
+    head = kl_divergence(
+        model[1].prior["weight"],
+        model[1].variational_distribution["weight"],
+        model[1].get_variational_parameters("weight"),
+    ) + kl_divergence(
+        model[1].prior["bias"],
+        model[1].variational_distribution["bias"],
+        model[1].get_variational_parameters("bias"),
+    )
+    torch.testing.assert_close(loss_fn.prior_matching(), before + head)
+    model[1] = VILinear(4, 2)  # replaced: the new head's parameters count
+    loss_fn.prior_matching().backward()
+    assert model[1]._weight_log_std.grad is not None

@@ -189,3 +189,24 @@ def test_loss_trains_a_classifier():
     with torch.no_grad():
         accuracy = (model(x, samples=32).softmax(-1).mean(0).argmax(-1) == y).float().mean()
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error"),
+    [("heat", -1.0, ValueError), ("heat", math.nan, ValueError),
+     ("heat", "1", TypeError), ("dataset_size", 0, ValueError),
+     ("objective", "mse", ValueError), ("reduction", "none", ValueError)],
+)  # fmt: skip
+def test_settings_are_validated_when_assigned(setting, value, error):
+    # The constructor rejected these; assignment afterwards silently accepted them.
+    loss = KullbackLeiblerLoss(Categorical(), dataset_size=10)
+    with pytest.raises(error, match=f"KullbackLeiblerLoss: {setting}"):
+        setattr(loss, setting, value)
+    loss.heat = 0.5
+    assert loss.heat == 0.5
+
+
+def test_numpy_integers_are_accepted_as_dataset_size():
+    numpy = pytest.importorskip("numpy")
+    loss = KullbackLeiblerLoss(Categorical(), dataset_size=numpy.int64(10))
+    assert loss.dataset_size == 10 and type(loss.dataset_size) is int

@@ -18,14 +18,7 @@ from .distributions.kl import (
     kl_divergence,
     monte_carlo_kl_divergence,
 )
-from .kl_loss import (
-    _check_dataset_size,
-    _check_heat,
-    _check_objective,
-    _check_predictive,
-    _check_reduction,
-    data_fitting,
-)
+from .kl_loss import LOSS_SETTINGS, _check_dataset_size, _check_predictive, data_fitting
 from .utils.errors import NoVariablesError
 from .utils.vi_return import VIReturn
 
@@ -56,7 +49,9 @@ class AnalyticalKullbackLeiblerLoss(Module):
     (which skips the log-prob computation).
 
     The loss keeps a reference to ``model`` without registering it as a submodule:
-    the model's parameters, flags and state dict are untouched.
+    the model's parameters, flags and state dict are untouched. Its random variables
+    are looked up at every call, so layers added or replaced later (a new head for
+    fine-tuning) count.
 
     Parameters
     ----------
@@ -90,6 +85,11 @@ class AnalyticalKullbackLeiblerLoss(Module):
     >>> loss = loss_fn(model(torch.randn(8, 3), samples=4), torch.randn(8, 1))
     >>> loss.backward()
     """
+
+    dataset_size = LOSS_SETTINGS["dataset_size"]
+    heat = LOSS_SETTINGS["heat"]
+    objective = LOSS_SETTINGS["objective"]
+    reduction = LOSS_SETTINGS["reduction"]
 
     def __init__(
         self,
@@ -127,33 +127,43 @@ class AnalyticalKullbackLeiblerLoss(Module):
             )
         self.kl_samples = int(kl_samples)
         self.predictive_distribution = _check_predictive(name, predictive_distribution)
-        self.dataset_size = _check_dataset_size(name, dataset_size)
-        self.heat = _check_heat(name, heat)
-        self.objective = _check_objective(name, objective)
-        self.reduction = _check_reduction(name, reduction)
+        self.dataset_size = dataset_size
+        self.heat = heat
+        self.objective = objective
+        self.reduction = reduction
         self.divergence_type = divergence_type
         # Stored outside _modules on purpose: see the class docstring.
         self.__dict__["model"] = model
-        self._variables = [
-            (f"{path}.{variable}" if path else variable, module, variable)
-            for path, module in model.named_modules()
-            if isinstance(module, VIModule) and module.random_variables is not None
-            for variable in module.random_variables
-            if module.variational_distribution[variable] is not None
-        ]
-        if not self._variables:
-            raise NoVariablesError(f"{name}: the model has no random variables")
         if divergence_type is None:
             # Fail now, not at the first step, when a closed form does not fit its
             # variable. (Monte Carlo pairs are not tried: that would draw random
             # numbers and shift the user's random stream.)
             with torch.no_grad():
-                for _, module, variable in self._variables:
+                for _, module, variable in self._variables():
                     if self._closed_form(module, variable):
                         self._variable_kl(module, variable)
         self._track = False
         self.log: Optional[dict[str, list]] = None
         self.track(track)
+
+    def _variables(self) -> list[tuple[str, VIModule, str]]:
+        """``(name, module, variable)`` of every random variable in the model now.
+
+        Looked up at every call, so that a layer added or replaced after the loss was
+        built (a new head for fine-tuning) gets its KL term.
+        """
+        found = [
+            (f"{path}.{variable}" if path else variable, module, variable)
+            for path, module in self.model.named_modules()
+            if isinstance(module, VIModule) and module.random_variables is not None
+            for variable in module.random_variables
+            if module.variational_distribution[variable] is not None
+        ]
+        if not found:
+            raise NoVariablesError(
+                f"{type(self).__name__}: the model has no random variables"
+            )
+        return found
 
     @property
     def kl_module(self) -> Optional[KullbackLeiblerModule]:
@@ -167,7 +177,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
             return []
         return [
             name
-            for name, module, variable in self._variables
+            for name, module, variable in self._variables()
             if not self._closed_form(module, variable)
         ]
 
@@ -214,7 +224,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
         Exact for pairs with a closed form, an unbiased estimate for the others.
         """
         return torch.stack(
-            [self._variable_kl(m, v).reshape(()) for _, m, v in self._variables]
+            [self._variable_kl(m, v).reshape(()) for _, m, v in self._variables()]
         ).sum()
 
     def forward(

@@ -1,7 +1,9 @@
 """``KullbackLeiblerLoss``: the negative ELBO from sampled outputs and log-probs."""
 
 import math
-from typing import Optional
+from collections.abc import Callable
+from numbers import Integral, Real
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -36,13 +38,13 @@ def _check_dataset_size(
             f"{owner}: dataset_size (the number of training examples) is required; pass "
             "it to the constructor or to forward"
         )
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{owner}: dataset_size must be a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_heat(owner: str, heat: float) -> float:
-    if isinstance(heat, bool) or not isinstance(heat, (int, float)):
+    if isinstance(heat, bool) or not isinstance(heat, Real):
         raise TypeError(f"{owner}: heat must be a number, got {heat!r}")
     if not math.isfinite(heat) or heat < 0:
         raise ValueError(f"{owner}: heat must be finite and non-negative, got {heat!r}")
@@ -63,6 +65,34 @@ def _check_reduction(owner: str, reduction: str) -> str:
             f"{owner}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
         )
     return reduction
+
+
+def checked(name: str, check: Callable[[str, Any], Any], doc: str) -> property:
+    """A loss setting validated by ``check(owner, value)`` whenever it is set.
+
+    The constructor and later assignments (``loss.heat = 0.5``) go through the same
+    check, so a setting can never hold a value the constructor would refuse.
+    """
+    private = f"_{name}"
+
+    def get(self: Module) -> Any:
+        return self.__dict__[private]
+
+    def set_(self: Module, value: Any) -> None:
+        self.__dict__[private] = check(type(self).__name__, value)
+
+    return property(get, set_, doc=doc)
+
+
+#: The settings both losses share, each validated on every assignment.
+LOSS_SETTINGS = {
+    "dataset_size": checked(
+        "dataset_size", _check_dataset_size, "Number of training examples, or None."
+    ),
+    "heat": checked("heat", _check_heat, "Weight of the KL term (finite, >= 0)."),
+    "objective": checked("objective", _check_objective, "The data term."),
+    "reduction": checked("reduction", _check_reduction, "Per example or summed."),
+}
 
 
 def data_fitting(
@@ -139,6 +169,11 @@ class KullbackLeiblerLoss(Module):
     >>> loss.backward()
     """
 
+    dataset_size = LOSS_SETTINGS["dataset_size"]
+    heat = LOSS_SETTINGS["heat"]
+    objective = LOSS_SETTINGS["objective"]
+    reduction = LOSS_SETTINGS["reduction"]
+
     def __init__(
         self,
         predictive_distribution: PredictiveDistribution,
@@ -151,11 +186,12 @@ class KullbackLeiblerLoss(Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        # (not a checked setting: a learned likelihood is a submodule)
         self.predictive_distribution = _check_predictive(name, predictive_distribution)
-        self.dataset_size = _check_dataset_size(name, dataset_size)
-        self.heat = _check_heat(name, heat)
-        self.objective = _check_objective(name, objective)
-        self.reduction = _check_reduction(name, reduction)
+        self.dataset_size = dataset_size
+        self.heat = heat
+        self.objective = objective
+        self.reduction = reduction
         self._track = False
         self.log: Optional[dict[str, list]] = None
         self.track(track)
