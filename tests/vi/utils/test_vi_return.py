@@ -19,9 +19,24 @@ def test_is_a_tensor_with_log_probs(output):
 
 def test_shape_preserving_operations_keep_log_probs(output):
     for result in (output.relu(), torch.sigmoid(output), output + 1, output * output,
-                   output.clone(), output.detach(), output.to(torch.float64)):  # fmt: skip
+                   output.clone(), output.to(torch.float64)):  # fmt: skip
         assert isinstance(result, VIReturn)
         assert result.log_probs is output.log_probs
+
+
+@pytest.mark.parametrize("detach", [torch.Tensor.detach, torch.detach])
+def test_detach_detaches_the_log_probs_too(detach):
+    # A detached output kept across steps (logging, early stopping) must not hold
+    # the graph through its log-probs, and it can be deep-copied.
+    weights = torch.randn(4, 2, requires_grad=True)
+    output = VIReturn(torch.randn(4, 3, requires_grad=True) * 1.0, weights * 2.0)
+    result = detach(output)
+    assert isinstance(result, VIReturn)
+    assert not result.requires_grad and result.log_probs.grad_fn is None
+    assert not result.log_probs.requires_grad
+    assert torch.equal(result.log_probs, output.log_probs)
+    assert output.log_probs.grad_fn is not None  # the original keeps its graph
+    assert torch.equal(copy.deepcopy(result).log_probs, output.log_probs)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ class VIReturn(Tensor):
 
     **What operations keep.** An operation whose result has exactly the shape of a
     ``VIReturn`` argument (activations, dropout, ``+``, ``.to()``, ``.clone()``,
-    ``.detach()``) returns a ``VIReturn`` with the same ``log_probs``; everything else
+    ``.detach()``) returns a ``VIReturn`` with the same ``log_probs`` (``.detach()``
+    detaches them too, so a kept output holds no graph); everything else
     (reductions, indexing, reshapes) returns a plain :class:`~torch.Tensor`. Results
     are never guessed: use :meth:`from_tensor` to re-attach log-probs to a sliced
     output on purpose. When two arguments carry different ``log_probs`` the result is a
@@ -120,6 +121,8 @@ class VIReturn(Tensor):
                 if all(c.log_probs is first for c in carriers):
                     if type(result) is not VIReturn:
                         result = result.as_subclass(VIReturn)
+                    if func in _DETACHING and first is not None:
+                        first = first.detach()  # off the graph, like the samples
                     result.log_probs = first
                     return result
         if isinstance(result, VIReturn):
@@ -129,6 +132,8 @@ class VIReturn(Tensor):
 
 # Attribute getters (``._base``, ``.grad``, ``.data``, ...) return what they hold.
 _NO_WRAP = torch.overrides.get_default_nowrap_functions()
+# Their results carry detached log-probs.
+_DETACHING = frozenset({Tensor.detach, Tensor.detach_, torch.detach, torch.detach_})
 
 
 def _flat(args: tuple, kwargs: dict) -> list:
