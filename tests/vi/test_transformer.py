@@ -993,3 +993,25 @@ def test_repr():
     assert "num_layers=1" in text and "activation=gelu" in text
     assert "embed_dim=8, num_heads=2, bias=True, batch_first=False" in text
     assert "(linear1): VILinear(in_features=8, out_features=16" in text
+
+
+@pytest.mark.parametrize("fused_kernel", [False, True])
+def test_fully_masked_padding_row_stays_finite_and_trains(monkeypatch, fused_kernel):
+    # An empty document (every key masked) attends to nothing, as in torch's
+    # kernels; a NaN there turned every attention parameter NaN after one step.
+    if fused_kernel:
+        monkeypatch.setattr(transformer_module, "MATMUL_MAX_POSITIONS", 0)
+    torch.manual_seed(0)
+    layer = VITransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
+    x = torch.randn(2, 3, 8)
+    mask = torch.tensor([[True] * 3, [False] * 3])
+    out = layer(x, src_key_padding_mask=mask, samples=2)
+    assert torch.isfinite(out).all()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    out.square().sum().backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in layer.parameters())
+    with vi.mean_weights():
+        mean_out = layer(x, src_key_padding_mask=mask)[0]
+    twin = vi.to_deterministic(layer)  # torch's layer, training mode
+    torch.testing.assert_close(mean_out, twin(x, src_key_padding_mask=mask))

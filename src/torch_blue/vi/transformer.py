@@ -236,6 +236,19 @@ def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tenso
     )
 
 
+def _safe_softmax(scores: Tensor) -> Tensor:
+    """Softmax over the last dimension with zero weights for fully masked rows.
+
+    A query whose keys are all masked (``-inf``: e.g. an empty document under a
+    padding mask) attends to nothing, as in torch's fused attention kernels, instead of
+    giving NaN that one optimizer step would spread to every parameter. NaN scores
+    still give NaN.
+    """
+    dead = scores.amax(dim=-1, keepdim=True) == float("-inf")
+    weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)
+    return weights.masked_fill(dead, 0.0)
+
+
 def _sampled_attention(
     query: Tensor,
     key: Tensor,
@@ -324,7 +337,10 @@ def _sampled_attention(
         # Few positions on CPU: batched matrix products (they have vmap batching
         # rules) beat the fused kernel.
         scores = torch.matmul(q, k.transpose(-2, -1) / math.sqrt(head_dim))
-        weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
+        if mask is None:
+            weights = torch.softmax(scores, dim=-1)
+        else:
+            weights = _safe_softmax(scores + mask)
         if dropout_p:
             weights = F.dropout(weights, dropout_p)
         output = torch.matmul(weights, v)
