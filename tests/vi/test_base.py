@@ -1,11 +1,13 @@
 import io
 import pickle
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from torch_blue.vi import VILinear, VIModule
+from torch_blue import vi
+from torch_blue.vi import VILinear, VIModule, base
 from torch_blue.vi.distributions import (
     BasicQuietPrior,
     Categorical,
@@ -278,3 +280,109 @@ def test_prior_needing_a_parameter_the_variational_lacks_raises():
 def test_unknown_variable_raises():
     with pytest.raises(NoVariablesError, match="no random variable 'kernel'"):
         VILinear(2, 2).sample_variable("kernel")
+
+
+# ------------------------------------------------------------- reliability
+def test_manual_draws_keep_a_fixed_number_of_tensors():
+    # Reading layer.weight outside a call (inspection) must not pile up log-probs:
+    # one running sum per variable, whatever the number of reads.
+    layer = VILinear(64, 64)
+    with torch.no_grad():
+        draws = [layer.weight for _ in range(2000)]
+    record = layer._manual_log_probs["weight"]
+    assert record[1] == 2000 and not record[0].requires_grad
+    expected = torch.stack([layer.get_log_probs(w, "weight") for w in draws]).mean(0)
+    torch.testing.assert_close(layer.gather_log_probs(), expected, rtol=1e-4, atol=1e-2)
+    assert layer._manual_log_probs == {}
+
+
+def test_many_manual_draws_with_gradients_warn_once():
+    layer = VILinear(2, 2)
+    with pytest.warns(UserWarning, match="1000 draws of 'weight' outside a sampled"):
+        draws = [layer.weight for _ in range(base.MANUAL_DRAWS_WARNING)]
+    assert len(draws) == base.MANUAL_DRAWS_WARNING
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert layer.weight.shape == (2, 2)  # no second warning
+    layer.reset_log_probs()
+
+
+def test_return_log_probs_must_be_a_bool_in_the_constructor_too():
+    with pytest.raises(TypeError, match="VILinear: return_log_probs must be a bool"):
+        VILinear(2, 2, return_log_probs="no")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_log_probs_are_float32_and_finite(dtype):
+    # A 256x256 layer's log-prob sums are about -6e4 (float16's limit is 65504).
+    torch.manual_seed(0)
+    layer = VILinear(256, 256).to(dtype)
+    out = layer(torch.randn(3, 256, dtype=dtype), samples=2)
+    assert out.dtype == dtype and out.log_probs.dtype == torch.float32
+    assert torch.isfinite(out.log_probs).all()
+    weight = layer.weight  # drawn outside a call: scored in float32 too
+    assert weight.dtype == dtype
+    torch.testing.assert_close(
+        layer.gather_log_probs(), layer.get_log_probs(weight, "weight"), rtol=1e-5, atol=0.1
+    )
+    layer.reset_log_probs()
+
+
+class _Twice(VIModule):
+    """Applies one layer twice: weight tying, or a hand-written recurrent loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = VILinear(3, 3)
+
+    def forward(self, x):
+        return self.cell(x), self.cell(x)
+
+
+def test_reuse_draws_shares_one_draw_per_sample_and_call():
+    torch.manual_seed(0)
+    model = _Twice()
+    x = torch.randn(4, 3)
+    first, second = model(x, samples=5)
+    assert not torch.equal(first, second)  # the default: every access samples
+    model.reuse_draws = True
+    assert model.cell.reuse_draws
+    first, second = model(x, samples=5)
+    assert torch.equal(first, second)
+    assert first.std(dim=0).min() > 0  # still one independent draw per sample
+    # the draw and its log-probs, counted once, are those of a single application
+    torch.manual_seed(1)
+    tied, _ = model(x, samples=5)
+    torch.manual_seed(1)
+    single = model.cell(x, samples=5)
+    assert torch.equal(tied, single)
+    torch.testing.assert_close(tied.log_probs, single.log_probs)
+    again, _ = model(x, samples=5)
+    assert not torch.equal(again, first)  # a new call draws anew
+    with vi.mean_weights():
+        a, b = model(x)
+    assert torch.equal(a, b)
+
+
+def test_reuse_draws_needs_drawn_weights():
+    model = _Twice()
+    model.cell.estimator = "flipout"
+    with pytest.raises(ValueError, match="reuse_draws needs estimator='reparam"):
+        model.reuse_draws = True
+    assert not model.reuse_draws and not model.cell.reuse_draws  # nothing changed
+    model.cell.estimator = "reparameterization"
+    model.reuse_draws = True
+    with pytest.raises(ValueError, match="draws no weights to reuse"):
+        model.cell.estimator = "local_reparameterization"
+    with pytest.raises(TypeError, match="reuse_draws must be a bool"):
+        model.reuse_draws = 1
+
+
+def test_reuse_draws_in_prediction_draws_weights():
+    # Prediction would switch a dense layer to local reparameterisation, which
+    # draws no weight to share; with reuse_draws the weights are drawn.
+    model = _Twice()
+    model.reuse_draws = True
+    model.return_log_probs = False
+    first, second = model(torch.randn(4, 3), samples=3)
+    assert torch.equal(first, second)

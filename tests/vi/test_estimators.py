@@ -365,3 +365,60 @@ def test_flat_linear_multiplies_once_per_sample_under_vmap():
         torch.vmap(lambda a, w: flat_linear(a, w, None))(x, weight).sum().backward()
     batches = {e.input_shapes[0][0] for e in prof.events() if e.name == "aten::bmm"}
     assert batches == {samples}
+
+
+# ------------------------------------------------------------- large inputs (fp16)
+def _preactivation_std_reference(layer, x):
+    """The pre-activations' standard deviation, in float64."""
+    weight_var = layer._weight_log_std.double().mul(2).exp()
+    bias_var = layer._bias_log_std.double().mul(2).exp()
+    if isinstance(layer, VILinear):
+        return (F.linear(x.double().square(), weight_var, bias_var)).sqrt()
+    return F.conv1d(x.double().square(), weight_var, bias_var).sqrt()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_local_reparameterization_stays_finite_for_large_inputs(dtype, kind):
+    # x**2 overflows float16 from |x| = 256 and float32 from 1.9e19; the outputs must
+    # stay finite, with the right spread, while the result itself fits the dtype.
+    torch.manual_seed(0)
+    big = 300.0 if dtype == torch.float16 else 2e19
+    if kind == "linear":
+        layer = VILinear(4, 3, estimator="local_reparameterization")
+        x = torch.tensor([[big, -big, 1.0, 0.5], [0.25, 0.0, -0.5, 1.0]])
+    else:
+        layer = VIConv1d(2, 3, 3, estimator="local_reparameterization")
+        x = torch.full((2, 2, 5), 0.5)
+        x[0, 1, 2] = big
+    layer = layer.to(dtype)
+    with torch.no_grad():
+        layer._weight_log_std.fill_(-6.0)  # the std of the output stays in range
+    for record in (True, False):
+        layer.return_log_probs = record
+        out = layer(x.to(dtype), samples=2000)
+        assert torch.isfinite(out).all()
+        spread = out.as_plain().double().std(dim=0)
+        want = _preactivation_std_reference(layer, x).to(spread)
+        # the sample std of 2000 draws lies within 5 standard errors (sqrt(1/2n)
+        # relative) of the truth, plus float16's rounding of the outputs
+        rounding = 1e-2 if dtype == torch.float16 else 0.0
+        tolerance = (5 / (2 * 2000) ** 0.5 + rounding) * want
+        assert torch.all((spread - want).abs() <= tolerance)
+
+
+def test_scaled_variance_is_bitwise_the_plain_formula_in_range():
+    # The per-example scale is a power of two: where x**2 does not overflow, the
+    # result is the unscaled formula's to the bit (pruned inputs stay irrelevant).
+    from torch_blue.vi._fused_linear import VARIANCE_FLOOR, preactivation_std
+
+    torch.manual_seed(1)
+    x = torch.randn(8, 5) * torch.tensor([1e-3, 0.5, 3.0, 100.0, 1e4]).unsqueeze(1).T
+    log_std, bias = torch.randn(3, 5) - 2, (torch.zeros(3), torch.randn(3) - 2)
+    got = preactivation_std(F.linear, x, log_std, bias, 0)
+    plain = torch.sqrt(
+        F.linear(x.square(), torch.exp(2 * log_std))
+        + torch.exp(2 * bias[1])
+        + VARIANCE_FLOOR
+    )
+    assert torch.equal(got, plain)

@@ -116,3 +116,36 @@ def test_layer_uses_it_and_samples_the_right_distribution(always_fused) -> None:
         out.mean(0), mean, rtol=0, atol=float(5 * (var / samples).sqrt().max())
     )
     torch.testing.assert_close(out.var(0), var, rtol=5 * (2 / samples) ** 0.5, atol=0.0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_large_inputs_stay_finite_and_exact(bias):
+    # Rows with |x| up to 1e19 (x**2 overflows float32): outputs and gradients are
+    # finite and equal the float64 reference.
+    torch.manual_seed(0)
+    rows = torch.tensor([1e19, 1.0, 1e-3, 300.0, 0.5, 2e19]).unsqueeze(1)
+    x = torch.randn(6, 5) * rows
+    params = [torch.randn(3, 5), torch.randn(3, 5) * 0.1 - 2]
+    params += [torch.randn(3), torch.randn(3) - 2] if bias else [None, None]
+    noise = torch.randn(4, 6, 3)
+
+    def run(dtype):
+        inputs = [x.detach().to(dtype).requires_grad_()]
+        inputs += [
+            None if p is None else p.detach().to(dtype).requires_grad_() for p in params
+        ]
+        out = LocalLinear.apply(*inputs, noise.to(dtype))[0]
+        (out * weights.to(dtype)).sum().backward()
+        return out, [t.grad for t in inputs if t is not None]
+
+    weights = torch.randn(4, 6, 3)
+    out, grads = run(torch.float32)
+    want, want_grads = run(torch.float64)
+    assert torch.isfinite(out).all()
+    # float32 rounding relative to each row's size (its terms cancel in the mean)
+    scale = rows.clamp(min=1).double()
+    torch.testing.assert_close(out.double() / scale, want / scale, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, want_grads):
+        assert torch.isfinite(got).all()
+        atol = 1e-5 * expected.abs().max().item()
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=atol)

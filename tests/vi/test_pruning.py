@@ -443,3 +443,14 @@ def test_per_weight_prior_hyperparameters_fall_back_to_monte_carlo_when_pruned()
     assert abs(report.kl - exact) < 5 * report.kl_stderr
     with pytest.raises(UnsupportedDistributionError, match="per-weight hyperparameters"):
         compression_report(layer, method="closed_form")
+
+
+def test_pruned_half_precision_log_probs_stay_finite():
+    # Each pruned weight adds 1000 nats to log q: 900 of them overflow float16.
+    torch.manual_seed(0)
+    layer = prune(vi.VILinear(32, 32).half(), sparsity=0.9)
+    out = layer(torch.randn(2, 32).half(), samples=2)
+    assert out.log_probs.dtype == torch.float32
+    assert torch.isfinite(out.log_probs).all()
+    pruned = int((layer._weight_log_std == PRUNED_LOG_STD).sum())
+    assert (out.log_probs[:, 1] > 999 * pruned).all()

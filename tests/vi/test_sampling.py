@@ -337,3 +337,65 @@ def test_fused_functions_pay_off_from_a_size_counted_over_the_lanes(monkeypatch)
     assert seen[0] == (True, False)
     assert len(seen) > 1 and all(s == (False, False) for s in seen[1:])
     assert not sampling.fused_pays_off(99) and sampling.fused_pays_off(100)  # outside
+
+
+# ------------------------------------------------------------- reliability
+def test_meta_input_with_real_parameters_raises():
+    # F.linear of a meta input and CPU weights would give uninitialised memory.
+    layer = VILinear(4, 2)
+    with pytest.raises(RuntimeError, match="VILinear: an input is on device meta"):
+        layer(torch.empty(3, 4, device="meta"), samples=2)
+    meta = VILinear(4, 2, device="meta")
+    assert meta(torch.empty(3, 4, device="meta"), samples=2).shape == (2, 3, 2)
+    with pytest.raises(RuntimeError, match="parameters are on meta"):
+        meta(torch.ones(3, 4), samples=2)
+
+
+def test_sampled_input_by_keyword_is_mapped_over():
+    first, second = VILinear(4, 3), VILinear(3, 2)
+    hidden = first(torch.randn(5, 4), samples=3)
+    torch.manual_seed(0)
+    positional = second(hidden)
+    torch.manual_seed(0)
+    keyword = second(input_=hidden)
+    assert keyword.shape == (3, 5, 2)  # no second sample dimension
+    assert torch.equal(keyword, positional)
+    assert torch.equal(keyword.log_probs, positional.log_probs)  # first's included
+    with pytest.raises(ShapeError, match="samples=4 but the sampled input carries 3"):
+        second(input_=hidden, samples=4)
+
+
+def test_plain_batch_norm_is_safe_across_threads():
+    # Two threads calling one model: the lane-safe forward one call installs must
+    # not disappear under the other (it raised "Batch norm got a batched tensor").
+    import threading
+
+    torch.manual_seed(0)
+    model = VISequential(VILinear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), VILinear(8, 2))
+    errors, calls = [], 150
+
+    def work():
+        for _ in range(calls):
+            try:
+                model(torch.randn(16, 4), samples=3).sum().backward()
+            except Exception as error:  # collected for the assertion below
+                errors.append(repr(error))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert int(model[1].num_batches_tracked) == 4 * calls
+    assert "forward" not in model[1].__dict__  # removed by the last call
+
+
+def test_plain_batch_norm_in_eval_runs_its_own_forward_during_a_call():
+    norm = nn.BatchNorm1d(3).eval()
+    model = VISequential(VILinear(2, 3), norm)
+    x = torch.randn(5, 2)
+    with vi.mean_weights():
+        out = model(x)[0]
+    expected = norm(x @ model[0]._weight_mean.T + model[0]._bias_mean)
+    torch.testing.assert_close(out, expected)

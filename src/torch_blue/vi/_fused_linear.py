@@ -35,12 +35,13 @@ once. Other cases (parameters batched by an outer ``vmap``) fall back to the pla
 formulas, which ``vmap`` batches itself.
 """
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["LocalLinear", "local_linear_reference"]
+__all__ = ["LocalLinear", "input_scale", "local_linear_reference", "preactivation_std"]
 
 #: Added to the variance so the square root stays differentiable where an input
 #: is zero everywhere and the layer has no bias.
@@ -66,39 +67,51 @@ class LocalLinear(torch.autograd.Function):
         noise: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         flat = x.reshape(-1, x.shape[-1])
-        squared = flat * flat
+        scale = input_scale(flat, (1,))
+        scaled = flat / scale
+        squared = scaled * scaled
         weight_var = torch.exp(2 * weight_log_std)
         if bias_mean is None:
             mean = flat @ weight_mean.t()
             std = torch.addmm(noise.new_tensor(VARIANCE_FLOOR), squared, weight_var.t())
         else:
             mean = torch.addmm(bias_mean, flat, weight_mean.t())
-            bias_var = torch.exp(2 * bias_log_std) + VARIANCE_FLOOR
-            std = torch.addmm(bias_var, squared, weight_var.t())
-        std.sqrt_()
+            std = squared @ weight_var.t()
+            # (sigma_b / c)^2 per row, then the floor
+            std.addcmul_(scale.reciprocal().square(), torch.exp(2 * bias_log_std))
+            std.add_(VARIANCE_FLOOR)
+        std.sqrt_().mul_(scale)
         shape = (*x.shape[:-1], weight_mean.shape[0])
         mean, std = mean.view(shape), std.view(shape)
         if noise.dim() == mean.dim():
             output = mean.addcmul_(std, noise)
         else:
             output = torch.addcmul(mean, std, noise)
-        return output, squared.view(x.shape), std
+        return output, squared.view(x.shape), std, scale.view(*x.shape[:-1], 1)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, weight_mean, weight_log_std, bias_mean, bias_log_std, noise = inputs
-        _, squared, std = output
-        ctx.mark_non_differentiable(squared, std)
+        _, squared, std, scale = output
+        ctx.mark_non_differentiable(squared, std, scale)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(
-            x, squared, std, noise, weight_mean, weight_log_std, bias_mean, bias_log_std
+            x,
+            squared,
+            std,
+            scale,
+            noise,
+            weight_mean,
+            weight_log_std,
+            bias_mean,
+            bias_log_std,
         )
 
     @staticmethod
     def backward(
-        ctx: Any, grad: Tensor, _squared: Optional[Tensor], _std: Optional[Tensor]
+        ctx: Any, grad: Tensor, *_internal: Optional[Tensor]
     ) -> tuple[Optional[Tensor], ...]:
-        x, squared, std, noise, weight_mean, weight_log_std, _, bias_log_std = (
+        x, squared, std, scale, noise, weight_mean, weight_log_std, _, bias_log_std = (
             ctx.saved_tensors
         )
         needs = ctx.needs_input_grad
@@ -123,8 +136,10 @@ class LocalLinear(torch.autograd.Function):
             )
         if needs[1]:
             grads[1] = flat_grad.t() @ flat
-        if needs[2]:
-            grads[2] = weight_var * (flat_scaled.t() @ squared.reshape(flat.shape))
+        if needs[2]:  # sum over rows of h x^2 = (h c^2) (x / c)^2
+            rescaled = flat_scaled * scale.reshape(-1, 1)
+            rescaled.mul_(scale.reshape(-1, 1))
+            grads[2] = weight_var * (rescaled.t() @ squared.reshape(flat.shape))
         if needs[3]:
             grads[3] = flat_grad.sum(0)
         if needs[4]:
@@ -141,7 +156,7 @@ class LocalLinear(torch.autograd.Function):
         bias_mean: Optional[Tensor],
         bias_log_std: Optional[Tensor],
         noise: Tensor,
-    ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple]:
+    ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], tuple]:
         x_dim, *parameter_dims, noise_dim = in_dims
         logical_x = x.dim() - (x_dim is not None)
         logical_noise = noise.dim() - (noise_dim is not None)
@@ -152,16 +167,16 @@ class LocalLinear(torch.autograd.Function):
                 x, weight_mean, weight_log_std, bias_mean, bias_log_std, noise
             )
             # The two extra outputs are internal (unused by callers): placeholders.
-            return (outputs, outputs, outputs), (0, 0, 0)
+            return (outputs, outputs, outputs, outputs), (0, 0, 0, 0)
         if x_dim is not None:
             x = x.movedim(x_dim, 0)
         if noise_dim is not None:
             noise = noise.movedim(noise_dim, 0)
-        output, squared, std = LocalLinear.apply(
+        output, squared, std, scale = LocalLinear.apply(
             x, weight_mean, weight_log_std, bias_mean, bias_log_std, noise
         )
         stacked = 0 if x_dim is not None else None
-        return (output, squared, std), (0, stacked, stacked)
+        return (output, squared, std, scale), (0, stacked, stacked, stacked)
 
 
 def _differentiable_backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:
@@ -171,7 +186,9 @@ def _differentiable_backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], 
     treats its saved intermediates as constants, so this path rebuilds the output from
     the saved inputs and the same noise and differentiates it with ``create_graph``.
     """
-    x, _, _, noise, weight_mean, weight_log_std, bias_mean, bias_log_std = ctx.saved_tensors
+    x, _, _, _, noise, weight_mean, weight_log_std, bias_mean, bias_log_std = (
+        ctx.saved_tensors
+    )
     inputs = (x, weight_mean, weight_log_std, bias_mean, bias_log_std)
     wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need and t is not None]
     with torch.enable_grad():
@@ -192,10 +209,49 @@ def local_linear_reference(
     noise: Tensor,
 ) -> Tensor:
     """:class:`LocalLinear`'s output with plain autograd (fallback and test reference)."""
-    bias_var = None if bias_log_std is None else torch.exp(2 * bias_log_std)
+    bias = None if bias_log_std is None else (bias_mean, bias_log_std)
     mean = torch.nn.functional.linear(x, weight_mean, bias_mean)
-    var = torch.nn.functional.linear(x * x, torch.exp(2 * weight_log_std), bias_var)
-    return mean + torch.sqrt(var + VARIANCE_FLOOR) * noise
+    return (
+        mean
+        + preactivation_std(torch.nn.functional.linear, x, weight_log_std, bias, 0) * noise
+    )
+
+
+def input_scale(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """The scale of an example: a power of two near ``max |x|`` over ``dims`` (kept).
+
+    ``2**floor(log2(max |x|))``, at least 1, detached. Dividing an example's inputs by
+    it before squaring keeps ``x**2`` within the dtype's range (``300**2`` overflows
+    float16). Being a power of two, it changes no rounding: where the unscaled
+    formula does not overflow, the scaled one gives the same bits, and inputs within
+    [-1, 1] are not scaled at all.
+    """
+    largest = x.detach().abs().amax(dim=dims, keepdim=True)
+    return torch.exp2(torch.floor(torch.log2(largest))).clamp(min=1)
+
+
+def preactivation_std(
+    op: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+    x: Tensor,
+    weight_log_std: Tensor,
+    bias: Optional[tuple[Tensor, Tensor]],
+    spatial_dims: int,
+) -> Tensor:
+    r"""Standard deviation of the pre-activations of ``op`` with Normal weights.
+
+    :math:`\sqrt{\mathrm{op}(x^2, \sigma_W^2) + \sigma_b^2}`, computed per example
+    as :math:`c\,\sqrt{\mathrm{op}((x/c)^2, \sigma_W^2) + (\sigma_b/c)^2}` with
+    :math:`c` from :func:`input_scale`, so that it overflows only where the
+    result does. ``op`` is linear per example (a dense map or a convolution over
+    ``spatial_dims`` dimensions) and ``bias`` is ``(mean, log_std)`` or ``None``.
+    """
+    scale = input_scale(x, tuple(range(x.dim() - 1 - spatial_dims, x.dim())))
+    variance = op((x / scale).square(), torch.exp(2 * weight_log_std), None)
+    if bias is not None:
+        bias_std = torch.exp(bias[1]).view(-1, *(1,) * spatial_dims)
+        variance = variance + (bias_std / scale).square()
+    # The floor keeps sqrt differentiable where an input is exactly zero everywhere.
+    return scale * torch.sqrt(variance + VARIANCE_FLOOR)
 
 
 def local_linear(

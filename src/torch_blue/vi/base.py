@@ -13,6 +13,7 @@ from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
+from .utils.precision import widened
 from .utils.vi_return import VIReturn
 
 __all__ = ["TORCH_TWINS", "VIModule"]
@@ -21,6 +22,11 @@ _VariableShapes = Mapping[str, Optional[tuple[int, ...]]]
 
 #: ``torch.nn`` class -> its ``VIModule`` twin, filled by ``VIModule._torch_twin``.
 TORCH_TWINS: dict[type[Module], type["VIModule"]] = {}
+
+#: Draws of one variable outside a sampled forward, with gradients and without
+#: :meth:`VIModule.gather_log_probs`, after which a warning says that
+#: their graphs are being kept.
+MANUAL_DRAWS_WARNING = 1000
 
 
 class VIModule(Module):
@@ -83,6 +89,7 @@ class VIModule(Module):
     """
 
     _return_log_probs: bool = True
+    _reuse_draws: bool = False
 
     #: The ``torch.nn`` class this layer mirrors. Setting it in a class body registers
     #: the class as that module's twin for :func:`~torch_blue.vi.convert_to_vimodule`
@@ -139,8 +146,14 @@ class VIModule(Module):
     ) -> None:
         if not convert_overwrite:
             super().__init__()
-        self._return_log_probs = bool(return_log_probs)
-        self._manual_log_probs: dict[str, list[Tensor]] = {}
+        if not isinstance(return_log_probs, bool):
+            raise TypeError(
+                f"{type(self).__name__}: return_log_probs must be a bool, got "
+                f"{return_log_probs!r}"
+            )
+        self._return_log_probs = return_log_probs
+        # variable -> [sum of (log p, log q), draws, draws with a graph] outside a call
+        self._manual_log_probs: dict[str, list] = {}
         if variable_shapes is None:
             return
         shapes = self._check_variable_shapes(variable_shapes)
@@ -301,11 +314,12 @@ class VIModule(Module):
             raise NoVariablesError(
                 f"{type(self).__name__}: random variable {variable!r} is None"
             )
-        parameters = tuple(self.get_variational_parameters(variable))
+        parameters = widened(self.get_variational_parameters(variable))
+        sample = widened((sample,))[0]
         log_q = dist.variational_log_prob(sample, parameters).sum()
         log_p = (
             self.prior[variable]
-            .prior_log_prob(sample, self._prior_hyperparameters(variable))
+            .prior_log_prob(sample, widened(self._prior_hyperparameters(variable)))
             .sum()
         )
         return torch.stack([log_p, log_q])
@@ -315,30 +329,67 @@ class VIModule(Module):
 
         Inside a sampled forward the log-probabilities go to the running call;
         outside one they are kept on the module until :meth:`gather_log_probs`.
+        With :attr:`reuse_draws`, accesses after the first within one sampled call
+        return the first draw (and record nothing more).
         """
         dist = self._distribution(variable)
         if dist is None:
             return None
-        parameters = tuple(self.get_variational_parameters(variable))
         if mean_weights_enabled():
-            return dist.point_estimate(parameters)
+            return dist.point_estimate(tuple(self.get_variational_parameters(variable)))
+        state = current_state()
+        if state is None or not self._reuse_draws:
+            return self._draw(dist, variable)
+        key = (id(self), variable)
+        if key not in state.draws:
+            state.draws[key] = self._draw(dist, variable)
+        return state.draws[key]
+
+    def _draw(self, dist: VariationalDistribution, variable: str) -> Tensor:
+        """A fresh draw of ``variable``, its log-probabilities recorded if asked."""
+        parameters = tuple(self.get_variational_parameters(variable))
         state = current_state()
         record = state.record if state is not None else self._return_log_probs
         if not record:
             return dist.sample(parameters)
+        # Half-precision weights are drawn and scored in float32: the sums over a
+        # layer's weights overflow float16 (and lose most digits in bfloat16).
         sample, log_probs = dist.sample_and_log_probs(
-            parameters, self.prior[variable], self._prior_hyperparameters(variable)
+            widened(parameters),
+            self.prior[variable],
+            widened(self._prior_hyperparameters(variable)),
         )
         self._record_log_probs(variable, log_probs)
-        return sample
+        return sample.to(parameters[0].dtype)
 
     def _record_log_probs(self, variable: str, log_probs: Tensor) -> None:
-        """Add ``(log p, log q)`` of one access of ``variable`` to the running call."""
+        """Add ``(log p, log q)`` of one access of ``variable`` to the running call.
+
+        Outside a sampled forward it is added to this module's running sum for
+        ``variable`` (a sum and a count: a fixed number of tensors however often
+        the variable is read), which :meth:`gather_log_probs` averages.
+        """
         state = current_state()
         if state is not None:
             state.add(self, variable, log_probs)
-        else:
-            self._manual_log_probs.setdefault(variable, []).append(log_probs)
+            return
+        record = self._manual_log_probs.get(variable)
+        if record is None:
+            self._manual_log_probs[variable] = [log_probs, 1, log_probs.requires_grad]
+            return
+        record[0] = record[0] + log_probs
+        record[1] += 1
+        if not log_probs.requires_grad:
+            return
+        record[2] = graphs = record[2] + 1  # draws with a graph
+        if graphs == MANUAL_DRAWS_WARNING:
+            warnings.warn(
+                f"{type(self).__name__}: {graphs} draws of {variable!r} outside a "
+                "sampled forward without gather_log_probs()/reset_log_probs(); each "
+                "keeps its autograd graph until then. Read weights for inspection "
+                "under torch.no_grad() or with return_log_probs = False.",
+                stacklevel=4,
+            )
 
     def __getattr__(self, name: str) -> Any:
         variational = self.__dict__.get("variational_distribution")
@@ -412,6 +463,59 @@ class VIModule(Module):
                 module._return_log_probs = mode
 
     @property
+    def reuse_draws(self) -> bool:
+        """Whether every access of a random variable within one call reads one draw.
+
+        By default every access draws afresh ("every access samples"), so a layer
+        applied twice in one forward uses two different weights of the same sample.
+        With ``reuse_draws = True`` the first access of a variable in a sampled call
+        draws it (one draw per sample, recording its log-probabilities once) and
+        later accesses in the same call return that draw: a hand-written recurrent
+        loop over a cell, weight tying, or a layer applied at several scales then
+        share one weight per sample, as in Fortunato et al.'s Bayesian RNNs. Draws
+        outside a sampled call are not reused. Setting it sets it for every
+        ``VIModule`` inside too; it needs ``estimator="reparameterization"`` (the
+        other estimators draw no weights).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torch_blue.vi import VILinear, VIModule
+        >>> class Twice(VIModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.cell = VILinear(3, 3)
+        ...     def forward(self, x):
+        ...         return self.cell(x) - self.cell(x)
+        >>> model = Twice()
+        >>> bool((model(torch.ones(2, 3), samples=4) == 0).all())
+        False
+        >>> model.reuse_draws = True
+        >>> bool((model(torch.ones(2, 3), samples=4) == 0).all())
+        True
+        """
+        return self._reuse_draws
+
+    @reuse_draws.setter
+    def reuse_draws(self, mode: bool) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(
+                f"{type(self).__name__}: reuse_draws must be a bool, got {mode!r}"
+            )
+        modules = [m for m in self.modules() if isinstance(m, VIModule)]
+        if mode:
+            for module in modules:  # validate all before changing any
+                estimator = module.__dict__.get("_estimator", "reparameterization")
+                if estimator != "reparameterization":
+                    raise ValueError(
+                        f"{type(module).__name__}: reuse_draws needs "
+                        f"estimator='reparameterization', got {estimator!r} (it draws "
+                        "no weights to reuse)"
+                    )
+        for module in modules:
+            module._reuse_draws = mode
+
+    @property
     def estimator(self) -> Optional[str]:
         """Gradient estimator of this layer (see :mod:`torch_blue.vi.estimators`).
 
@@ -444,8 +548,8 @@ class VIModule(Module):
             records = module.__dict__.get("_manual_log_probs")
             if not records:
                 continue
-            for values in records.values():
-                term = torch.stack(values).mean(dim=0)
+            for value, count, _ in records.values():
+                term = value if count == 1 else value / count
                 total = term if total is None else total + term
             records.clear()
         if total is None:

@@ -27,6 +27,7 @@ __all__ = ["mean_weights", "mean_weights_enabled", "to_deterministic"]
 _VI_STATE = frozenset(
     {
         "_return_log_probs",
+        "_reuse_draws",
         "_manual_log_probs",
         "variational_distribution",
         "prior",

@@ -373,7 +373,12 @@ class VIEmbedding(VIModule, EstimatorLayer):
         record = state.record if state is not None else self._return_log_probs
         estimator = self._estimator
         if estimator == "reparameterization":
-            if record or not normal_layer(self) or not self._local_noise_is_exact(x):
+            if (
+                record
+                or self._reuse_draws
+                or not normal_layer(self)
+                or not self._local_noise_is_exact(x)
+            ):
                 return None
             estimator = "local_reparameterization"
         mean, log_std = self.get_variational_parameters("weight")

@@ -58,12 +58,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
-from ._fused_linear import local_linear
+from ._fused_linear import local_linear, preactivation_std
 from .distributions import MeanFieldNormal
 from .distributions._fused_normal import ScaledNoise, SharedNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
 from .sampling import fused_pays_off
 from .utils.errors import UnsupportedDistributionError
+from .utils.precision import widened
 from .utils.use_norm_constants import norm_constants_enabled
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,6 +103,11 @@ def check_estimator(module: "VIModule", estimator: str) -> str:
         )
     if estimator == "reparameterization":
         return estimator
+    if module.__dict__.get("_reuse_draws"):
+        raise ValueError(
+            f"{name}: estimator {estimator!r} draws no weights to reuse; switch "
+            "reuse_draws off first (it needs estimator='reparameterization')"
+        )
     if not normal_layer(module):
         kinds = sorted(
             {type(d).__name__ for d in module.variational_distribution.values() if d}
@@ -130,16 +136,12 @@ def expected_log_probs(
     """
     if parameters is None:
         parameters = tuple(module.get_variational_parameters(variable))
-    mean, log_std = parameters
+    mean, log_std = widened(parameters)  # (sums in at least float32)
     kl = kl_divergence(module.prior[variable], module.variational_distribution[variable],
                        (mean, log_std))  # fmt: skip
     per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
     neg_entropy = -log_std.sum() - per_element * log_std.numel()
     return torch.stack([neg_entropy - kl, neg_entropy])
-
-
-def _variance(log_std: Optional[Tensor]) -> Optional[Tensor]:
-    return None if log_std is None else torch.exp(2 * log_std)
 
 
 def flat_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -173,8 +175,13 @@ def local_reparameterization(
     x: Tensor,
     weight: tuple[Tensor, Tensor],
     bias: Optional[tuple[Tensor, Tensor]],
+    spatial_dims: int = 0,
 ) -> Tensor:
-    """Sample pre-activations of ``op`` (linear or convolution) with Normal weights."""
+    """Sample pre-activations of ``op`` (linear or convolution) with Normal weights.
+
+    ``op`` acts on the last ``1 + spatial_dims`` dimensions of ``x`` (features, or
+    channels and positions).
+    """
     if (
         op is flat_linear
         and not torch.is_autocast_enabled(x.device.type)  # (its casting rules apply)
@@ -182,11 +189,9 @@ def local_reparameterization(
         and fused_pays_off(x[..., 0].numel() * sum(weight[0].shape))
     ):
         return local_linear(x, weight, bias)
-    b_mean, b_log_std = bias if bias is not None else (None, None)
-    mean = op(x, weight[0], b_mean)
-    variance = op(x.square(), _variance(weight[1]), _variance(b_log_std))
-    # The floor keeps sqrt differentiable where an input is exactly zero everywhere.
-    return torch.addcmul(mean, torch.sqrt(variance + 1e-16), torch.randn_like(mean))
+    mean = op(x, weight[0], None if bias is None else bias[0])
+    std = preactivation_std(op, x, weight[1], bias, spatial_dims)
+    return torch.addcmul(mean, std, torch.randn_like(mean))
 
 
 def flipout(
@@ -310,7 +315,12 @@ class EstimatorLayer:
         record = state.record if state is not None else self._return_log_probs
         estimator = self._estimator
         if estimator == "reparameterization":
-            if record or not normal_layer(self) or not self._local_noise_is_exact(x):
+            if (
+                record
+                or self._reuse_draws
+                or not normal_layer(self)
+                or not self._local_noise_is_exact(x)
+            ):
                 return None
             estimator = "local_reparameterization"
         weight = tuple(self.get_variational_parameters("weight"))
@@ -322,6 +332,6 @@ class EstimatorLayer:
                 if self.variational_distribution[variable] is not None:
                     self._record_log_probs(variable, expected_log_probs(self, variable))
         if estimator == "local_reparameterization":
-            return local_reparameterization(op, x, weight, bias)
+            return local_reparameterization(op, x, weight, bias, self._spatial_dims)
         shared = record and estimator == "shared_flipout"
         return flipout(op, x, weight, bias, self._spatial_dims, shared, lane_op)

@@ -30,6 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .._compat import tree_flatten, tree_unflatten
 from ._lane_attention import lane_attention
 from .utils.errors import ShapeError
+from .utils.precision import log_prob_dtype
 from .utils.vi_return import VIReturn
 
 __all__ = [
@@ -55,13 +56,15 @@ class SamplingState:
     are summed.
     """
 
-    __slots__ = ("_entries", "deferred", "lanes", "record")
+    __slots__ = ("_entries", "deferred", "draws", "lanes", "record")
 
     def __init__(self, record: bool, lanes: int = 1) -> None:
         self.record = record
         self.lanes = lanes  # samples run together (the vmap batch size)
         self._entries: dict[tuple[int, str], list] = {}
         self.deferred: list[tuple[Callable[[Tensor], None], Tensor]] = []
+        # (id(module), variable) -> its draw, for modules with reuse_draws
+        self.draws: dict[tuple[int, str], Optional[Tensor]] = {}
 
     def defer(self, callback: Callable[[Tensor], None], value: Tensor) -> None:
         """Call ``callback`` with ``value`` for all lanes, ``(S, ...)``, after the call.
@@ -197,7 +200,14 @@ def batch_norm_in_lanes(
 
 
 def _lane_safe_batch_norm(self: _BatchNorm, input_: Tensor) -> Tensor:
-    """Train-mode forward given to plain ``nn.BatchNorm`` layers during a call."""
+    """Forward given to plain ``nn.BatchNorm`` layers while a model containing them runs.
+
+    Inside a sampled forward of this thread, a training norm tracking running
+    statistics normalises lane-safely; everywhere else (other threads, eval mode) the
+    class's own forward runs.
+    """
+    if current_state() is None or not (self.training and self.track_running_stats):
+        return type(self).forward(self, input_)
     self._check_input_dim(input_)
     return batch_norm_in_lanes(self, input_, self.weight, self.bias)
 
@@ -217,24 +227,42 @@ def _update_running_stats(module: torch.nn.Module, lane_stats: Tensor) -> None:
         module.running_var.mul_(1 - factor).add_(var.to(module.running_var), alpha=factor)
 
 
+# id(norm) -> sampled forwards (of any thread) running with its forward replaced
+_patched_norms: dict[int, int] = {}
+_patch_lock = threading.Lock()
+
+
 @contextmanager
 def _lane_safe_batch_norms(module: torch.nn.Module) -> Iterator[None]:
-    """Give the training plain batch norms inside ``module`` a lane-safe forward."""
-    norms = [
-        m
-        for m in module.modules()
-        if isinstance(m, _BatchNorm)
-        and m.training
-        and m.track_running_stats
-        and "forward" not in m.__dict__
-    ]
-    for norm in norms:
-        norm.forward = MethodType(_lane_safe_batch_norm, norm)
+    """Give the plain batch norms inside ``module`` a lane-safe forward.
+
+    The replacement is an instance attribute, shared by threads calling the same
+    model at once: it is installed by the first call and removed by the last
+    (counted under a lock), and decides per call and thread what to run. A forward
+    the user set on the instance is left alone.
+    """
+    norms = []
+    with _patch_lock:
+        for norm in module.modules():
+            if not isinstance(norm, _BatchNorm):
+                continue
+            own = norm.__dict__.get("forward")
+            if own is None:
+                norm.forward = MethodType(_lane_safe_batch_norm, norm)
+            elif getattr(own, "__func__", None) is not _lane_safe_batch_norm:
+                continue
+            _patched_norms[id(norm)] = _patched_norms.get(id(norm), 0) + 1
+            norms.append(norm)
     try:
         yield
     finally:
-        for norm in norms:
-            del norm.forward
+        with _patch_lock:
+            for norm in norms:
+                users = _patched_norms.pop(id(norm)) - 1
+                if users:
+                    _patched_norms[id(norm)] = users
+                else:
+                    del norm.forward
 
 
 # Dynamo cannot yet trace graph breaks inside vmap, so a compiled model runs its
@@ -259,9 +287,9 @@ def sampled_call(
     call : callable
         Runs the module for one sample (``nn.Module.__call__``).
     args, kwargs
-        The inputs. Positional tensors that are ``VIReturn`` (or all positional
-        tensors if ``sampled_input``) carry a leading sample dimension; keyword
-        arguments are shared by all samples.
+        The inputs. Tensors that are ``VIReturn`` (positional or keyword) and, if
+        ``sampled_input``, all positional tensors carry a leading sample dimension;
+        other keyword arguments are shared by all samples.
     samples : int or None
         S; ``None`` takes it from sampled inputs or uses :data:`DEFAULT_SAMPLES`.
     sampled_input : bool
@@ -284,12 +312,20 @@ def sampled_call(
             raise ValueError(
                 f"{owner}: chunk_size must be a positive int, got {chunk_size!r}"
             )
+    _check_devices(module, owner, args, kwargs)
+    # Keyword arguments that are VIReturns are sampled inputs too: they travel to the
+    # lanes as extra positional arguments and are put back by name there.
+    sampled_names = [k for k, v in kwargs.items() if isinstance(v, VIReturn)]
+    shared_kwargs = {k: v for k, v in kwargs.items() if k not in sampled_names}
+    positional = len(args)
     in_dims = []
     inputs = []
     incoming: list[Tensor] = []
     sizes = set()
-    for arg in args:
-        if isinstance(arg, Tensor) and (sampled_input or isinstance(arg, VIReturn)):
+    for index, arg in enumerate((*args, *(kwargs[k] for k in sampled_names))):
+        if isinstance(arg, Tensor) and (
+            (sampled_input and index < positional) or isinstance(arg, VIReturn)
+        ):
             if arg.dim() == 0:
                 raise ShapeError(
                     f"{owner}: a sampled input needs a leading sample dimension, got a "
@@ -327,8 +363,9 @@ def sampled_call(
         state = SamplingState(record, min(samples, chunk_size or samples))
         previous = current_state()
         _local.state = state
+        lane_kwargs = dict(zip(sampled_names, lane_args[positional:]), **shared_kwargs)
         try:
-            output = call(*lane_args, **kwargs)
+            output = call(*lane_args[:positional], **lane_kwargs)
         finally:
             _local.state = previous
         leaves, spec = tree_flatten(output)
@@ -365,8 +402,27 @@ def sampled_call(
     return tree_unflatten(leaves, structure["spec"])
 
 
+def _check_devices(module: torch.nn.Module, owner: str, args: tuple, kwargs: dict) -> None:
+    """Raise for input tensors on the meta device given to a model that is not (or back).
+
+    Other device mismatches raise in the first operation that mixes them; a meta
+    tensor mixed with a CPU one would instead give uninitialised memory.
+    """
+    parameter = next(module.parameters(), None)
+    if parameter is None:
+        return
+    meta = parameter.device.type == "meta"
+    for leaf in (*args, *kwargs.values()):
+        if isinstance(leaf, Tensor) and (leaf.device.type == "meta") != meta:
+            raise RuntimeError(
+                f"{owner}: an input is on device {leaf.device} but the parameters are "
+                f"on {parameter.device}; move the model or the input"
+            )
+
+
 def _log_prob_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The log-probs' dtype for the parameters' floating dtype (at least float32)."""
     for parameter in module.parameters():
         if parameter.is_floating_point():
-            return parameter.dtype
+            return log_prob_dtype(parameter.dtype)
     return torch.get_default_dtype()
