@@ -244,7 +244,7 @@ def test_bad_variable_shapes_raise(shapes, error, match):
 
 
 def test_wrong_number_of_distributions_raises():
-    with pytest.raises(ValueError, match="has 3 entries but the module has 2"):
+    with pytest.raises(ValueError, match="has 3 entries but the module declares 2"):
         Affine(2, prior=(MeanFieldNormal(),) * 3)
 
 

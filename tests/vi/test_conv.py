@@ -68,7 +68,10 @@ def test_wrong_channels_raise(vi_cls, nn_cls, shape):
         ({"padding": "full"}, "padding must be 'same', 'valid'"),
         ({"padding": "same", "stride": 2}, "needs stride 1"),
         ({"padding": -1}, "non-negative"),
-        ({"stride": 0}, "stride must hold positive ints"),
+        ({"stride": 0}, "stride must be a positive int or a tuple of 2"),
+        ({"kernel_size": (3, 3, 3)}, "kernel_size must be a positive int or a tuple of 2"),
+        ({"dilation": (1,)}, "dilation must be a positive int or a tuple of 2"),
+        ({"padding": (1, 1, 1)}, "padding must be a non-negative int or a tuple of 2"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

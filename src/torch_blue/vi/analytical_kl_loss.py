@@ -1,6 +1,5 @@
 """``AnalyticalKullbackLeiblerLoss``: the negative ELBO, its KL term from the parameters."""
 
-from numbers import Integral
 from typing import Optional
 
 import torch
@@ -19,6 +18,7 @@ from .distributions.kl import (
     monte_carlo_kl_divergence,
 )
 from .kl_loss import LOSS_SETTINGS, _check_dataset_size, _check_predictive, data_fitting
+from .utils.checks import check_int
 from .utils.errors import NoVariablesError
 from .utils.vi_return import VIReturn
 
@@ -117,15 +117,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
                 f"{name}: divergence_type must be a KullbackLeiblerModule instance, got "
                 f"{divergence_type!r}"
             )
-        if (
-            isinstance(kl_samples, bool)
-            or not isinstance(kl_samples, Integral)
-            or kl_samples < 1
-        ):
-            raise ValueError(
-                f"{name}: kl_samples must be a positive int, got {kl_samples!r}"
-            )
-        self.kl_samples = int(kl_samples)
+        self.kl_samples = check_int(name, "kl_samples", kl_samples)
         self.predictive_distribution = _check_predictive(name, predictive_distribution)
         self.dataset_size = dataset_size
         self.heat = heat

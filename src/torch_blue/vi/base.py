@@ -3,6 +3,7 @@
 import warnings
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
+from numbers import Integral
 from typing import Any, ClassVar, Optional, Union
 
 import torch
@@ -158,13 +159,15 @@ class VIModule(Module):
             return
         shapes = self._check_variable_shapes(variable_shapes)
         names = tuple(shapes)
+        absent = tuple(name for name in names if shapes[name] is None)
         variational = self._per_variable(
             "variational_distribution",
             variational_distribution,
             names,
             VariationalDistribution,
+            absent,
         )
-        priors = self._per_variable("prior", prior, names, Prior)
+        priors = self._per_variable("prior", prior, names, Prior, absent)
         for name in names:
             missing = set(priors[name]._required_parameters) - set(
                 variational[name].distribution_parameters
@@ -226,25 +229,39 @@ class VIModule(Module):
                         f"of positive ints or None, got {shape!r}"
                     )
                 if not all(
-                    isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape
+                    isinstance(n, Integral) and not isinstance(n, bool) and n > 0
+                    for n in shape
                 ):
                     raise ShapeError(
                         f"{owner}: the shape of random variable {name!r} must contain "
                         f"positive ints, got {tuple(shape)!r}"
                     )
-                shape = tuple(shape)
+                shape = tuple(int(n) for n in shape)
             shapes[name] = shape
         return shapes
 
     def _per_variable(
-        self, argument: str, value: Any, names: tuple[str, ...], role: type
+        self,
+        argument: str,
+        value: Any,
+        names: tuple[str, ...],
+        role: type,
+        absent: tuple[str, ...] = (),
     ) -> dict:
+        """One copy of ``value`` (or of its entry) per variable; ``absent`` are None."""
         owner = type(self).__name__
         if isinstance(value, (tuple, list)):
             if len(value) != len(names):
+                note = (
+                    f" ({', '.join(map(repr, absent))} switched off here, but still one "
+                    "entry each)"
+                    if absent
+                    else ""
+                )
                 raise ValueError(
-                    f"{owner}: {argument} has {len(value)} entries but the module has "
-                    f"{len(names)} random variables {names}; give one for all or one each"
+                    f"{owner}: {argument} has {len(value)} entries but the module "
+                    f"declares {len(names)} random variables {names}{note}; give one "
+                    "for all or one each"
                 )
             values = list(value)
         else:

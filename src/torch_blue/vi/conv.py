@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
-from torch.nn.modules.utils import _ntuple, _reverse_repeat_tuple
+from torch.nn.modules.utils import _reverse_repeat_tuple
 
 from ._lane_conv import lane_convolution
 from .base import VIModule
@@ -15,6 +15,7 @@ from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .sampling import current_state, fused_pays_off, mean_weights_enabled
+from .utils.checks import check_input_dtype, check_int, int_tuple
 from .utils.errors import ShapeError
 
 __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
@@ -22,20 +23,19 @@ __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-def _check_channels(owner: str, in_channels: int, out_channels: int, groups: int) -> None:
+def _check_channels(
+    owner: str, in_channels: int, out_channels: int, groups: int
+) -> tuple[int, int, int]:
     """Channel counts and groups of a (transposed) convolution, or a ``ValueError``."""
-    for arg, value in (
-        ("in_channels", in_channels),
-        ("out_channels", out_channels),
-        ("groups", groups),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{owner}: {arg} must be a positive int, got {value!r}")
+    in_channels = check_int(owner, "in_channels", in_channels)
+    out_channels = check_int(owner, "out_channels", out_channels)
+    groups = check_int(owner, "groups", groups)
     if in_channels % groups or out_channels % groups:
         raise ValueError(
             f"{owner}: in_channels ({in_channels}) and out_channels ({out_channels}) "
             f"must both be divisible by groups ({groups})"
         )
+    return in_channels, out_channels, groups
 
 
 class _VIConvNd(VIModule, EstimatorLayer):
@@ -66,23 +66,17 @@ class _VIConvNd(VIModule, EstimatorLayer):
         estimator: str = "reparameterization",
     ) -> None:
         name = type(self).__name__
-        to_tuple = _ntuple(self._dims)
-        _check_channels(name, in_channels, out_channels, groups)
+        in_channels, out_channels, groups = _check_channels(
+            name, in_channels, out_channels, groups
+        )
         if padding_mode not in _PADDING_MODES:
             raise ValueError(
                 f"{name}: padding_mode must be one of {_PADDING_MODES}, got "
                 f"{padding_mode!r}"
             )
-        kernel_size = to_tuple(kernel_size)
-        stride = to_tuple(stride)
-        dilation = to_tuple(dilation)
-        for arg, value in (
-            ("kernel_size", kernel_size),
-            ("stride", stride),
-            ("dilation", dilation),
-        ):
-            if not all(isinstance(v, int) and v > 0 for v in value):
-                raise ValueError(f"{name}: {arg} must hold positive ints, got {value!r}")
+        kernel_size = int_tuple(name, "kernel_size", kernel_size, self._dims, 1)
+        stride = int_tuple(name, "stride", stride, self._dims, 1)
+        dilation = int_tuple(name, "dilation", dilation, self._dims, 1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
@@ -91,9 +85,7 @@ class _VIConvNd(VIModule, EstimatorLayer):
             if padding == "same" and any(s != 1 for s in stride):
                 raise ValueError(f"{name}: padding='same' needs stride 1, got {stride}")
         else:
-            padding = to_tuple(padding)
-            if not all(isinstance(v, int) and v >= 0 for v in padding):
-                raise ValueError(f"{name}: padding must be non-negative, got {padding!r}")
+            padding = int_tuple(name, "padding", padding, self._dims, 0)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -131,6 +123,7 @@ class _VIConvNd(VIModule, EstimatorLayer):
         self._estimator = check_estimator(self, estimator)
 
     def _check_input(self, input_: Tensor) -> None:
+        check_input_dtype(self, input_)
         n = self._dims
         if input_.dim() not in (n + 1, n + 2) or input_.shape[-n - 1] != self.in_channels:
             raise ShapeError(

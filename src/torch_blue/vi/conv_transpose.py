@@ -22,23 +22,10 @@ from .conv import _check_channels, _VIConvNd
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
+from .utils.checks import int_tuple
 from .utils.errors import ShapeError
 
 __all__ = ["VIConvTranspose1d", "VIConvTranspose2d", "VIConvTranspose3d"]
-
-
-def _int_tuple(owner: str, argument: str, value: Any, dims: int, minimum: int) -> tuple:
-    """``value`` as a ``dims``-tuple of ints ``>= minimum``, or a clear ``ValueError``."""
-    values = (value,) * dims if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(values) != dims or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
-    ):
-        kind = "positive" if minimum > 0 else "non-negative"
-        raise ValueError(
-            f"{owner}: {argument} must be a {kind} int or a tuple of {dims} of them, got "
-            f"{value!r}"
-        )
-    return values
 
 
 class _VIConvTransposeNd(VIModule, EstimatorLayer):
@@ -74,7 +61,9 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
     ) -> None:
         name = type(self).__name__
         n = self._dims
-        _check_channels(name, in_channels, out_channels, groups)
+        in_channels, out_channels, groups = _check_channels(
+            name, in_channels, out_channels, groups
+        )
         if padding_mode != "zeros":
             raise ValueError(
                 f"{name}: only padding_mode='zeros' is supported (as for "
@@ -85,11 +74,11 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
                 f"{name}: padding must be a non-negative int or tuple of ints (string "
                 f"paddings are not defined for transposed convolutions), got {padding!r}"
             )
-        kernel_size = _int_tuple(name, "kernel_size", kernel_size, n, 1)
-        stride = _int_tuple(name, "stride", stride, n, 1)
-        dilation = _int_tuple(name, "dilation", dilation, n, 1)
-        padding = _int_tuple(name, "padding", padding, n, 0)
-        output_padding = _int_tuple(name, "output_padding", output_padding, n, 0)
+        kernel_size = int_tuple(name, "kernel_size", kernel_size, n, 1)
+        stride = int_tuple(name, "stride", stride, n, 1)
+        dilation = int_tuple(name, "dilation", dilation, n, 1)
+        padding = int_tuple(name, "padding", padding, n, 0)
+        output_padding = int_tuple(name, "output_padding", output_padding, n, 0)
         for op, s, d in zip(output_padding, stride, dilation):
             if op >= max(s, d):
                 raise ValueError(

@@ -28,6 +28,7 @@ randomness (the layer's ``estimator``):
 """
 
 import math
+from numbers import Integral
 from typing import Any, ClassVar, Optional, Union
 
 import torch
@@ -46,6 +47,7 @@ from .estimators import (
     scaled_noise,
 )
 from .sampling import current_state, mean_weights_enabled
+from .utils.checks import check_int
 from .utils.errors import ShapeError
 from .utils.init import fixed_
 
@@ -150,23 +152,19 @@ class VIEmbedding(VIModule, EstimatorLayer):
         estimator: str = "reparameterization",
     ) -> None:
         name = type(self).__name__
-        for arg, value in (
-            ("num_embeddings", num_embeddings),
-            ("embedding_dim", embedding_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        num_embeddings = check_int(name, "num_embeddings", num_embeddings)
+        embedding_dim = check_int(name, "embedding_dim", embedding_dim)
         if padding_idx is not None:
             if (
                 isinstance(padding_idx, bool)
-                or not isinstance(padding_idx, int)
+                or not isinstance(padding_idx, Integral)
                 or not -num_embeddings <= padding_idx < num_embeddings
             ):
                 raise ValueError(
                     f"{name}: padding_idx must be an int in [-{num_embeddings}, "
                     f"{num_embeddings}) (within num_embeddings), got {padding_idx!r}"
                 )
-            padding_idx %= num_embeddings
+            padding_idx = int(padding_idx) % num_embeddings
         if max_norm is not None:
             if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
                 raise TypeError(f"{name}: max_norm must be a number, got {max_norm!r}")

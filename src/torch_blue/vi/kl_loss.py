@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, Optional
 
 import torch
@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from .distributions import PredictiveDistribution
+from .utils.checks import check_int
 from .utils.errors import MissingLogProbsError, UnsupportedDistributionError
 from .utils.vi_return import VIReturn
 
@@ -38,9 +39,7 @@ def _check_dataset_size(
             f"{owner}: dataset_size (the number of training examples) is required; pass "
             "it to the constructor or to forward"
         )
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{owner}: dataset_size must be a positive int, got {value!r}")
-    return int(value)
+    return check_int(owner, "dataset_size", value)
 
 
 def _check_heat(owner: str, heat: float) -> float:

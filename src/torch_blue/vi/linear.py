@@ -9,6 +9,7 @@ from .base import VIModule
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator, flat_linear
+from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
 
 __all__ = ["VILinear"]
@@ -69,9 +70,8 @@ class VILinear(VIModule, EstimatorLayer):
         dtype: Optional[torch.dtype] = None,
         estimator: str = "reparameterization",
     ) -> None:
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"VILinear: {name} must be a positive int, got {value!r}")
+        in_features = check_int("VILinear", "in_features", in_features)
+        out_features = check_int("VILinear", "out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         super().__init__(
@@ -111,6 +111,7 @@ class VILinear(VIModule, EstimatorLayer):
 
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the layer with one weight sample."""
+        check_input_dtype(self, input_)
         if input_.dim() == 0 or input_.shape[-1] != self.in_features:
             raise ShapeError(
                 f"VILinear(in_features={self.in_features}): expected an input whose last "

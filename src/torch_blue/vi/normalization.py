@@ -39,6 +39,7 @@ from torch.nn import init
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
 from .sampling import batch_norm_in_lanes
+from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
 
 __all__ = ["VIBatchNorm1d", "VIBatchNorm2d", "VIBatchNorm3d", "VILayerNorm"]
@@ -125,14 +126,7 @@ class _VIBatchNormNd(_VIAffineNorm):
         bias: bool = True,
     ) -> None:
         name = type(self).__name__
-        if (
-            isinstance(num_features, bool)
-            or not isinstance(num_features, int)
-            or num_features < 1
-        ):
-            raise ValueError(
-                f"{name}: num_features must be a positive int, got {num_features!r}"
-            )
+        num_features = check_int(name, "num_features", num_features)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
             raise ValueError(f"{name}: eps must be a non-negative number, got {eps!r}")
         if momentum is not None and (
@@ -186,6 +180,7 @@ class _VIBatchNormNd(_VIAffineNorm):
             self.num_batches_tracked.zero_()
 
     def _check_input(self, input_: Tensor) -> None:
+        check_input_dtype(self, input_)
         if input_.dim() not in self._dims or input_.shape[1] != self.num_features:
             raise ShapeError(
                 f"{type(self).__name__}(num_features={self.num_features}): expected "
@@ -479,6 +474,7 @@ class VILayerNorm(_VIAffineNorm):
 
     def forward(self, input_: Tensor) -> Tensor:
         """Normalise with one sample of the affine parameters."""
+        check_input_dtype(self, input_)
         n = len(self.normalized_shape)
         if input_.dim() < n or tuple(input_.shape[input_.dim() - n :]) != (
             self.normalized_shape

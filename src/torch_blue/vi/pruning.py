@@ -62,6 +62,7 @@ from torch.nn import Module
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior
 from .distributions.kl import has_closed_form_kl, kl_divergence
+from .utils.checks import check_int
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 
 __all__ = [
@@ -501,11 +502,7 @@ class CompressionReport:
 def _check_kl_options(owner: str, method: str, mc_samples: int) -> None:
     if method not in KL_METHODS:
         raise ValueError(f"{owner}: method must be one of {KL_METHODS}, got {method!r}")
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 2:
-        raise ValueError(
-            f"{owner}: mc_samples must be an int of at least 2 (for a standard error), "
-            f"got {mc_samples!r}"
-        )
+    check_int(owner, "mc_samples", mc_samples, 2, " (for a standard error)")
 
 
 def _scalar_hyperparameters(prior: Prior) -> bool:

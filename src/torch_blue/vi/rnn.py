@@ -78,6 +78,7 @@ from .estimators import (
     scaled_noise,
 )
 from .sampling import current_state, mean_weights_enabled, sampled_call
+from .utils.checks import check_int
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn
 
@@ -337,18 +338,12 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         estimator: str = "reparameterization",
     ) -> None:
         name = type(self).__name__
-        for arg, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
-        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
-            raise ValueError(
-                f"{name}: proj_size must be a non-negative int (0 disables the "
-                f"projection), got {proj_size!r}"
-            )
+        input_size = check_int(name, "input_size", input_size)
+        hidden_size = check_int(name, "hidden_size", hidden_size)
+        num_layers = check_int(name, "num_layers", num_layers)
+        proj_size = check_int(
+            name, "proj_size", proj_size, 0, " (0 disables the projection)"
+        )
         if proj_size >= hidden_size:
             raise ValueError(
                 f"{name}: proj_size ({proj_size}) must be smaller than hidden_size "

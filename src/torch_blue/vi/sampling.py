@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from numbers import Integral
 from types import MethodType
 from typing import Any, Optional
 
@@ -29,6 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._compat import tree_flatten, tree_unflatten
 from ._lane_attention import lane_attention
+from .utils.checks import check_int
 from .utils.errors import ShapeError
 from .utils.precision import log_prob_dtype
 from .utils.vi_return import VIReturn
@@ -164,10 +164,15 @@ class mean_weights:  # noqa: N801 - a context manager named like torch.no_grad
         _local.mean_weights = self._previous.pop()
 
 
+#: Most samples one call may draw (more overflows tensor sizes).
+MAX_SAMPLES = 2**31 - 1
+
+
 def _check_samples(owner: str, samples: Any) -> int:
-    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
-        raise ValueError(f"{owner}: samples must be a positive int, got {samples!r}")
-    return int(samples)
+    samples = check_int(owner, "samples", samples)
+    if samples > MAX_SAMPLES:
+        raise ValueError(f"{owner}: samples must be at most {MAX_SAMPLES}, got {samples}")
+    return samples
 
 
 def batch_norm_in_lanes(
@@ -304,14 +309,7 @@ def sampled_call(
     if samples is not None:
         samples = _check_samples(owner, samples)
     if chunk_size is not None:
-        if (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, Integral)
-            or chunk_size < 1
-        ):
-            raise ValueError(
-                f"{owner}: chunk_size must be a positive int, got {chunk_size!r}"
-            )
+        chunk_size = check_int(owner, "chunk_size", chunk_size)
     _check_devices(module, owner, args, kwargs)
     # Keyword arguments that are VIReturns are sampled inputs too: they travel to the
     # lanes as extra positional arguments and are put back by name there.

@@ -56,6 +56,7 @@ from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUT
 from .estimators import ESTIMATORS, flat_linear
 from .linear import VILinear
 from .sampling import mean_weights_enabled
+from .utils.checks import check_int
 from .utils.errors import ShapeError
 
 __all__ = [
@@ -97,9 +98,7 @@ _OWN_VARIABLES = (
 
 # ---------------------------------------------------------------------- validation
 def _positive_int(owner: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
+    return check_int(owner, name, value)
 
 
 def _probability(owner: str, name: str, value: Any) -> float:
@@ -484,8 +483,8 @@ class VIMultiheadAttention(VIModule):
         dropout: float = 0.0,
     ) -> None:
         owner = "VIMultiheadAttention"
-        _positive_int(owner, "embed_dim", embed_dim)
-        _positive_int(owner, "num_heads", num_heads)
+        embed_dim = _positive_int(owner, "embed_dim", embed_dim)
+        num_heads = _positive_int(owner, "num_heads", num_heads)
         if embed_dim % num_heads:
             raise ValueError(
                 f"{owner}: embed_dim={embed_dim} must be divisible by num_heads={num_heads}"
@@ -914,9 +913,9 @@ class VITransformerEncoderLayer(VIModule):
         estimator: str = "reparameterization",
     ) -> None:
         owner = type(self).__name__
-        _positive_int(owner, "d_model", d_model)
-        _positive_int(owner, "nhead", nhead)
-        _positive_int(owner, "dim_feedforward", dim_feedforward)
+        d_model = _positive_int(owner, "d_model", d_model)
+        nhead = _positive_int(owner, "nhead", nhead)
+        dim_feedforward = _positive_int(owner, "dim_feedforward", dim_feedforward)
         layer_norm_eps = _positive_float(owner, "layer_norm_eps", layer_norm_eps)
         dropout = _probability(owner, "dropout", dropout)
         activation = _activation(owner, activation)
@@ -1107,9 +1106,9 @@ class VITransformerDecoderLayer(VIModule):
         estimator: str = "reparameterization",
     ) -> None:
         owner = type(self).__name__
-        _positive_int(owner, "d_model", d_model)
-        _positive_int(owner, "nhead", nhead)
-        _positive_int(owner, "dim_feedforward", dim_feedforward)
+        d_model = _positive_int(owner, "d_model", d_model)
+        nhead = _positive_int(owner, "nhead", nhead)
+        dim_feedforward = _positive_int(owner, "dim_feedforward", dim_feedforward)
         layer_norm_eps = _positive_float(owner, "layer_norm_eps", layer_norm_eps)
         dropout = _probability(owner, "dropout", dropout)
         activation = _activation(owner, activation)
@@ -1290,7 +1289,7 @@ def _check_stack_arguments(owner: str, layer: Any, num_layers: Any, norm: Any) -
         raise TypeError(
             f"{owner}: the layer to stack must be an nn.Module, got {type(layer).__name__}"
         )
-    _positive_int(owner, "num_layers", num_layers)
+    num_layers = _positive_int(owner, "num_layers", num_layers)
     if norm is not None and not isinstance(norm, nn.Module):
         raise TypeError(
             f"{owner}: norm must be an nn.Module or None, got {type(norm).__name__}"
@@ -1582,10 +1581,10 @@ class VITransformer(VIModule):
         estimator: str = "reparameterization",
     ) -> None:
         owner = type(self).__name__
-        _positive_int(owner, "d_model", d_model)
-        _positive_int(owner, "nhead", nhead)
-        _positive_int(owner, "num_encoder_layers", num_encoder_layers)
-        _positive_int(owner, "num_decoder_layers", num_decoder_layers)
+        d_model = _positive_int(owner, "d_model", d_model)
+        nhead = _positive_int(owner, "nhead", nhead)
+        num_encoder_layers = _positive_int(owner, "num_encoder_layers", num_encoder_layers)
+        num_decoder_layers = _positive_int(owner, "num_decoder_layers", num_decoder_layers)
         _estimator(owner, estimator)
         for name, custom in (
             ("custom_encoder", custom_encoder),

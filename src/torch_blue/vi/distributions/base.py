@@ -190,7 +190,7 @@ class Prior(Distribution):
                 stacklevel=2,
             )
             return
-        if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 0:
+        if isinstance(fan_in, bool) or not isinstance(fan_in, Integral) or fan_in < 0:
             raise ValueError(
                 f"{type(self).__name__}.kaiming_rescale: fan_in must be a non-negative "
                 f"int, got {fan_in!r}"

@@ -25,12 +25,12 @@ Mixtures, heavy-tailed and hierarchical priors (:class:`ScaleMixtureNormal`,
 
 import math
 from collections.abc import Callable, Sequence
-from numbers import Integral
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
+from ..utils.checks import check_int
 from ..utils.errors import UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import Prior, VariationalDistribution
@@ -372,10 +372,7 @@ def monte_carlo_kl_divergence(
     >>> monte_carlo_kl_divergence(StudentTPrior(), MeanFieldNormal(), params, 8).shape
     torch.Size([])
     """
-    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
-        raise ValueError(
-            f"monte_carlo_kl_divergence: samples must be a positive int, got {samples!r}"
-        )
+    samples = check_int("monte_carlo_kl_divergence", "samples", samples)
     parameters = tuple(parameters)
     hyperparameters = tuple(hyperparameters)
     total = None

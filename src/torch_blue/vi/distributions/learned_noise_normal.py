@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..utils.checks import check_int
 from ..utils.errors import ShapeError
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import PredictiveDistribution, _positive
@@ -77,14 +78,8 @@ class LearnedNoiseNormal(PredictiveDistribution, nn.Module):
     ) -> None:
         name = type(self).__name__
         log_std = math.log(_positive(name, "std", std, squared=True))
-        if num_outputs is not None and (
-            isinstance(num_outputs, bool)
-            or not isinstance(num_outputs, int)
-            or num_outputs < 1
-        ):
-            raise ValueError(
-                f"{name}: num_outputs must be a positive int or None, got {num_outputs!r}"
-            )
+        if num_outputs is not None:
+            num_outputs = check_int(name, "num_outputs", num_outputs, note=" or None")
         super().__init__()
         self.num_outputs = num_outputs
         shape = () if num_outputs is None else (num_outputs,)
