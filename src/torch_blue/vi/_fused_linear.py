@@ -41,11 +41,22 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .utils.precision import computes_in_float16
+
 __all__ = ["LocalLinear", "input_scale", "local_linear_reference", "preactivation_std"]
 
 #: Added to the variance so the square root stays differentiable where an input
 #: is zero everywhere and the layer has no bias.
 VARIANCE_FLOOR = 1e-16
+
+
+def variance_floor(dtype: torch.dtype) -> float:
+    """:data:`VARIANCE_FLOOR`, or the dtype's smallest normal number if larger.
+
+    In float16 ``1e-16`` is 0, and the square root's derivative at 0 is infinite; its
+    smallest normal (6.1e-5) keeps that derivative at 64.
+    """
+    return max(VARIANCE_FLOOR, torch.finfo(dtype).tiny)
 
 
 class LocalLinear(torch.autograd.Function):
@@ -73,13 +84,14 @@ class LocalLinear(torch.autograd.Function):
         weight_var = torch.exp(2 * weight_log_std)
         if bias_mean is None:
             mean = flat @ weight_mean.t()
-            std = torch.addmm(noise.new_tensor(VARIANCE_FLOOR), squared, weight_var.t())
+            floor = noise.new_tensor(variance_floor(noise.dtype))
+            std = torch.addmm(floor, squared, weight_var.t())
         else:
             mean = torch.addmm(bias_mean, flat, weight_mean.t())
             std = squared @ weight_var.t()
             # (sigma_b / c)^2 per row, then the floor
             std.addcmul_(scale.reciprocal().square(), torch.exp(2 * bias_log_std))
-            std.add_(VARIANCE_FLOOR)
+            std.add_(variance_floor(std.dtype))
         std.sqrt_().mul_(scale)
         shape = (*x.shape[:-1], weight_mean.shape[0])
         mean, std = mean.view(shape), std.view(shape)
@@ -244,14 +256,26 @@ def preactivation_std(
     :math:`c` from :func:`input_scale`, so that it overflows only where the
     result does. ``op`` is linear per example (a dense map or a convolution over
     ``spatial_dims`` dimensions) and ``bias`` is ``(mean, log_std)`` or ``None``.
+
+    Where the computation would run in float16 (float16 inputs, or float16
+    autocast) it runs in float32 instead and the result is cast back: the square
+    root's derivative, :math:`c/(2\sqrt{\cdot})`, exceeds float16's range where an
+    input is large and its neighbours are zero.
     """
+    if computes_in_float16(x):
+        with torch.autocast(x.device.type, enabled=False):
+            wide_bias = None if bias is None else (bias[0], bias[1].float())
+            std = preactivation_std(
+                op, x.float(), weight_log_std.float(), wide_bias, spatial_dims
+            )
+        return std.half()
     scale = input_scale(x, tuple(range(x.dim() - 1 - spatial_dims, x.dim())))
     variance = op((x / scale).square(), torch.exp(2 * weight_log_std), None)
     if bias is not None:
         bias_std = torch.exp(bias[1]).view(-1, *(1,) * spatial_dims)
         variance = variance + (bias_std / scale).square()
     # The floor keeps sqrt differentiable where an input is exactly zero everywhere.
-    return scale * torch.sqrt(variance + VARIANCE_FLOOR)
+    return scale * torch.sqrt(variance + variance_floor(variance.dtype))
 
 
 def local_linear(

@@ -185,6 +185,7 @@ def local_reparameterization(
     if (
         op is flat_linear
         and not torch.is_autocast_enabled(x.device.type)  # (its casting rules apply)
+        and x.dtype != torch.float16  # (the plain path widens float16)
         # (the fused function saves passes over the inputs and the outputs)
         and fused_pays_off(x[..., 0].numel() * sum(weight[0].shape))
     ):

@@ -1585,6 +1585,7 @@ class VITransformer(VIModule):
         nhead = _positive_int(owner, "nhead", nhead)
         num_encoder_layers = _positive_int(owner, "num_encoder_layers", num_encoder_layers)
         num_decoder_layers = _positive_int(owner, "num_decoder_layers", num_decoder_layers)
+        dim_feedforward = _positive_int(owner, "dim_feedforward", dim_feedforward)
         _estimator(owner, estimator)
         for name, custom in (
             ("custom_encoder", custom_encoder),

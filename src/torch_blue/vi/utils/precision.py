@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["HALF_DTYPES", "log_prob_dtype", "widened"]
+__all__ = ["HALF_DTYPES", "computes_in_float16", "log_prob_dtype", "widened"]
 
 #: The floating dtypes whose log-probabilities are computed in float32.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -39,3 +39,23 @@ def log_prob_dtype(dtype: torch.dtype) -> torch.dtype:
     (torch.float32, torch.float64)
     """
     return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def computes_in_float16(x: Tensor) -> bool:
+    """Whether operations on ``x`` run in float16 (its dtype, or autocast's here).
+
+    Examples
+    --------
+    >>> import torch
+    >>> computes_in_float16(torch.ones(1, dtype=torch.half))
+    True
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     computes_in_float16(torch.ones(1))
+    False
+    """
+    if x.dtype == torch.float16:
+        return True
+    device = x.device.type
+    return torch.is_autocast_enabled(device) and (
+        torch.get_autocast_dtype(device) == torch.float16
+    )
