@@ -35,6 +35,7 @@ once. Other cases (parameters batched by an outer ``vmap``) fall back to the pla
 formulas, which ``vmap`` batches itself.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -238,8 +239,8 @@ def input_scale(x: Tensor, dims: tuple[int, ...]) -> Tensor:
     formula does not overflow, the scaled one gives the same bits, and inputs within
     [-1, 1] are not scaled at all.
     """
-    largest = x.detach().abs().amax(dim=dims, keepdim=True)
-    return torch.exp2(torch.floor(torch.log2(largest))).clamp(min=1)
+    largest = torch.linalg.vector_norm(x.detach(), math.inf, dim=dims, keepdim=True)
+    return torch.exp2(torch.floor(torch.log2(largest.clamp(min=1))))
 
 
 def preactivation_std(
@@ -271,9 +272,9 @@ def preactivation_std(
         return std.half()
     scale = input_scale(x, tuple(range(x.dim() - 1 - spatial_dims, x.dim())))
     variance = op((x / scale).square(), torch.exp(2 * weight_log_std), None)
-    if bias is not None:
-        bias_std = torch.exp(bias[1]).view(-1, *(1,) * spatial_dims)
-        variance = variance + (bias_std / scale).square()
+    if bias is not None:  # + (sigma_b / c)^2; 1/c^2 is exact, c a power of two
+        bias_var = torch.exp(2 * bias[1]).view(-1, *(1,) * spatial_dims)
+        variance = torch.addcmul(variance, bias_var, scale.pow(-2))
     # The floor keeps sqrt differentiable where an input is exactly zero everywhere.
     return scale * torch.sqrt(variance + variance_floor(variance.dtype))
 

@@ -14,7 +14,7 @@ from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .sampling import current_state, mean_weights_enabled, sampled_call
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
-from .utils.precision import widened
+from .utils.precision import HALF_DTYPES, widened
 from .utils.vi_return import VIReturn
 
 __all__ = ["TORCH_TWINS", "VIModule"]
@@ -369,15 +369,17 @@ class VIModule(Module):
         record = state.record if state is not None else self._return_log_probs
         if not record:
             return dist.sample(parameters)
-        # Half-precision weights are drawn and scored in float32: the sums over a
-        # layer's weights overflow float16 (and lose most digits in bfloat16).
+        hyperparameters = self._prior_hyperparameters(variable)
+        dtype = parameters[0].dtype
+        if dtype in HALF_DTYPES:
+            # Half-precision weights are drawn and scored in float32: the sums over
+            # a layer's weights overflow float16 (and lose most digits in bfloat16).
+            parameters, hyperparameters = widened(parameters), widened(hyperparameters)
         sample, log_probs = dist.sample_and_log_probs(
-            widened(parameters),
-            self.prior[variable],
-            widened(self._prior_hyperparameters(variable)),
+            parameters, self.prior[variable], hyperparameters
         )
         self._record_log_probs(variable, log_probs)
-        return sample.to(parameters[0].dtype)
+        return sample.to(dtype) if dtype in HALF_DTYPES else sample
 
     def _record_log_probs(self, variable: str, log_probs: Tensor) -> None:
         """Add ``(log p, log q)`` of one access of ``variable`` to the running call.
