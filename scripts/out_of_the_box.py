@@ -68,7 +68,8 @@ run trains for the largest budget and is scored at every budget on the way: with
 schedule, and with the random state forked around each prediction, this is the same
 as separate runs. Seeds (``--seeds``, classification and sine-1d) vary the
 initialisation, the batch order and the weight samples, the data stay fixed; the
-regression rows use ``--splits`` splits, split ``i`` with seed ``i``.
+regression rows use ``--splits`` splits, split ``i`` with seed ``i``. ``--first-seed
+K`` starts at seed (split) ``K``, to spread one table over several runs.
 
 The table shows mean ± standard error; ``--output-dir`` receives a JSON file with every
 per-seed result and the summary and a figure of NLL (log-likelihood) minus the twin's.
@@ -673,6 +674,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add("--budgets", default="1,3", help="multiples of the usual epochs (default 1,3)")
     add("--seeds", type=int, help="classification and sine-1d (default 3)")
     add("--splits", type=int, help="regression splits (default 20)")
+    add(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="start at this seed (split), to spread one table over several runs",
+    )
     add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
     add("--output-dir", type=Path, default=Path("out_of_the_box"))
     add("--data-dir", type=Path, default=tutorial.default_data_dir(), help="Fashion-MNIST")
@@ -688,6 +695,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.splits = args.splits if args.splits is not None else (1 if args.quick else 20)
     if min(args.budgets) < 1 or args.seeds < 1 or args.splits < 1:
         parser.error("--budgets, --seeds and --splits must be positive")
+    if args.first_seed < 0:
+        parser.error("--first-seed must be non-negative")
     return args
 
 
@@ -713,7 +722,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in args.rows:
         spec = ROWS[name]
         try:
-            datasets = row_datasets(spec, counts[name], args.data_dir, limit)
+            first = args.first_seed
+            datasets = row_datasets(spec, first + counts[name], args.data_dir, limit)
+            datasets = datasets[first:]
         except tutorial.DatasetUnavailableError as error:
             notes.append(f"note: row {name} skipped: {error}")
             bar.update(counts[name] * len(methods))
@@ -724,7 +735,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if method in REGRESSION_ONLY and spec.task != "regression":
                 bar.update(len(datasets))
                 continue
-            for seed, data in enumerate(datasets):
+            for seed, data in enumerate(datasets, start=args.first_seed):
                 bar.set_description(f"{name} {method} seed {seed}")
                 try:
                     results += run_method(
@@ -734,7 +745,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if method != "bayesian-torch":
                         raise
                     notes.append(f"note: bayesian-torch skipped on {name}: {error}")
-                    bar.update(len(datasets) - seed)
+                    bar.update(len(datasets) - (seed - args.first_seed))
                     break
                 bar.update()
     bar.close()
