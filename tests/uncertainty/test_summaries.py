@@ -82,12 +82,14 @@ def test_uniform_samples_are_all_aleatoric():
     total, aleatoric, epistemic = entropy_decomposition(samples)
     assert total.item() == pytest.approx(math.log(4))
     assert aleatoric.item() == pytest.approx(math.log(4))
-    assert epistemic.item() == 0
+    # total and aleatoric reduce in different orders: equal up to rounding
+    torch.testing.assert_close(epistemic, torch.zeros((), dtype=torch.float64))
 
 
 def test_mutual_information_is_zero_for_equal_samples():
     p = _probs(1, 6, 4).expand(8, 6, 4)
-    assert torch.equal(mutual_information(p), torch.zeros(6, dtype=torch.float64))
+    # the entropy of the mean and the mean entropy reduce in different orders
+    torch.testing.assert_close(mutual_information(p), torch.zeros(6, dtype=torch.float64))
 
 
 def test_total_is_aleatoric_plus_epistemic():

@@ -71,7 +71,11 @@ def test_mean_weights_equal_to_deterministic(options):
     assert not any(isinstance(m, VIModule) for m in plain.modules())
     with vi.mean_weights():
         out = layer(TOKENS)
-    assert torch.equal(out[0], plain(TOKENS))
+    if "max_norm" in options:
+        # the layer's functional renormalisation against torch's in-place kernel
+        assert_close(out[0], plain(TOKENS))
+    else:
+        assert torch.equal(out[0], plain(TOKENS))  # the same lookup
 
 
 def test_convert_keeps_weights_and_reproduces_torch():

@@ -188,7 +188,12 @@ def test_mean_weights_equal_to_deterministic(factory, shape, training):
     x = torch.randn(shape)
     with vi.mean_weights():
         out = layer(x)
-    assert torch.equal(out[0], plain(x))
+    if training and not isinstance(layer, VILayerNorm):
+        # batch statistics: the lane-safe F.batch_norm call (no running statistics)
+        # against torch.nn's, which may take another kernel
+        assert_close(out[0], plain(x))
+    else:
+        assert torch.equal(out[0], plain(x))  # the same F.batch_norm/F.layer_norm call
 
 
 @pytest.mark.parametrize(

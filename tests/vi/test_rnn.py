@@ -332,14 +332,15 @@ def test_mean_weights_equal_to_deterministic_exactly(kind, estimator):
     assert not any(isinstance(m, vi.VIModule) for m in plain.modules())
     x = torch.randn(BATCH, STEPS, IN)
     # The oneDNN LSTM kernel rounds differently from torch's native one, which the
-    # layer follows op by op; switch it off to compare bit for bit.
+    # layer follows op by op; switch it off. (Still compared to rounding: the layer
+    # reimplements torch's kernels, whose internals may change.)
     with torch.backends.mkldnn.flags(enabled=False), torch.no_grad():
         with vi.mean_weights():
             result = layer(x)
         expected = plain(x)
     for got, want in zip(_flat(result), _flat(expected)):
         assert got.shape == (1, *want.shape) and got.log_probs is None
-        assert torch.equal(got[0], want)
+        torch.testing.assert_close(got[0], want)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

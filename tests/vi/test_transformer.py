@@ -695,7 +695,9 @@ def test_mean_weights_equal_to_deterministic_exactly(name, training):
     with vi.mean_weights():
         out = module(*inputs, **kwargs)
     assert out.shape[0] == 1 and out.log_probs is None
-    assert torch.equal(out[0], plain(*inputs, **kwargs))
+    # the attention is torch's own function, but the feed-forward blocks use
+    # flat_linear, which equals nn.Linear's F.linear up to the summation order
+    torch.testing.assert_close(out[0], plain(*inputs, **kwargs))
 
 
 def test_deterministic_encoder_computes_padded_positions():
