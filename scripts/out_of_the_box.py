@@ -771,7 +771,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     json_path = args.output_dir / "out_of_the_box.json"
     json_path.write_text(json.dumps(report, indent=1))
     print(f"\nwrote {json_path}")
-    if summary:
+    if not any(e["method"] != "twin" for e in summary):
+        print("note: no figure (it compares methods with the twin; only the twin ran)")
+    else:
         try:
             plot_summary(summary, args.output_dir / "out_of_the_box.png")
             print(f"wrote {args.output_dir / 'out_of_the_box.png'}")

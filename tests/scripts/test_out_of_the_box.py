@@ -138,3 +138,19 @@ def test_fixed_noise_is_upstreams_likelihood_on_regression_rows_only(ootb, tmp_p
     report = json.loads((tmp_path / "out_of_the_box.json").read_text())
     rows = {(r["row"], r["method"]) for r in report["results"]}
     assert rows == {("digits-mlp", "twin"), ("sine-1d", "twin"), ("sine-1d", "fixed-noise")}
+
+
+def test_first_seed_runs_the_later_seeds_of_a_table(ootb, tmp_path):
+    # Seeds 1 and 2 in a run of their own equal seeds 1 and 2 of one run of three.
+    def seeds(extra, out):
+        args = ["--quick", "--rows", "sine-1d,diabetes", "--methods", "twin", *extra]
+        assert run_main(ootb, [*args, "--no-progress", "--output-dir", str(out)]) == 0
+        report = json.loads((out / "out_of_the_box.json").read_text())
+        return {(r["row"], r["seed"], r["budget"]): r["rmse"] for r in report["results"]}
+
+    whole = seeds(["--seeds", "3", "--splits", "3"], tmp_path / "whole")
+    later = seeds(["--seeds", "2", "--splits", "2", "--first-seed", "1"], tmp_path / "late")
+    assert sorted({seed for _, seed, _ in later}) == [1, 2]
+    assert later == {key: value for key, value in whole.items() if key[1] >= 1}
+    with pytest.raises(SystemExit):
+        ootb.parse_args(["--first-seed", "-1"])
