@@ -398,6 +398,33 @@ for layer_name, (make, shape) in INPUT_LAYERS.items():
             fragment,
         )
 
+SEQUENCE_LAYERS = {
+    "VILSTM": lambda x: vi.VILSTM(3, 4, batch_first=True)(x, samples=2),
+    "VIGRU": lambda x: vi.VIGRU(3, 4, batch_first=True)(x, samples=2),
+    "VIMultiheadAttention": lambda x: vi.VIMultiheadAttention(3, 1)(x, x, x, samples=2),
+    "VITransformerEncoderLayer": lambda x: vi.VITransformerEncoderLayer(3, 1, 8)(
+        x, samples=2
+    ),
+    "VITransformerDecoderLayer": lambda x: vi.VITransformerDecoderLayer(3, 1, 8)(
+        x, torch.ones(2, 4, 3), samples=2
+    ),
+}
+for layer_name, run in SEQUENCE_LAYERS.items():
+    for dtype in (torch.long, torch.bool, torch.float64):
+        raises(
+            f"{layer_name}({dtype} input)",
+            lambda run=run, dtype=dtype: run(torch.ones(2, 4, 3, dtype=dtype)),
+            TypeError,
+            f"{layer_name}: the input's dtype {dtype}",
+        )
+    raises(
+        f"{layer_name}(list input)",
+        lambda run=run: run(torch.ones(2, 4, 3).tolist()),
+        TypeError,
+        f"{layer_name}",
+        "must be a Tensor",
+    )
+
 raises(
     "meta input, CPU parameters",
     lambda: _linear()(torch.empty(3, 4, device="meta"), samples=2),

@@ -78,7 +78,7 @@ from .estimators import (
     scaled_noise,
 )
 from .sampling import current_state, mean_weights_enabled, sampled_call
-from .utils.checks import check_int
+from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
 from .utils.vi_return import VIReturn
 
@@ -650,6 +650,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                 ) from error
             batch = batch_sizes[0]
             unbatched = False
+            check_input_dtype(self, data)
             x = data
         else:
             if not isinstance(input, Tensor):
@@ -657,6 +658,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                     f"{name}: input must be a Tensor or a PackedSequence, got "
                     f"{type(input).__name__}"
                 )
+            check_input_dtype(self, input)
             if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
                 raise self._shape_error(
                     "expected input of shape (L, input_size), (L, N, input_size) or, "

@@ -56,7 +56,7 @@ from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUT
 from .estimators import ESTIMATORS, flat_linear
 from .linear import VILinear
 from .sampling import mean_weights_enabled
-from .utils.checks import check_int
+from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
 
 __all__ = [
@@ -634,6 +634,7 @@ class VIMultiheadAttention(VIModule):
                 raise TypeError(
                     f"{owner}: {name} must be a Tensor, got {type(tensor).__name__}"
                 )
+            check_input_dtype(self, tensor)
         if query.dim() not in (2, 3):
             raise ShapeError(
                 f"{owner}: query must be (L, E) unbatched or 3-D batched, got shape "
@@ -1004,6 +1005,7 @@ class VITransformerEncoderLayer(VIModule):
         it applies the causal mask.
         """
         _check_sequence(type(self).__name__, "src", src, self.d_model)
+        check_input_dtype(self, src)
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -1201,6 +1203,8 @@ class VITransformerDecoderLayer(VIModule):
         owner = type(self).__name__
         _check_sequence(owner, "tgt", tgt, self.d_model)
         _check_sequence(owner, "memory", memory, self.d_model)
+        check_input_dtype(self, tgt)
+        check_input_dtype(self, memory)
         if tgt.dim() != memory.dim():
             raise ShapeError(
                 f"{owner}: tgt and memory must both be batched or both unbatched, got "
@@ -1692,6 +1696,8 @@ class VITransformer(VIModule):
         owner = type(self).__name__
         _check_sequence(owner, "src", src, self.d_model)
         _check_sequence(owner, "tgt", tgt, self.d_model)
+        check_input_dtype(self, src)
+        check_input_dtype(self, tgt)
         if src.dim() != tgt.dim():
             raise ShapeError(
                 f"{owner}: src and tgt must both be batched or both unbatched, got "

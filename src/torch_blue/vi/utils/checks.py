@@ -88,6 +88,8 @@ def check_input_dtype(module: Module, input_: Any) -> None:
             "(convert it with torch.as_tensor)"
         )
     parameter = next(iter(module._parameters.values()), None)
+    if parameter is None:  # a container: its first parameter anywhere
+        parameter = next(module.parameters(), None)
     if (
         parameter is not None
         and input_.dtype != parameter.dtype
