@@ -13,6 +13,7 @@ from torch.nn import Module, Parameter, init
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .sampling import current_state, mean_weights_enabled, sampled_call
+from .utils.checks import check_bool
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from .utils.precision import HALF_DTYPES, widened
 from .utils.vi_return import VIReturn
@@ -147,12 +148,9 @@ class VIModule(Module):
     ) -> None:
         if not convert_overwrite:
             super().__init__()
-        if not isinstance(return_log_probs, bool):
-            raise TypeError(
-                f"{type(self).__name__}: return_log_probs must be a bool, got "
-                f"{return_log_probs!r}"
-            )
-        self._return_log_probs = return_log_probs
+        self._return_log_probs = check_bool(
+            type(self).__name__, "return_log_probs", return_log_probs
+        )
         # variable -> [sum of (log p, log q), draws, draws with a graph] outside a call
         self._manual_log_probs: dict[str, list] = {}
         if variable_shapes is None:
@@ -473,10 +471,7 @@ class VIModule(Module):
 
     @return_log_probs.setter
     def return_log_probs(self, mode: bool) -> None:
-        if not isinstance(mode, bool):
-            raise TypeError(
-                f"{type(self).__name__}: return_log_probs must be a bool, got {mode!r}"
-            )
+        check_bool(type(self).__name__, "return_log_probs", mode)
         for module in self.modules():
             if isinstance(module, VIModule):
                 module._return_log_probs = mode
@@ -517,10 +512,7 @@ class VIModule(Module):
 
     @reuse_draws.setter
     def reuse_draws(self, mode: bool) -> None:
-        if not isinstance(mode, bool):
-            raise TypeError(
-                f"{type(self).__name__}: reuse_draws must be a bool, got {mode!r}"
-            )
+        check_bool(type(self).__name__, "reuse_draws", mode)
         modules = [m for m in self.modules() if isinstance(m, VIModule)]
         if mode:
             for module in modules:  # validate all before changing any

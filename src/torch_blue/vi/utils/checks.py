@@ -7,7 +7,22 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-__all__ = ["check_input_dtype", "check_int", "int_tuple"]
+__all__ = ["check_bool", "check_input_dtype", "check_int", "int_tuple"]
+
+
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """``value`` if it is a ``bool``, else a ``TypeError`` (``1`` and ``"no"`` are not).
+
+    Examples
+    --------
+    >>> check_bool("VILinear", "return_log_probs", "no")
+    Traceback (most recent call last):
+    ...
+    TypeError: VILinear: return_log_probs must be a bool, got 'no'
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {value!r}")
+    return value
 
 
 def check_int(owner: str, name: str, value: Any, minimum: int = 1, note: str = "") -> int:
