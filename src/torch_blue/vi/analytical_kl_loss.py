@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from .base import VIModule
+from .base import VIModule, named_random_variables
 from .distributions import PredictiveDistribution
 from .distributions.kl import (
     KullbackLeiblerModule,
@@ -144,13 +144,7 @@ class AnalyticalKullbackLeiblerLoss(Module):
         Looked up at every call, so that a layer added or replaced after the loss was
         built (a new head for fine-tuning) gets its KL term.
         """
-        found = [
-            (f"{path}.{variable}" if path else variable, module, variable)
-            for path, module in self.model.named_modules()
-            if isinstance(module, VIModule) and module.random_variables is not None
-            for variable in module.random_variables
-            if module.variational_distribution[variable] is not None
-        ]
+        found = [(v.name, v.module, v.variable) for v in named_random_variables(self.model)]
         if not found:
             raise NoVariablesError(
                 f"{type(self).__name__}: the model has no random variables"

@@ -1,10 +1,10 @@
 """``VIModule``: the base of every Bayesian layer and model."""
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from numbers import Integral
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionE
 from .utils.precision import HALF_DTYPES, widened
 from .utils.vi_return import VIReturn
 
-__all__ = ["TORCH_TWINS", "VIModule"]
+__all__ = ["TORCH_TWINS", "RandomVariable", "VIModule", "named_random_variables"]
 
 _VariableShapes = Mapping[str, Optional[tuple[int, ...]]]
 
@@ -648,3 +648,34 @@ class VIModule(Module):
             self._return_log_probs,
             chunk_size,
         )
+
+
+class RandomVariable(NamedTuple):
+    """One random variable of a model, as :func:`named_random_variables` lists it."""
+
+    #: ``"path.variable"``: the variable's key in the deterministic twin's state dict.
+    name: str
+    #: The owning module's name in the model (``""`` for the model itself).
+    path: str
+    module: VIModule
+    variable: str
+
+
+def named_random_variables(model: Module) -> Iterator[RandomVariable]:
+    """Every declared random variable of ``model`` (not those switched off, ``None``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torch_blue.vi import VILinear
+    >>> model = nn.Sequential(VILinear(2, 3), nn.ReLU(), VILinear(3, 1, bias=False))
+    >>> [v.name for v in named_random_variables(model)]
+    ['0.weight', '0.bias', '2.weight']
+    """
+    for path, module in model.named_modules():
+        if not isinstance(module, VIModule) or module.random_variables is None:
+            continue
+        for variable, dist in module.variational_distribution.items():
+            if dist is not None:
+                name = f"{path}.{variable}" if path else variable
+                yield RandomVariable(name, path, module, variable)

@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from .base import VIModule
+from .base import VIModule, named_random_variables
 from .distributions import MeanFieldNormal, Prior
 from .distributions.kl import has_closed_form_kl, kl_divergence
 from .utils.checks import check_int
@@ -93,14 +93,7 @@ def _variables(model: Module, owner: str) -> list[tuple[str, str, VIModule, str]
     """
     if not isinstance(model, Module):
         raise TypeError(f"{owner}: model must be an nn.Module, got {type(model).__name__}")
-    found = []
-    for layer, module in model.named_modules():
-        if not isinstance(module, VIModule) or module.random_variables is None:
-            continue
-        for variable, dist in module.variational_distribution.items():
-            if dist is not None:
-                key = f"{layer}.{variable}" if layer else variable
-                found.append((key, layer, module, variable))
+    found = [tuple(v) for v in named_random_variables(model)]
     if not found:
         raise NoVariablesError(
             f"{owner}: {type(model).__name__} has no random variables; pruning needs a "

@@ -290,7 +290,7 @@ def moped(
     >>> model[2].prior["bias"]
     EmpiricalNormalPrior(shape=(2,), attached)
     """
-    from ..base import VIModule
+    from ..base import named_random_variables
 
     delta = _positive("moped", "delta", delta)
     min_std = _positive("moped", "min_std", min_std, squared=True)
@@ -305,30 +305,23 @@ def moped(
         )
     plan = []
     missing = []
-    for path, module in model.named_modules():
-        if not isinstance(module, VIModule) or module.random_variables is None:
+    for key, _, module, variable in named_random_variables(model):
+        dist = module.variational_distribution[variable]
+        parameters = tuple(module.get_variational_parameters(variable))
+        if source is None:
+            value = dist.point_estimate(parameters)
+        elif key in source:
+            value = torch.as_tensor(source[key])
+        else:
+            missing.append(key)
             continue
-        for variable, dist in module.variational_distribution.items():
-            if dist is None:
-                continue
-            key = f"{path}.{variable}" if path else variable
-            parameters = tuple(module.get_variational_parameters(variable))
-            if source is None:
-                value = dist.point_estimate(parameters)
-            elif key in source:
-                value = torch.as_tensor(source[key])
-            else:
-                missing.append(key)
-                continue
-            reference = parameters[
-                dist.distribution_parameters.index(dist.primary_parameter)
-            ]
-            if value.shape != reference.shape:
-                raise ShapeError(
-                    f"moped: weights entry {key!r} has shape {tuple(value.shape)}, but the "
-                    f"random variable has shape {tuple(reference.shape)}"
-                )
-            plan.append((module, variable, value.detach().to(reference)))
+        reference = parameters[dist.distribution_parameters.index(dist.primary_parameter)]
+        if value.shape != reference.shape:
+            raise ShapeError(
+                f"moped: weights entry {key!r} has shape {tuple(value.shape)}, but the "
+                f"random variable has shape {tuple(reference.shape)}"
+            )
+        plan.append((module, variable, value.detach().to(reference)))
     if missing:
         raise KeyError(f"moped: weights has no entries for the random variables {missing}")
     for module, variable, value in plan:
