@@ -43,9 +43,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["NormalDraw", "ScaledNoise", "SharedNoise"]
+from .base import _LOG_2PI
 
-_LOG_2PI = math.log(2 * math.pi)
+__all__ = ["NormalDraw", "ScaledNoise", "SharedNoise"]
 
 
 class NormalDraw(torch.autograd.Function):

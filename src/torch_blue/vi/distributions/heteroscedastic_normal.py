@@ -1,18 +1,14 @@
 """The heteroscedastic Normal likelihood: the network predicts mean and noise scale."""
 
-import math
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from ..utils.errors import ShapeError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import PredictiveDistribution, _non_negative
+from .base import _HALF_LOG_2PI, PredictiveDistribution, _non_negative
 
 __all__ = ["HeteroscedasticNormal"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class HeteroscedasticNormal(PredictiveDistribution):

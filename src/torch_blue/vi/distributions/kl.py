@@ -33,7 +33,7 @@ from torch import Tensor
 from ..utils.checks import check_int
 from ..utils.errors import UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, VariationalDistribution
+from .base import _LOG_2PI, Prior, VariationalDistribution
 from .laplace import Laplace
 from .log_uniform import LogUniformPrior
 from .moped import EmpiricalNormalPrior
@@ -54,7 +54,6 @@ __all__ = [
     "monte_carlo_kl_divergence",
 ]
 
-_LOG_2PI = math.log(2 * math.pi)
 _LOG_2 = math.log(2.0)
 # Molchanov et al. (2017), sparse variational dropout
 _K1, _K2, _K3 = 0.63576, 1.87320, 1.48695

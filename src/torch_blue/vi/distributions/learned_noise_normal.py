@@ -9,11 +9,9 @@ from torch import Tensor, nn
 from ..utils.checks import check_int
 from ..utils.errors import ShapeError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import PredictiveDistribution, _positive
+from .base import _HALF_LOG_2PI, PredictiveDistribution, _positive
 
 __all__ = ["LearnedNoiseNormal"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class LearnedNoiseNormal(PredictiveDistribution, nn.Module):

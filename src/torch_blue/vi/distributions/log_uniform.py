@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior
+from .base import _HALF_LOG_2PI, Prior
 
 __all__ = ["LogUniformPrior"]
 
@@ -34,7 +34,6 @@ _EULER_GAMMA = 0.5772156649015329
 # formula approximates (zero for alpha -> infinity): with constants, 1/2 log(2 pi e)
 # (the Normal's entropy constant) plus (gamma + log 2) / 2 (minus E log|eps|).
 _CONSTANT_WITHOUT_2PI = 0.5 * (1.0 + _EULER_GAMMA + math.log(2.0))
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class LogUniformPrior(Prior):

@@ -10,7 +10,6 @@ a trained network into a Bayesian one that trains quickly and keeps its accuracy
 for a whole model.
 """
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional, Union
 
@@ -20,14 +19,13 @@ from torch import Tensor, nn
 from ..utils.errors import ShapeError, UnsupportedDistributionError
 from ..utils.init import fixed_
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, _non_negative, _positive
+from .base import _LOG_2PI, Prior, _non_negative, _positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
 
 __all__ = ["EmpiricalNormalPrior", "moped"]
 
-_LOG_2PI = math.log(2 * math.pi)
 _SCALE_PARAMETERS = ("log_std", "log_scale")
 
 

@@ -11,6 +11,7 @@ from ..sampling import fused_pays_off
 from ..utils.use_norm_constants import norm_constants_enabled
 from ._fused_normal import NormalDraw
 from .base import (
+    _LOG_2PI,
     PredictiveDistribution,
     Prior,
     VariationalDistribution,
@@ -24,8 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
 
 __all__ = ["MeanFieldNormal", "Normal"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class _DefaultStd(float):

@@ -22,11 +22,9 @@ import torch
 from torch import Tensor
 
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, _finite, _positive
+from .base import _LOG_2PI, Prior, _finite, _positive
 
 __all__ = ["KnownMeanNormalGammaPrior", "NormalGammaPrior"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _kaiming_factor(fan_in: int) -> float:

@@ -1,6 +1,5 @@
 """The basic "quiet" prior: a weight's scale proportional to its mean."""
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -8,14 +7,12 @@ from torch import Tensor
 
 from ..utils.init import fixed_
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, _finite, _non_negative, _positive
+from .base import _LOG_2PI, Prior, _finite, _non_negative, _positive
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
 
 __all__ = ["BasicQuietPrior"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class BasicQuietPrior(Prior):

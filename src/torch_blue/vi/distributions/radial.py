@@ -27,14 +27,13 @@ import torch
 from torch import Tensor
 
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import VariationalDistribution, _finite, _positive
+from .base import _HALF_LOG_2PI, VariationalDistribution, _finite, _positive
 
 __all__ = ["RadialNormal"]
 
 _EULER_GAMMA = 0.5772156649015329
 # E log|r| for r ~ N(0, 1)
 _EXPECTED_LOG_RADIUS = -0.5 * (_EULER_GAMMA + math.log(2.0))
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _radial_constant(dimension: int) -> float:

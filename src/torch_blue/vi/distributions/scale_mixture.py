@@ -6,11 +6,9 @@ import torch
 from torch import Tensor
 
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, _positive
+from .base import _LOG_2PI, Prior, _positive
 
 __all__ = ["ScaleMixtureNormal"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _probability(owner: str, name: str, value: float) -> float:
