@@ -1,8 +1,6 @@
 """``KullbackLeiblerLoss``: the negative ELBO from sampled outputs and log-probs."""
 
-import math
 from collections.abc import Callable
-from numbers import Real
 from typing import Any, Optional
 
 import torch
@@ -10,7 +8,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from .distributions import PredictiveDistribution
-from .utils.checks import check_int
+from .utils.checks import check_int, check_weight
 from .utils.errors import MissingLogProbsError, UnsupportedDistributionError
 from .utils.vi_return import VIReturn
 
@@ -43,11 +41,7 @@ def _check_dataset_size(
 
 
 def _check_heat(owner: str, heat: float) -> float:
-    if isinstance(heat, bool) or not isinstance(heat, Real):
-        raise TypeError(f"{owner}: heat must be a number, got {heat!r}")
-    if not math.isfinite(heat) or heat < 0:
-        raise ValueError(f"{owner}: heat must be finite and non-negative, got {heat!r}")
-    return float(heat)
+    return check_weight(owner, "heat", heat)
 
 
 def _check_objective(owner: str, objective: str) -> str:

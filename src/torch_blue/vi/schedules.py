@@ -65,6 +65,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .utils.checks import check_weight
+
 __all__ = [
     "BlundellMinibatchWeighting",
     "CyclicalKLAnnealing",
@@ -96,15 +98,6 @@ def _check_number(
     if not math.isfinite(value) or too_low or value > high:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
         raise ValueError(f"{owner}: {name} must lie in {interval}, got {value!r}")
-    return value
-
-
-def _check_heat(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{owner}: {name} must be finite and non-negative, got {value!r}")
     return value
 
 
@@ -140,7 +133,7 @@ class KLSchedule:
                 f"{type(loss).__name__}"
             )
         self.loss = loss
-        self._base_heat = _check_heat(owner, "the loss's heat", loss.heat)
+        self._base_heat = check_weight(owner, "the loss's heat", loss.heat)
         self.last_step = 0
         self._apply()
 
@@ -161,7 +154,7 @@ class KLSchedule:
 
     @base_heat.setter
     def base_heat(self, value: float) -> None:
-        self._base_heat = _check_heat(type(self).__name__, "base_heat", value)
+        self._base_heat = check_weight(type(self).__name__, "base_heat", value)
         self._apply()
 
     def step(self) -> None:
@@ -207,7 +200,7 @@ class KLSchedule:
                 f"{missing}, unexpected keys {unexpected}"
             )
         values = self._validate(**{k: state_dict[k] for k in self._hyperparameters})
-        base_heat = _check_heat(owner, "base_heat", state_dict["base_heat"])
+        base_heat = check_weight(owner, "base_heat", state_dict["base_heat"])
         last_step = _check_int(owner, "last_step", state_dict["last_step"], 0)
         for name, value in values.items():
             setattr(self, name, value)

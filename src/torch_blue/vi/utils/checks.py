@@ -1,13 +1,14 @@
 """Argument checks shared by the layers, losses and helpers."""
 
-from numbers import Integral
+import math
+from numbers import Integral, Real
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 
-__all__ = ["check_bool", "check_input_dtype", "check_int", "int_tuple"]
+__all__ = ["check_bool", "check_input_dtype", "check_int", "check_weight", "int_tuple"]
 
 
 def check_bool(owner: str, name: str, value: Any) -> bool:
@@ -22,6 +23,22 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
     """
     if not isinstance(value, bool):
         raise TypeError(f"{owner}: {name} must be a bool, got {value!r}")
+    return value
+
+
+def check_weight(owner: str, name: str, value: Any) -> float:
+    """``value`` as a finite, non-negative float (a weight such as ``heat``).
+
+    Examples
+    --------
+    >>> check_weight("KullbackLeiblerLoss", "heat", 1)
+    1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}: {name} must be finite and non-negative, got {value!r}")
     return value
 
 
