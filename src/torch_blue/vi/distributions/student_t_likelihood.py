@@ -6,8 +6,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..utils.use_norm_constants import norm_constants_enabled
 from .base import PredictiveDistribution, _positive
+from .student_t import student_t_log_density
 
 __all__ = ["StudentTLikelihood"]
 
@@ -95,16 +95,7 @@ class StudentTLikelihood(PredictiveDistribution, nn.Module):
         return self.log_scale.exp()
 
     def _log_density(self, sample: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
-        nu = self.degrees_of_freedom
-        z = (sample - loc) * torch.exp(-log_scale)
-        result = -0.5 * (nu + 1.0) * torch.log1p(z.square() / nu) - log_scale
-        if norm_constants_enabled():
-            result = result + (
-                math.lgamma((nu + 1.0) / 2)
-                - math.lgamma(nu / 2)
-                - 0.5 * math.log(nu * math.pi)
-            )
-        return result
+        return student_t_log_density(sample, loc, log_scale, self.degrees_of_freedom)
 
     def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor]) -> Tensor:
         """Element-wise Student-t log-density of ``sample`` given ``(loc, scale)``."""

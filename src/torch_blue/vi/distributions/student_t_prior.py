@@ -5,8 +5,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..utils.use_norm_constants import norm_constants_enabled
 from .base import Prior, _finite, _positive
+from .student_t import student_t_log_density
 
 __all__ = ["StudentTPrior"]
 
@@ -69,13 +69,4 @@ class StudentTPrior(Prior):
     def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor]) -> Tensor:
         """Element-wise Student-t log-density given ``(loc, log_scale)``."""
         loc, log_scale = (torch.as_tensor(p) for p in parameters)
-        nu = self.df
-        z = (sample - loc) * torch.exp(-log_scale)
-        result = -0.5 * (nu + 1.0) * torch.log1p(z.square() / nu) - log_scale
-        if norm_constants_enabled():
-            result = result + (
-                math.lgamma((nu + 1.0) / 2)
-                - math.lgamma(nu / 2)
-                - 0.5 * math.log(nu * math.pi)
-            )
-        return result
+        return student_t_log_density(sample, loc, log_scale, self.df)
