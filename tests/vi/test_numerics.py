@@ -45,19 +45,19 @@ FAMILIES: dict[str, tuple[Callable[[str], nn.Module], tuple[int, ...], tuple[str
     "conv_transpose1d": (
         lambda e: vi.VIConvTranspose1d(2, 3, 3, estimator=e),
         (2, 2, 5),
-        ("reparameterization", "local_reparameterization", "flipout"),
+        ("reparameterization", "local_reparameterization", "flipout", "shared_flipout"),
     ),
     "lstm": (
         lambda e: vi.VILSTM(3, 4, batch_first=True, estimator=e),
         (2, 3, 3),
-        ("reparameterization", "flipout"),
+        ("reparameterization", "flipout", "shared_flipout"),
     ),
     "batchnorm": (lambda e: vi.VIBatchNorm1d(5), (4, 5), ("reparameterization",)),
     "layernorm": (lambda e: vi.VILayerNorm(5), (4, 5), ("reparameterization",)),
     "transformer": (
         lambda e: vi.VITransformerEncoderLayer(4, 2, 8, dropout=0.0, estimator=e),
         (2, 3, 4),
-        ("reparameterization", "local_reparameterization", "flipout"),
+        ("reparameterization", "local_reparameterization", "flipout", "shared_flipout"),
     ),
 }
 CASES = [
