@@ -90,8 +90,8 @@ class LocalLinear(torch.autograd.Function):
         else:
             mean = torch.addmm(bias_mean, flat, weight_mean.t())
             std = squared @ weight_var.t()
-            # (sigma_b / c)^2 per row, then the floor
-            std.addcmul_(scale.reciprocal().square(), torch.exp(2 * bias_log_std))
+            # (sigma_b / c)^2 per row (1/c^2 is exact, c a power of two), the floor
+            std.addcmul_(scale.pow(-2), torch.exp(2 * bias_log_std))
             std.add_(variance_floor(std.dtype))
         std.sqrt_().mul_(scale)
         shape = (*x.shape[:-1], weight_mean.shape[0])

@@ -12,7 +12,7 @@ from torch.nn import Module, Parameter, init
 
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
-from .sampling import current_state, mean_weights_enabled, sampled_call
+from .sampling import SamplingState, current_state, mean_weights_enabled, sampled_call
 from .utils.checks import check_bool
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from .utils.precision import HALF_DTYPES, widened
@@ -354,16 +354,23 @@ class VIModule(Module):
             return dist.point_estimate(tuple(self.get_variational_parameters(variable)))
         state = current_state()
         if state is None or not self._reuse_draws:
-            return self._draw(dist, variable)
+            return self._draw(dist, variable, state)
         key = (id(self), variable)
         if key not in state.draws:
-            state.draws[key] = self._draw(dist, variable)
+            state.draws[key] = self._draw(dist, variable, state)
         return state.draws[key]
 
-    def _draw(self, dist: VariationalDistribution, variable: str) -> Tensor:
-        """A fresh draw of ``variable``, its log-probabilities recorded if asked."""
+    def _draw(
+        self,
+        dist: VariationalDistribution,
+        variable: str,
+        state: Optional[SamplingState],
+    ) -> Tensor:
+        """A fresh draw of ``variable``, its log-probabilities recorded if asked.
+
+        ``state`` is the running sampled forward's (``None`` outside one).
+        """
         parameters = tuple(self.get_variational_parameters(variable))
-        state = current_state()
         record = state.record if state is not None else self._return_log_probs
         if not record:
             return dist.sample(parameters)
