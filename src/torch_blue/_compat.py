@@ -3,6 +3,7 @@
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+from torch.utils import _pytree
 
 
 def disable_torch_function_subclass() -> AbstractContextManager:
@@ -25,13 +26,9 @@ def standard_gamma(concentration: torch.Tensor) -> torch.Tensor:
 
 def tree_flatten(tree: object) -> tuple[list, object]:
     """Flatten nested tuples/lists/dicts of outputs into leaves and a spec."""
-    from torch.utils import _pytree
-
     return _pytree.tree_flatten(tree)
 
 
 def tree_unflatten(leaves: list, spec: object) -> object:
     """Inverse of :func:`tree_flatten`."""
-    from torch.utils import _pytree
-
     return _pytree.tree_unflatten(leaves, spec)
