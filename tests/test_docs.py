@@ -47,7 +47,7 @@ def test_docs_build_without_warnings(tmp_path):
         "torch_blue.vi.convert_to_vimodule",
         "torch_blue.vi.to_deterministic",
         "torch_blue.vi.mean_weights",
-        "torch_blue.vi.distributions.ScaleMixtureNormal",
+        "torch_blue.vi.distributions.ScaleMixtureNormalPrior",
         "torch_blue.vi.distributions.HeteroscedasticNormal",
         "torch_blue.vi.schedules.LinearKLWarmup",
         "torch_blue.vi.pruning.prune",

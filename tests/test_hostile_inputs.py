@@ -248,13 +248,13 @@ DISTRIBUTIONS = {
         dist.MeanFieldNormal,
         {"mean": BAD_FINITE, "std": BAD_SCALE, "eps": BAD_NON_NEGATIVE},
     ),
-    "Laplace": (dist.Laplace, {"loc": BAD_FINITE, "scale": BAD_POSITIVE}),
+    "LaplacePrior": (dist.LaplacePrior, {"loc": BAD_FINITE, "scale": BAD_POSITIVE}),
     "StudentTPrior": (
         dist.StudentTPrior,
         {"df": BAD_POSITIVE, "loc": BAD_FINITE, "scale": BAD_SCALE},
     ),
-    "ScaleMixtureNormal": (
-        dist.ScaleMixtureNormal,
+    "ScaleMixtureNormalPrior": (
+        dist.ScaleMixtureNormalPrior,
         {"sigma_1": BAD_SCALE, "sigma_2": BAD_SCALE},
     ),
     "HorseshoePrior": (dist.HorseshoePrior, {"scale": BAD_SCALE}),
@@ -307,10 +307,10 @@ for cls in (dist.Categorical, dist.Bernoulli):
         "input_type must be 'logits' or 'probs'",
     )
 raises(
-    "ScaleMixtureNormal(pi=1.5)",
-    lambda: dist.ScaleMixtureNormal(pi=1.5),
+    "ScaleMixtureNormalPrior(pi=1.5)",
+    lambda: dist.ScaleMixtureNormalPrior(pi=1.5),
     ValueError,
-    "ScaleMixtureNormal: pi must",
+    "ScaleMixtureNormalPrior: pi must",
 )
 raises(
     "LearnedNoiseNormal(num_outputs=0)",

@@ -14,11 +14,11 @@ from torch_blue.vi import (
 from torch_blue.vi.distributions import (
     BasicQuietPrior,
     Categorical,
-    Laplace,
+    LaplacePrior,
     MeanFieldNormal,
     NonBayesian,
     RadialNormal,
-    ScaleMixtureNormal,
+    ScaleMixtureNormalPrior,
     StudentTPrior,
     UniformPrior,
     register_kl,
@@ -133,7 +133,7 @@ def test_pair_without_closed_form_falls_back_to_monte_carlo():
 
 def test_monte_carlo_kl_is_unbiased():
     torch.manual_seed(0)
-    model = _model(prior=ScaleMixtureNormal(0.5, 1.0, 0.1))
+    model = _model(prior=ScaleMixtureNormalPrior(0.5, 1.0, 0.1))
     loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 1)
     with torch.no_grad():
         estimates = torch.stack([loss_fn.prior_matching() for _ in range(2000)])
@@ -146,7 +146,7 @@ def test_monte_carlo_kl_is_unbiased():
 
 def test_closed_form_and_monte_carlo_layers_mix():
     model = VISequential(
-        VILinear(3, 5, prior=Laplace()),
+        VILinear(3, 5, prior=LaplacePrior()),
         nn.ReLU(),
         VILinear(5, 2, prior=StudentTPrior()),
     )
@@ -158,7 +158,7 @@ def test_closed_form_and_monte_carlo_layers_mix():
 
 def test_closed_forms_are_deterministic():
     for model in (
-        VILinear(3, 2, prior=Laplace(0.1, 0.5)),
+        VILinear(3, 2, prior=LaplacePrior(0.1, 0.5)),
         VILinear(3, 2, variational_distribution=RadialNormal(), prior=MeanFieldNormal()),
     ):
         loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
@@ -167,7 +167,7 @@ def test_closed_forms_are_deterministic():
 
 
 def test_laplace_uses_its_closed_form():
-    model = VILinear(3, 2, prior=Laplace(0.1, 0.5))
+    model = VILinear(3, 2, prior=LaplacePrior(0.1, 0.5))
     loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
     prior = model.prior["weight"]
     expected = sum(
@@ -198,7 +198,7 @@ def test_pairs_registered_later_are_used():
 
 
 def test_construction_does_not_draw_random_numbers():
-    model = _model(prior=ScaleMixtureNormal())
+    model = _model(prior=ScaleMixtureNormalPrior())
     state = torch.get_rng_state()
     AnalyticalKullbackLeiblerLoss(model, Categorical(), 10)
     assert torch.equal(state, torch.get_rng_state())

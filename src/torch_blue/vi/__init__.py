@@ -14,7 +14,7 @@ from .analytical_kl_loss import (
 from .base import VIModule
 from .conv import VIConv1d, VIConv2d, VIConv3d
 from .conv_transpose import VIConvTranspose1d, VIConvTranspose2d, VIConvTranspose3d
-from .deterministic import mean_weights, to_deterministic
+from .convert import convert_to_vimodule, moped, to_deterministic
 from .distributions.kl import LaplaceNormalDivergence, LogUniformNormalDivergence
 from .embedding import VIEmbedding
 from .kl_loss import KullbackLeiblerLoss
@@ -28,6 +28,7 @@ from .pruning import (
     signal_to_noise,
 )
 from .rnn import VIGRU, VILSTM, VIRNN
+from .sampling import mean_weights
 from .schedules import (
     BlundellMinibatchWeighting,
     CyclicalKLAnnealing,
@@ -44,7 +45,6 @@ from .transformer import (
     VITransformerEncoderLayer,
 )
 from .utils.common_types import VIkwargs
-from .utils.convert import convert_to_vimodule
 from .utils.vi_return import VIReturn
 
 __all__ = [
@@ -90,6 +90,7 @@ __all__ = [
     "convert_to_vimodule",
     "description_length",
     "mean_weights",
+    "moped",
     "prune",
     "pruning_masks",
     "signal_to_noise",

@@ -12,9 +12,11 @@ from torch.nn import Module, Parameter, init
 
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
+from .estimators import EstimatorLayer
 from .sampling import SamplingState, current_state, mean_weights_enabled, sampled_call
 from .utils.checks import check_bool
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
+from .utils.init import fixed_
 from .utils.precision import HALF_DTYPES, widened
 from .utils.vi_return import VIReturn
 
@@ -461,11 +463,56 @@ class VIModule(Module):
             )
         fan_in = self._calculate_fan_in()
         for variable, dist in self.variational_distribution.items():
-            if dist is None:
-                continue
-            dist.reset_variational_parameters(self, variable, fan_in, self._kaiming_init)
-            if self._prior_init:
-                self.prior[variable].reset_parameters_to_prior(self, variable)
+            if dist is not None:
+                self._initialise_variable(variable, fan_in, self._kaiming_init)
+
+    def _initialise_variable(
+        self, variable: str, fan_in: int, kaiming_scaling: bool = True
+    ) -> None:
+        """Give ``variable`` its distribution's initial values, or the prior's.
+
+        The distributions compute the values
+        (:meth:`~torch_blue.vi.distributions.VariationalDistribution.initial_values`,
+        :meth:`~torch_blue.vi.distributions.Prior.variational_values`); the module
+        assigns them.
+        """
+        dist = self.variational_distribution[variable]
+        reference = self.get_variational_parameters(variable)[0]
+        values = dist.initial_values(
+            tuple(reference.shape),
+            fan_in,
+            kaiming_scaling,
+            device=reference.device,
+            dtype=reference.dtype,
+        )
+        self._assign_variational_values(variable, values)
+        if self._prior_init:
+            self._assign_prior_values(variable)
+
+    def _assign_prior_values(self, variable: str, prior: Optional[Prior] = None) -> None:
+        """Put ``variable``'s variational distribution where ``prior`` (its own) is."""
+        prior = self.prior[variable] if prior is None else prior
+        try:
+            values = prior.variational_values(
+                self.variational_distribution[variable],
+                tuple(self.get_variational_parameters(variable)),
+            )
+        except UnsupportedDistributionError as error:
+            raise UnsupportedDistributionError(
+                f"{error} (module {type(self).__name__}, variable {variable!r})"
+            ) from error
+        self._assign_variational_values(variable, values)
+
+    def _assign_variational_values(self, variable: str, values: Sequence[Tensor]) -> None:
+        """Copy ``values`` into ``variable``'s variational parameters, in order."""
+        parameters = self.get_variational_parameters(variable)
+        if len(values) != len(parameters):
+            raise ValueError(
+                f"{type(self).__name__}: variable {variable!r} has {len(parameters)} "
+                f"variational parameters, got {len(values)} values"
+            )
+        for parameter, value in zip(parameters, values):
+            fixed_(parameter, value.detach())
 
     # ------------------------------------------------------------------ log-probs
     @property
@@ -544,8 +591,6 @@ class VIModule(Module):
 
     @estimator.setter
     def estimator(self, estimator: str) -> None:
-        from .estimators import EstimatorLayer
-
         layers = [m for m in self.modules() if isinstance(m, EstimatorLayer)]
         if not layers:
             raise NoVariablesError(

@@ -62,7 +62,7 @@ from ._fused_linear import local_linear, preactivation_std
 from .distributions import MeanFieldNormal
 from .distributions._fused_normal import ScaledNoise, SharedNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
-from .sampling import fused_pays_off
+from .sampling import current_state, fused_pays_off, mean_weights_enabled
 from .utils.errors import UnsupportedDistributionError
 from .utils.precision import widened
 from .utils.use_norm_constants import norm_constants_enabled
@@ -308,8 +308,6 @@ class EstimatorLayer:
         ``op`` for weights that differ between the sample lanes (Flipout's
         perturbations).
         """
-        from .sampling import current_state, mean_weights_enabled
-
         if mean_weights_enabled():
             return None  # the layer reads the point estimates
         state = current_state()

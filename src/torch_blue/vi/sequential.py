@@ -67,13 +67,6 @@ class VISequential(VIModule, Sequential):
     def _from_torch(cls, module: Module, **vikwargs: Any) -> "VISequential":
         return cls(OrderedDict(module.named_children()))
 
-    def _to_torch(self) -> Module:
-        from .deterministic import to_deterministic
-
-        return Sequential(
-            OrderedDict((name, to_deterministic(m)) for name, m in self.named_children())
-        )
-
     def forward(self, input_: Any) -> Any:
         """Pass the input through the modules in order."""
         for module in self:

@@ -9,14 +9,14 @@ from torch_blue.vi.distributions import (
     Categorical,
     EmpiricalNormalPrior,
     HorseshoePrior,
-    Laplace,
+    LaplacePrior,
     LogUniformPrior,
     MeanFieldNormal,
     MeanFieldStudentT,
     NonBayesian,
     NormalGammaPrior,
     RadialNormal,
-    ScaleMixtureNormal,
+    ScaleMixtureNormalPrior,
     StudentTPrior,
     UniformPrior,
     has_closed_form_kl,
@@ -192,14 +192,14 @@ def test_non_bayesian_divergence_without_tensors():
 def test_builtin_pairs_registered():
     assert has_closed_form_kl(MeanFieldNormal(), MeanFieldNormal())
     assert has_closed_form_kl(UniformPrior(), MeanFieldNormal())
-    assert has_closed_form_kl(Laplace(), MeanFieldNormal())
+    assert has_closed_form_kl(LaplacePrior(), MeanFieldNormal())
     assert has_closed_form_kl(LogUniformPrior(), MeanFieldNormal())
     assert has_closed_form_kl(MeanFieldNormal(), RadialNormal())
     assert has_closed_form_kl(UniformPrior(), RadialNormal())
     assert not has_closed_form_kl(BasicQuietPrior(), MeanFieldNormal())
     assert not has_closed_form_kl(MeanFieldNormal(), MeanFieldStudentT())
     for prior in (
-        ScaleMixtureNormal(),
+        ScaleMixtureNormalPrior(),
         StudentTPrior(),
         HorseshoePrior(),
         NormalGammaPrior(),
@@ -291,7 +291,7 @@ def _laplace_parameters():
 @pytest.mark.parametrize("constants", [True, False])
 def test_laplace_normal_matches_monte_carlo(loc, scale, constants):
     torch.manual_seed(3)
-    prior = Laplace(loc, scale)
+    prior = LaplacePrior(loc, scale)
     parameters = _laplace_parameters()
     with norm_constants(constants):
         closed = kl_divergence(prior, MeanFieldNormal(), parameters).item()
@@ -331,7 +331,7 @@ def test_laplace_normal_gradcheck():
 
 
 def test_laplace_normal_as_forced_divergence():
-    prior = Laplace(0.1, 0.5)
+    prior = LaplacePrior(0.1, 0.5)
     parameters = _laplace_parameters()
     torch.testing.assert_close(
         LaplaceNormalDivergence()(prior.get_parameters(), parameters),

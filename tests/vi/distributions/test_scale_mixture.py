@@ -8,7 +8,7 @@ from torch_blue.vi import AnalyticalKullbackLeiblerLoss, VILinear
 from torch_blue.vi.distributions import (
     Categorical,
     MeanFieldNormal,
-    ScaleMixtureNormal,
+    ScaleMixtureNormalPrior,
     has_closed_form_kl,
 )
 from torch_blue.vi.utils import norm_constants
@@ -31,14 +31,14 @@ def test_log_prob_matches_torch_mixture(pi, sigma_1, sigma_2):
     sample = torch.cat(
         [torch.randn(50, dtype=torch.float64), torch.tensor([0.0, 1e-4, 5.0, -40.0])]
     )
-    prior = ScaleMixtureNormal(pi, sigma_1, sigma_2)
+    prior = ScaleMixtureNormalPrior(pi, sigma_1, sigma_2)
     expected = _reference(pi, sigma_1, sigma_2).log_prob(sample)
     # The hyperparameters are stored in float32.
     torch.testing.assert_close(prior.prior_log_prob(sample), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_log_prob_is_stable_far_in_the_tails():
-    prior = ScaleMixtureNormal(0.5, 1.0, math.exp(-8))
+    prior = ScaleMixtureNormalPrior(0.5, 1.0, math.exp(-8))
     value = prior.prior_log_prob(torch.tensor([1e3, -1e3]))
     # The narrow component underflows completely; logaddexp keeps the wide one.
     expected = math.log(0.5) - 0.5 * 1e6 - 0.5 * math.log(2 * math.pi)
@@ -46,14 +46,14 @@ def test_log_prob_is_stable_far_in_the_tails():
 
 
 def test_defaults_are_the_middle_of_the_papers_grid():
-    prior = ScaleMixtureNormal()
+    prior = ScaleMixtureNormalPrior()
     assert float(prior.pi) == 0.5
     assert float(prior.log_sigma_1) == 0.0
     assert float(prior.log_sigma_2) == pytest.approx(-6.0)
 
 
 def test_norm_constants_drop_half_log_2pi():
-    prior = ScaleMixtureNormal()
+    prior = ScaleMixtureNormalPrior()
     sample = torch.randn(10)
     with_constants = prior.prior_log_prob(sample)
     with norm_constants(False):
@@ -66,14 +66,14 @@ def test_log_prob_gradcheck():
     pi = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     log_s1 = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
     log_s2 = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
-    prior = ScaleMixtureNormal()
+    prior = ScaleMixtureNormalPrior()
     assert torch.autograd.gradcheck(
         lambda w, p, a, b: prior.log_prob(w, (p, a, b)), (sample, pi, log_s1, log_s2)
     )
 
 
 def test_kaiming_rescale_scales_both_sigmas_not_pi():
-    prior = ScaleMixtureNormal(0.25, 1.0, 0.01)
+    prior = ScaleMixtureNormalPrior(0.25, 1.0, 0.01)
     prior.kaiming_rescale(12)  # factor 1/6 (plus the 1e-5 of kaiming_rescale)
     factor = 1 / 6 + 1e-5
     assert float(prior.pi) == 0.25
@@ -84,7 +84,11 @@ def test_kaiming_rescale_scales_both_sigmas_not_pi():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"pi": 0.0}, ValueError, r"ScaleMixtureNormal: pi must be in the open interval"),
+        (
+            {"pi": 0.0},
+            ValueError,
+            r"ScaleMixtureNormalPrior: pi must be in the open interval",
+        ),
         ({"pi": 1.0}, ValueError, r"pi must be in the open interval \(0, 1\), got 1.0"),
         ({"pi": -0.5}, ValueError, r"pi must be in the open interval \(0, 1\), got -0.5"),
         ({"pi": "half"}, TypeError, r"pi must be a number, got 'half'"),
@@ -95,11 +99,17 @@ def test_kaiming_rescale_scales_both_sigmas_not_pi():
 )
 def test_invalid_hyperparameters_raise(kwargs, error, match):
     with pytest.raises(error, match=match):
-        ScaleMixtureNormal(**kwargs)
+        ScaleMixtureNormalPrior(**kwargs)
 
 
 def test_kl_is_estimated_by_monte_carlo():
-    assert not has_closed_form_kl(ScaleMixtureNormal(), MeanFieldNormal())
-    model = VILinear(3, 2, prior=ScaleMixtureNormal())
+    assert not has_closed_form_kl(ScaleMixtureNormalPrior(), MeanFieldNormal())
+    model = VILinear(3, 2, prior=ScaleMixtureNormalPrior())
     loss_fn = AnalyticalKullbackLeiblerLoss(model, Categorical(), dataset_size=10)
     assert loss_fn.monte_carlo_variables == ["weight", "bias"]
+
+
+def test_the_released_name_is_an_alias():
+    from torch_blue.vi.distributions import ScaleMixtureNormal
+
+    assert ScaleMixtureNormal is ScaleMixtureNormalPrior

@@ -3,6 +3,7 @@
 from .base import Distribution, PredictiveDistribution, Prior, VariationalDistribution
 from .bernoulli import Bernoulli
 from .categorical import Categorical
+from .empirical import EmpiricalNormalPrior
 from .heteroscedastic_normal import HeteroscedasticNormal
 from .horseshoe import HorseshoePrior
 from .kl import (
@@ -11,19 +12,19 @@ from .kl import (
     monte_carlo_kl_divergence,
     register_kl,
 )
-from .laplace import Laplace
+from .laplace import Laplace, LaplacePrior
 from .learned_noise_normal import LearnedNoiseNormal
 from .log_uniform import LogUniformPrior
-from .moped import EmpiricalNormalPrior, moped
-from .non_bayesian import NonBayesian, UniformPrior
+from .non_bayesian import NonBayesian
 from .normal import MeanFieldNormal, Normal
 from .normal_gamma import KnownMeanNormalGammaPrior, NormalGammaPrior
 from .quiet import BasicQuietPrior
 from .radial import RadialNormal
-from .scale_mixture import ScaleMixtureNormal
+from .scale_mixture import ScaleMixtureNormal, ScaleMixtureNormalPrior
 from .student_t import MeanFieldStudentT, StudentT
 from .student_t_likelihood import StudentTLikelihood
 from .student_t_prior import StudentTPrior
+from .uniform import UniformPrior
 
 __all__ = [
     "BasicQuietPrior",
@@ -35,6 +36,7 @@ __all__ = [
     "HorseshoePrior",
     "KnownMeanNormalGammaPrior",
     "Laplace",
+    "LaplacePrior",
     "LearnedNoiseNormal",
     "LogUniformPrior",
     "MeanFieldNormal",
@@ -46,6 +48,7 @@ __all__ = [
     "Prior",
     "RadialNormal",
     "ScaleMixtureNormal",
+    "ScaleMixtureNormalPrior",
     "StudentT",
     "StudentTLikelihood",
     "StudentTPrior",
@@ -53,7 +56,24 @@ __all__ = [
     "VariationalDistribution",
     "has_closed_form_kl",
     "kl_divergence",
-    "moped",
     "monte_carlo_kl_divergence",
     "register_kl",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated names that moved out of this package (PEP 562)."""
+    if name == "moped":
+        # MOPED walks a model, so it lives with the conversions; importing it here
+        # at load time would tie this package to the modules again.
+        import warnings
+
+        from ..convert import moped
+
+        warnings.warn(
+            "torch_blue.vi.distributions.moped moved to torch_blue.vi.moped",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return moped
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

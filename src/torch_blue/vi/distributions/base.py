@@ -9,14 +9,14 @@ object can serve many weights. The roles are mix-ins: a class may play several
 import math
 from abc import ABC, abstractmethod
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from warnings import warn
 
 import torch
 from torch import Tensor
-from torch.nn import init
 
 from ..utils.errors import ShapeError, UnsupportedDistributionError
+from ..utils.vi_return import VIReturn
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
@@ -208,12 +208,41 @@ class Prior(Distribution):
             else:
                 setattr(self, name, value * scale)
 
-    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
-        """Set the variational parameters of ``variable`` to match this prior."""
+    def variational_values(
+        self, variational: "VariationalDistribution", parameters: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """Values that put ``variational`` where this prior is (``prior_initialization``).
+
+        Parameters
+        ----------
+        variational : VariationalDistribution
+            The variational distribution of the weight.
+        parameters : tuple of Tensor
+            Its current parameters, in the order of its ``distribution_parameters``
+            (they give the shapes, devices and dtypes).
+
+        Returns
+        -------
+        tuple of Tensor
+            One new value per parameter; the caller assigns them
+            (:meth:`~torch_blue.vi.VIModule.reset_variational_parameters`).
+
+        Raises
+        ------
+        UnsupportedDistributionError
+            When this prior cannot place ``variational`` (the default).
+        """
         raise UnsupportedDistributionError(
-            f"{type(self).__name__} does not support prior_initialization=True "
-            f"(module {type(module).__name__}, variable {variable!r})"
+            f"{type(self).__name__} does not support prior_initialization=True"
         )
+
+    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
+        """Set the variational parameters of ``variable`` on ``module`` to this prior.
+
+        Upstream's entry point, kept for compatibility: the module assigns the
+        values of :meth:`variational_values`.
+        """
+        module._assign_prior_values(variable, self)
 
 
 class VariationalDistribution(Distribution):
@@ -272,6 +301,56 @@ class VariationalDistribution(Distribution):
         log_p = prior.prior_log_prob_sum(sample, hyperparameters)
         return sample, torch.stack([log_p, log_q])
 
+    def initial_values(
+        self,
+        shape: tuple[int, ...],
+        fan_in: int,
+        kaiming_scaling: bool = True,
+        *,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> tuple[Tensor, ...]:
+        r"""Fresh initial values of this distribution's parameters for one weight.
+
+        Location parameters (``mean``, ``mode``, ``loc``) are drawn like the weights
+        of ``torch.nn.Linear`` (uniform with bound
+        :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}`). The other parameters start at
+        their default value; with ``kaiming_scaling`` scale parameters are multiplied
+        by :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}` (``log_*`` ones shifted by its
+        log).
+
+        Returns
+        -------
+        tuple of Tensor
+            One tensor of ``shape`` per name in ``distribution_parameters``; the
+            caller (:class:`~torch_blue.vi.VIModule`) assigns them.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torch_blue.vi.distributions import MeanFieldNormal
+        >>> _ = torch.manual_seed(0)
+        >>> mean, log_std = MeanFieldNormal().initial_values((2, 4), fan_in=4)
+        >>> bool(mean.abs().max() <= 0.5), round(float(log_std[0, 0]), 4)
+        (True, -0.6931)
+        """
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        values = []
+        for name, default in zip(
+            self.distribution_parameters, self._default_variational_parameters
+        ):
+            value = torch.empty(shape, device=device, dtype=dtype)
+            if name in ("mean", "mode", "loc"):
+                value.uniform_(-bound, bound)
+            elif not kaiming_scaling:
+                value.fill_(float(default))
+            elif name.startswith("log"):
+                value.fill_(float(default) + math.log(bound + 1e-5))
+            else:
+                value.fill_(float(default) * bound)
+            values.append(value)
+        return tuple(values)
+
     def reset_variational_parameters(
         self,
         module: "VIModule",
@@ -279,27 +358,22 @@ class VariationalDistribution(Distribution):
         fan_in: int,
         kaiming_scaling: bool = True,
     ) -> None:
-        r"""Initialise the variational parameters of ``variable`` on ``module``.
+        """Initialise the variational parameters of ``variable`` on ``module``.
 
-        Location parameters (``mean``, ``mode``, ``loc``) are initialised like the
-        weights of ``torch.nn.Linear`` (uniform with bound
-        :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}`). The other parameters start at
-        their default value; with ``kaiming_scaling`` scale parameters are multiplied by
-        :math:`1/\sqrt{\mathrm{fan}_\mathrm{in}}` (``log_*`` ones shifted by its log).
+        Upstream's entry point, kept for compatibility: the module assigns the
+        values of :meth:`initial_values`.
         """
-        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        for name, default in zip(
-            self.distribution_parameters, self._default_variational_parameters
-        ):
-            param = getattr(module, module.variational_parameter_name(variable, name))
-            if name in ("mean", "mode", "loc"):
-                init.uniform_(param, -bound, bound)
-            elif not kaiming_scaling:
-                init.constant_(param, float(default))
-            elif name.startswith("log"):
-                init.constant_(param, float(default) + math.log(bound + 1e-5))
-            else:
-                init.constant_(param, float(default) * bound)
+        reference = module.get_variational_parameters(variable)[0]
+        module._assign_variational_values(
+            variable,
+            self.initial_values(
+                tuple(reference.shape),
+                fan_in,
+                kaiming_scaling,
+                device=reference.device,
+                dtype=reference.dtype,
+            ),
+        )
 
 
 class PredictiveDistribution(Distribution):
@@ -411,6 +485,4 @@ def _check_probabilities(owner: str, samples: Tensor, sums: bool) -> None:
 
 
 def _plain(tensor: Tensor) -> Tensor:
-    from ..utils.vi_return import VIReturn
-
     return tensor.as_plain() if isinstance(tensor, VIReturn) else tensor

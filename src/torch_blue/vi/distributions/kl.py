@@ -11,14 +11,14 @@ Registered closed forms (prior, variational):
 
 * ``(MeanFieldNormal, MeanFieldNormal)``, ``(EmpiricalNormalPrior, MeanFieldNormal)``;
 * ``(UniformPrior, MeanFieldNormal)``: the negative entropy;
-* ``(Laplace, MeanFieldNormal)``: via the folded-Normal mean :math:`\mathbb E|w - m|`;
+* ``(LaplacePrior, MeanFieldNormal)``: via the folded-Normal mean :math:`\mathbb E|w - m|`;
 * ``(LogUniformPrior, MeanFieldNormal)``: the approximation of Molchanov et al. (2017);
 * ``(MeanFieldNormal, RadialNormal)``, ``(EmpiricalNormalPrior, RadialNormal)``,
   ``(UniformPrior, RadialNormal)``: exact entropy and cross-entropy of the radial
   distribution;
 * ``(Prior, NonBayesian)``: zero.
 
-Mixtures, heavy-tailed and hierarchical priors (:class:`ScaleMixtureNormal`,
+Mixtures, heavy-tailed and hierarchical priors (:class:`ScaleMixtureNormalPrior`,
 :class:`StudentTPrior`, :class:`HorseshoePrior`, the Normal-Gamma priors,
 :class:`BasicQuietPrior`) have none.
 """
@@ -34,12 +34,13 @@ from ..utils.checks import check_int
 from ..utils.errors import UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import _LOG_2PI, Prior, VariationalDistribution
-from .laplace import Laplace
+from .empirical import EmpiricalNormalPrior
+from .laplace import LaplacePrior
 from .log_uniform import LogUniformPrior
-from .moped import EmpiricalNormalPrior
-from .non_bayesian import NonBayesian, UniformPrior
+from .non_bayesian import NonBayesian
 from .normal import MeanFieldNormal
 from .radial import RadialNormal
+from .uniform import UniformPrior
 
 __all__ = [
     "KullbackLeiblerModule",
@@ -392,9 +393,9 @@ def _kl_empirical_normal(
     )
 
 
-@register_kl(Laplace, MeanFieldNormal)
+@register_kl(LaplacePrior, MeanFieldNormal)
 def _kl_laplace_normal(
-    prior: Laplace, variational: MeanFieldNormal, parameters: Sequence[Tensor]
+    prior: LaplacePrior, variational: MeanFieldNormal, parameters: Sequence[Tensor]
 ) -> Tensor:
     mean, log_std = parameters
     return LaplaceNormalDivergence.forward(prior.loc, prior.log_scale, mean, log_std)

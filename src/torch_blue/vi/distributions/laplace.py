@@ -8,12 +8,12 @@ from torch import Tensor
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import Prior, _finite, _positive
 
-__all__ = ["Laplace"]
+__all__ = ["Laplace", "LaplacePrior"]
 
 _LOG_2 = math.log(2.0)
 
 
-class Laplace(Prior):
+class LaplacePrior(Prior):
     r"""Independent Laplace prior per weight.
 
     .. math::
@@ -43,9 +43,9 @@ class Laplace(Prior):
     --------
     >>> import torch
     >>> from torch_blue.vi import VILinear
-    >>> prior = Laplace(scale=0.1)
+    >>> prior = LaplacePrior(scale=0.1)
     >>> prior
-    Laplace(loc=0, scale=0.1)
+    LaplacePrior(loc=0, scale=0.1)
     >>> VILinear(3, 2, prior=prior)(torch.randn(4, 3), samples=5).shape
     torch.Size([5, 4, 2])
     """
@@ -72,3 +72,7 @@ class Laplace(Prior):
         if norm_constants_enabled():
             result = result - _LOG_2
         return result
+
+
+#: Deprecated name of :class:`LaplacePrior` (released before priors took the suffix).
+Laplace = LaplacePrior

@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
-from torch.nn import init
 
 from ..sampling import fused_pays_off
 from ..utils.use_norm_constants import norm_constants_enabled
@@ -22,7 +21,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..base import VIModule
+    pass
 
 __all__ = ["MeanFieldNormal", "Normal"]
 
@@ -219,15 +218,16 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         squares = torch.linalg.vector_norm(centred).square()  # no S x P temporary
         return -0.5 * (squares / variance + sample.numel() * log_norm)
 
-    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
-        """Set the variational mean and log-std of ``variable`` to this prior's."""
-        init.constant_(
-            getattr(module, module.variational_parameter_name(variable, "mean")),
-            float(self.mean),
-        )
-        init.constant_(
-            getattr(module, module.variational_parameter_name(variable, "log_std")),
-            float(self.log_std),
+    def variational_values(
+        self, variational: VariationalDistribution, parameters: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """A variational mean and log-std equal to this prior's."""
+        if tuple(variational.distribution_parameters) != ("mean", "log_std"):
+            return super().variational_values(variational, parameters)
+        mean, log_std = parameters
+        return (
+            torch.full_like(mean, float(self.mean)),
+            torch.full_like(log_std, float(self.log_std)),
         )
 
     def predictive_parameters_from_samples(self, samples: Tensor) -> tuple[Tensor, Tensor]:

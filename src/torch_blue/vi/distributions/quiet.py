@@ -1,16 +1,17 @@
 """The basic "quiet" prior: a weight's scale proportional to its mean."""
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
-from ..utils.init import fixed_
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _LOG_2PI, Prior, _finite, _non_negative, _positive
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..base import VIModule
+from .base import (
+    _LOG_2PI,
+    Prior,
+    VariationalDistribution,
+    _finite,
+    _non_negative,
+    _positive,
+)
 
 __all__ = ["BasicQuietPrior"]
 
@@ -92,10 +93,13 @@ class BasicQuietPrior(Prior):
             result = result - _LOG_2PI
         return result
 
-    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
-        """Draw the means from the hyperprior and set ``std = std_ratio * |mean|``."""
-        mean = getattr(module, module.variational_parameter_name(variable, "mean"))
-        log_std = getattr(module, module.variational_parameter_name(variable, "log_std"))
-        with torch.no_grad():
-            mean.normal_(float(self.mean_mean), float(self.mean_std))
-        fixed_(log_std, torch.log(self._std_ratio * mean.detach().abs() + self.eps))
+    def variational_values(
+        self, variational: VariationalDistribution, parameters: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """Means drawn from the hyperprior and ``std = std_ratio * |mean|``."""
+        if tuple(variational.distribution_parameters) != ("mean", "log_std"):
+            return super().variational_values(variational, parameters)
+        mean = torch.empty_like(parameters[0]).normal_(
+            float(self.mean_mean), float(self.mean_std)
+        )
+        return mean, torch.log(self._std_ratio * mean.abs() + self.eps)

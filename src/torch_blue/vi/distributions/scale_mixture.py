@@ -8,7 +8,7 @@ from torch import Tensor
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import _LOG_2PI, Prior, _positive
 
-__all__ = ["ScaleMixtureNormal"]
+__all__ = ["ScaleMixtureNormal", "ScaleMixtureNormalPrior"]
 
 
 def _probability(owner: str, name: str, value: float) -> float:
@@ -23,7 +23,7 @@ def _probability(owner: str, name: str, value: float) -> float:
     return float(value)
 
 
-class ScaleMixtureNormal(Prior):
+class ScaleMixtureNormalPrior(Prior):
     r"""Zero-mean mixture of a wide and a narrow Normal, per weight.
 
     .. math::
@@ -60,9 +60,9 @@ class ScaleMixtureNormal(Prior):
     --------
     >>> import torch
     >>> from torch_blue.vi import VILinear
-    >>> prior = ScaleMixtureNormal(pi=0.25, sigma_1=1.0, sigma_2=0.001)
+    >>> prior = ScaleMixtureNormalPrior(pi=0.25, sigma_1=1.0, sigma_2=0.001)
     >>> prior
-    ScaleMixtureNormal(pi=0.25, sigma_1=1, sigma_2=0.001)
+    ScaleMixtureNormalPrior(pi=0.25, sigma_1=1, sigma_2=0.001)
     >>> VILinear(3, 2, prior=prior)(torch.randn(4, 3), samples=5).log_probs.shape
     torch.Size([5, 2])
     """
@@ -104,3 +104,7 @@ class ScaleMixtureNormal(Prior):
         if norm_constants_enabled():
             result = result - 0.5 * _LOG_2PI
         return result
+
+
+#: Deprecated name of :class:`ScaleMixtureNormalPrior`.
+ScaleMixtureNormal = ScaleMixtureNormalPrior

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from torch_blue import vi
+from torch_blue.vi import convert
 from torch_blue.vi.distributions import Categorical, MeanFieldNormal, NonBayesian
-from torch_blue.vi.utils import convert
 
 
 @pytest.fixture(autouse=True)

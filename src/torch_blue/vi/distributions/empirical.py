@@ -6,25 +6,23 @@ proportional to its magnitude, :math:`p(w_i) = \mathcal N(\hat w_i, (\delta
 |\hat w_i|)^2)`, and starts the variational distribution at the same place. It turns
 a trained network into a Bayesian one that trains quickly and keeps its accuracy.
 
-:class:`EmpiricalNormalPrior` is the per-weight Normal prior, :func:`moped` sets it up
-for a whole model.
+:class:`EmpiricalNormalPrior` is the per-weight Normal prior;
+:func:`torch_blue.vi.moped` sets it up for a whole model.
 """
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..utils.errors import ShapeError, UnsupportedDistributionError
-from ..utils.init import fixed_
+from ..utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _LOG_2PI, Prior, _non_negative, _positive
+from .base import _LOG_2PI, Prior, VariationalDistribution, _non_negative
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
 
-__all__ = ["EmpiricalNormalPrior", "moped"]
+__all__ = ["EmpiricalNormalPrior"]
 
 _SCALE_PARAMETERS = ("log_std", "log_scale")
 
@@ -140,11 +138,8 @@ class EmpiricalNormalPrior(Prior):
         ShapeError
             When ``mean`` or ``std`` do not broadcast to the variable's shape.
         """
-        from ..base import VIModule
-        from ..utils.errors import NoVariablesError
-
         name = type(self).__name__
-        if not isinstance(module, VIModule):
+        if not callable(getattr(module, "_distribution", None)):
             raise TypeError(
                 f"{name}.attach: module must be a VIModule, got {type(module).__name__}"
             )
@@ -202,130 +197,24 @@ class EmpiricalNormalPrior(Prior):
             result = result - 0.5 * _LOG_2PI
         return result
 
-    def reset_parameters_to_prior(self, module: "VIModule", variable: str) -> None:
-        """Set the variational location and scale of ``variable`` to this prior's."""
-        dist = module._distribution(variable)
-        primary = getattr(
-            module, module.variational_parameter_name(variable, dist.primary_parameter)
-        )
-        fixed_(primary, self.mean.to(primary).expand_as(primary))
-        for scale_name in _SCALE_PARAMETERS:
-            if scale_name in dist.distribution_parameters:
-                scale = getattr(
-                    module, module.variational_parameter_name(variable, scale_name)
-                )
-                fixed_(scale, self.log_std.to(scale).expand_as(scale))
-                return
-        if len(dist.distribution_parameters) > 1:
+    def variational_values(
+        self, variational: VariationalDistribution, parameters: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """The variational location and scale of this prior (other parameters kept)."""
+        names = variational.distribution_parameters
+        scale = next((n for n in _SCALE_PARAMETERS if n in names), None)
+        if scale is None and len(names) > 1:
             raise UnsupportedDistributionError(
                 f"{type(self).__name__}: cannot initialise the variational distribution "
-                f"{type(dist).__name__} of variable {variable!r}: it has no "
+                f"{type(variational).__name__}: it has no "
                 f"{' or '.join(_SCALE_PARAMETERS)} parameter"
             )
-
-
-def moped(
-    model: nn.Module,
-    weights: Union[nn.Module, Mapping[str, Tensor], None] = None,
-    delta: float = 0.1,
-    *,
-    min_std: float = 1e-6,
-    initialize: bool = True,
-) -> nn.Module:
-    r"""Give every random variable of ``model`` a MOPED prior from trained weights.
-
-    For each weight tensor :math:`\hat w` of the trained deterministic network, the
-    prior becomes :class:`EmpiricalNormalPrior` with mean :math:`\hat w` and standard
-    deviation :math:`\max(\delta|\hat w|, \mathrm{min\_std})` (the floor keeps weights
-    that are exactly zero valid), attached as buffers of the layer. With
-    ``initialize`` the variational distribution starts there too: its location is
-    :math:`\hat w`, its ``log_std`` (or ``log_scale``) the log of that standard
-    deviation (Krishnan, Subedar & Tickoo, 2020).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The Bayesian model (e.g. from :func:`~torch_blue.vi.convert_to_vimodule`).
-        Changed in place.
-    weights : nn.Module or mapping, optional
-        The trained deterministic network with the same architecture, or its state
-        dict: the value of random variable ``v`` of the submodule at path ``p`` is
-        entry ``"p.v"`` (the names of the ``torch.nn`` twin, e.g. ``"0.weight"``).
-        Other entries (buffers such as running statistics) are ignored. ``None``
-        takes the model's current point estimates, e.g. after
-        ``convert_to_vimodule(trained, keep_weights=True)``.
-    delta : float, default: 0.1
-        Ratio :math:`\delta` of prior standard deviation to weight magnitude. Must be
-        positive.
-    min_std : float, default: 1e-6
-        Floor of the standard deviations. Must be positive.
-    initialize : bool, default: True
-        Also set the variational parameters as described above.
-
-    Returns
-    -------
-    nn.Module
-        ``model`` itself.
-
-    Raises
-    ------
-    KeyError
-        When ``weights`` lacks a random variable of ``model`` (all are named).
-    ShapeError
-        When a weight's shape differs from its random variable's.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> from torch_blue.vi import convert_to_vimodule
-    >>> trained = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    >>> model = convert_to_vimodule(nn.Sequential(nn.Linear(4, 8), nn.ReLU(),
-    ...                                           nn.Linear(8, 2)))
-    >>> _ = moped(model, trained, delta=0.1)
-    >>> torch.equal(model[0]._weight_mean, trained[0].weight)
-    True
-    >>> model[2].prior["bias"]
-    EmpiricalNormalPrior(shape=(2,), attached)
-    """
-    from ..base import named_random_variables
-
-    delta = _positive("moped", "delta", delta)
-    min_std = _positive("moped", "min_std", min_std, squared=True)
-    if isinstance(weights, nn.Module):
-        source: Optional[Mapping[str, Tensor]] = weights.state_dict()
-    elif weights is None or isinstance(weights, Mapping):
-        source = weights
-    else:
-        raise TypeError(
-            "moped: weights must be an nn.Module, a state dict or None, got "
-            f"{type(weights).__name__}"
-        )
-    plan = []
-    missing = []
-    for key, _, module, variable in named_random_variables(model):
-        dist = module.variational_distribution[variable]
-        parameters = tuple(module.get_variational_parameters(variable))
-        if source is None:
-            value = dist.point_estimate(parameters)
-        elif key in source:
-            value = torch.as_tensor(source[key])
-        else:
-            missing.append(key)
-            continue
-        reference = parameters[dist.distribution_parameters.index(dist.primary_parameter)]
-        if value.shape != reference.shape:
-            raise ShapeError(
-                f"moped: weights entry {key!r} has shape {tuple(value.shape)}, but the "
-                f"random variable has shape {tuple(reference.shape)}"
-            )
-        plan.append((module, variable, value.detach().to(reference)))
-    if missing:
-        raise KeyError(f"moped: weights has no entries for the random variables {missing}")
-    for module, variable, value in plan:
-        std = (delta * value.abs()).clamp_min(min_std)
-        prior = EmpiricalNormalPrior(value, std)
-        prior.attach(module, variable)
-        if initialize:
-            prior.reset_parameters_to_prior(module, variable)
-    return model
+        values = []
+        for name, parameter in zip(names, parameters):
+            if name == variational.primary_parameter:
+                values.append(self.mean.to(parameter).expand_as(parameter).clone())
+            elif name == scale:
+                values.append(self.log_std.to(parameter).expand_as(parameter).clone())
+            else:
+                values.append(parameter.detach().clone())
+        return tuple(values)

@@ -13,6 +13,7 @@ from torch_blue.vi import (
     VILinear,
     VISequential,
     convert_to_vimodule,
+    moped,
 )
 from torch_blue.vi.distributions import (
     Categorical,
@@ -23,7 +24,6 @@ from torch_blue.vi.distributions import (
     RadialNormal,
     has_closed_form_kl,
     kl_divergence,
-    moped,
 )
 from torch_blue.vi.utils import NoVariablesError, ShapeError, norm_constants
 
@@ -282,3 +282,11 @@ def test_moped_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         moped(model, **kwargs)
     assert model.state_dict().keys() == before.keys()  # nothing attached on failure
+
+
+def test_the_old_path_of_moped_warns_and_gives_the_same_function():
+    import torch_blue.vi.distributions as distributions
+
+    with pytest.warns(DeprecationWarning, match="moved to torch_blue.vi.moped"):
+        old = distributions.moped
+    assert old is moped
