@@ -3,6 +3,7 @@
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
+from itertools import chain
 from numbers import Integral
 from typing import Any, ClassVar, NamedTuple, Optional, Union
 
@@ -99,9 +100,13 @@ class VIModule(Module):
     #: the class as that module's twin for :func:`~torch_blue.vi.convert_to_vimodule`
     #: and :func:`~torch_blue.vi.to_deterministic`. A twin names its random variables,
     #: other parameters, buffers and submodules exactly like the ``torch.nn`` module's
-    #: state dict, so weights map by name, and implements :meth:`_from_torch` and
-    #: :meth:`_to_torch`.
+    #: state dict, so weights map by name.
     _torch_twin: ClassVar[Optional[type[Module]]] = None
+    #: The constructor arguments a twin shares with its ``torch.nn`` module, stored
+    #: under the same attribute names on both; ``"bias"`` stands for whether the
+    #: layer has a bias. Both conversions (:meth:`_from_torch`, :meth:`_to_torch`)
+    #: are derived from it; a layer overrides them only for what names cannot say.
+    _twin_arguments: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -116,7 +121,25 @@ class VIModule(Module):
         The variational parameters are freshly initialised; the converter copies
         weights by name afterwards when asked to.
         """
-        raise NotImplementedError(f"{cls.__name__} cannot be built from a torch module")
+        if not cls._twin_arguments:
+            raise NotImplementedError(f"{cls.__name__} cannot be built from a torch module")
+        kwargs = {
+            name: (
+                getattr(module, "bias", None) is not None
+                if name == "bias"
+                else getattr(module, name)
+            )
+            for name in cls._twin_arguments
+        }
+        floating = (b for b in module.buffers(recurse=False) if b.is_floating_point())
+        reference = next(chain(module.parameters(recurse=False), floating), None)
+        if reference is not None:
+            kwargs.update(device=reference.device, dtype=reference.dtype)
+        return cls(**kwargs, **vikwargs)
+
+    def _has_bias(self) -> bool:
+        """Whether the ``torch.nn`` twin gets a bias (``"bias"`` twin argument)."""
+        return self.variational_distribution.get("bias") is not None
 
     def _factory_kwargs(self) -> dict[str, Any]:
         """``device`` and ``dtype`` of this module's first parameter (or defaults)."""
@@ -131,7 +154,14 @@ class VIModule(Module):
         Its parameter values do not matter: :func:`~torch_blue.vi.to_deterministic`
         fills them (and the buffers) by name afterwards.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no torch.nn twin")
+        if self._torch_twin is None or not self._twin_arguments:
+            raise NotImplementedError(f"{type(self).__name__} has no torch.nn twin")
+        kwargs = {
+            name: getattr(self, name) for name in self._twin_arguments if name != "bias"
+        }
+        if "bias" in self._twin_arguments and not self._has_bias():
+            kwargs["bias"] = False  # passed only when off: old torch lacks some
+        return self._torch_twin(**kwargs, **self._factory_kwargs())
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -11,11 +11,11 @@ from torch.nn.modules.utils import _reverse_repeat_tuple
 
 from ._lane_conv import lane_convolution
 from .base import VIModule
-from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .sampling import current_state, fused_pays_off, mean_weights_enabled
 from .utils.checks import check_input_dtype, check_int, int_tuple
+from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec
 from .utils.errors import ShapeError
 
 __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
@@ -48,15 +48,15 @@ class _VIConvNd(VIModule, EstimatorLayer):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        dilation: Any = 1,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        padding: Union[str, IntOrTuple] = 0,
+        dilation: IntOrTuple = 1,
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
-        variational_distribution: Any = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Any = DEFAULT_PRIOR,
+        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: PriorSpec = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -146,36 +146,17 @@ class _VIConvNd(VIModule, EstimatorLayer):
             input_, weight, bias, self.stride, self.padding, self.dilation, self.groups
         )
 
-    @classmethod
-    def _from_torch(cls, module: nn.Module, **vikwargs: Any) -> "_VIConvNd":
-        return cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            stride=module.stride,
-            padding=module.padding,
-            dilation=module.dilation,
-            groups=module.groups,
-            bias=module.bias is not None,
-            padding_mode=module.padding_mode,
-            device=module.weight.device,
-            dtype=module.weight.dtype,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.Module:
-        return self._torch_twin(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            bias=self.variational_distribution["bias"] is not None,
-            padding_mode=self.padding_mode,
-            **self._factory_kwargs(),
-        )
+    _twin_arguments = (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "bias",
+        "padding_mode",
+    )
 
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the convolution with one weight sample."""
@@ -249,36 +230,6 @@ class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     _conv = staticmethod(F.conv1d)
     _torch_twin = nn.Conv1d
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, tuple[int]],
-        stride: Union[int, tuple[int]] = 1,
-        padding: Union[str, int, tuple[int]] = 0,
-        dilation: Union[int, tuple[int]] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            bias, padding_mode, variational_distribution, prior, rescale_prior,
-            kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
-            estimator,
-        )  # fmt: skip
-
 
 class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     __doc__ = _DOC.format(
@@ -287,36 +238,6 @@ class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     _dims = 2
     _conv = staticmethod(F.conv2d)
     _torch_twin = nn.Conv2d
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, tuple[int, int]],
-        stride: Union[int, tuple[int, int]] = 1,
-        padding: Union[str, int, tuple[int, int]] = 0,
-        dilation: Union[int, tuple[int, int]] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            bias, padding_mode, variational_distribution, prior, rescale_prior,
-            kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
-            estimator,
-        )  # fmt: skip
 
 
 class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
@@ -330,33 +251,3 @@ class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     _dims = 3
     _conv = staticmethod(F.conv3d)
     _torch_twin = nn.Conv3d
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, tuple[int, int, int]],
-        stride: Union[int, tuple[int, int, int]] = 1,
-        padding: Union[str, int, tuple[int, int, int]] = 0,
-        dilation: Union[int, tuple[int, int, int]] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-            bias, padding_mode, variational_distribution, prior, rescale_prior,
-            kaiming_initialization, prior_initialization, return_log_probs, device, dtype,
-            estimator,
-        )  # fmt: skip

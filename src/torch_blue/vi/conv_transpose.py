@@ -11,7 +11,7 @@ over all positions, as for a convolution).
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,7 @@ from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .utils.checks import int_tuple
+from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec
 from .utils.errors import ShapeError
 
 __all__ = ["VIConvTranspose1d", "VIConvTranspose2d", "VIConvTranspose3d"]
@@ -41,16 +42,16 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: Any,
-        stride: Any = 1,
-        padding: Any = 0,
-        output_padding: Any = 0,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple = 1,
+        padding: IntOrTuple = 0,
+        output_padding: IntOrTuple = 0,
         groups: int = 1,
         bias: bool = True,
-        dilation: Any = 1,
+        dilation: IntOrTuple = 1,
         padding_mode: str = "zeros",
-        variational_distribution: Any = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Any = DEFAULT_PRIOR,
+        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: PriorSpec = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -150,38 +151,18 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
             )
         return tuple(size - low for size, low in zip(sizes, smallest))
 
-    @classmethod
-    def _from_torch(cls, module: nn.Module, **vikwargs: Any) -> "_VIConvTransposeNd":
-        return cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            stride=module.stride,
-            padding=module.padding,
-            output_padding=module.output_padding,
-            groups=module.groups,
-            bias=module.bias is not None,
-            dilation=module.dilation,
-            padding_mode=module.padding_mode,
-            device=module.weight.device,
-            dtype=module.weight.dtype,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.Module:
-        return self._torch_twin(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            groups=self.groups,
-            bias=self.variational_distribution["bias"] is not None,
-            dilation=self.dilation,
-            padding_mode=self.padding_mode,
-            **self._factory_kwargs(),
-        )
+    _twin_arguments = (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "output_padding",
+        "groups",
+        "bias",
+        "dilation",
+        "padding_mode",
+    )
 
     def forward(
         self, input_: Tensor, output_size: Optional[Sequence[int]] = None
@@ -274,35 +255,6 @@ class VIConvTranspose1d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
     _conv = staticmethod(F.conv_transpose1d)
     _torch_twin = nn.ConvTranspose1d
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, tuple[int]],
-        stride: Union[int, tuple[int]] = 1,
-        padding: Union[int, tuple[int]] = 0,
-        output_padding: Union[int, tuple[int]] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: Union[int, tuple[int]] = 1,
-        padding_mode: str = "zeros",
-        variational_distribution: _Vardist = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: _Prior = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, output_padding,
-            groups, bias, dilation, padding_mode, variational_distribution, prior,
-            rescale_prior, kaiming_initialization, prior_initialization,
-            return_log_probs, device, dtype, estimator,
-        )  # fmt: skip
-
 
 class VIConvTranspose2d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
     __doc__ = _DOC.format(
@@ -313,35 +265,6 @@ class VIConvTranspose2d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
     _conv = staticmethod(F.conv_transpose2d)
     _torch_twin = nn.ConvTranspose2d
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, tuple[int, int]],
-        stride: Union[int, tuple[int, int]] = 1,
-        padding: Union[int, tuple[int, int]] = 0,
-        output_padding: Union[int, tuple[int, int]] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: Union[int, tuple[int, int]] = 1,
-        padding_mode: str = "zeros",
-        variational_distribution: _Vardist = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: _Prior = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, output_padding,
-            groups, bias, dilation, padding_mode, variational_distribution, prior,
-            rescale_prior, kaiming_initialization, prior_initialization,
-            return_log_probs, device, dtype, estimator,
-        )  # fmt: skip
-
 
 class VIConvTranspose3d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
     __doc__ = _DOC.format(
@@ -351,32 +274,3 @@ class VIConvTranspose3d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
     _dims = 3
     _conv = staticmethod(F.conv_transpose3d)
     _torch_twin = nn.ConvTranspose3d
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, tuple[int, int, int]],
-        stride: Union[int, tuple[int, int, int]] = 1,
-        padding: Union[int, tuple[int, int, int]] = 0,
-        output_padding: Union[int, tuple[int, int, int]] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: Union[int, tuple[int, int, int]] = 1,
-        padding_mode: str = "zeros",
-        variational_distribution: _Vardist = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: _Prior = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, output_padding,
-            groups, bias, dilation, padding_mode, variational_distribution, prior,
-            rescale_prior, kaiming_initialization, prior_initialization,
-            return_log_probs, device, dtype, estimator,
-        )  # fmt: skip

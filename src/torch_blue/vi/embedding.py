@@ -127,6 +127,14 @@ class VIEmbedding(VIModule, EstimatorLayer):
         "sparse",
     ]
     _torch_twin = nn.Embedding
+    _twin_arguments = (
+        "num_embeddings",
+        "embedding_dim",
+        "padding_idx",
+        "max_norm",
+        "norm_type",
+        "scale_grad_by_freq",
+    )
 
     def __init__(
         self,
@@ -267,28 +275,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
                 "(sampled tables receive dense gradients); set sparse=False or use "
                 "ban_convert(nn.Embedding)"
             )
-        return cls(
-            module.num_embeddings,
-            module.embedding_dim,
-            padding_idx=module.padding_idx,
-            max_norm=module.max_norm,
-            norm_type=module.norm_type,
-            scale_grad_by_freq=module.scale_grad_by_freq,
-            device=module.weight.device,
-            dtype=module.weight.dtype,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.Embedding:
-        return nn.Embedding(
-            self.num_embeddings,
-            self.embedding_dim,
-            padding_idx=self.padding_idx,
-            max_norm=self.max_norm,
-            norm_type=self.norm_type,
-            scale_grad_by_freq=self.scale_grad_by_freq,
-            **self._factory_kwargs(),
-        )
+        return super()._from_torch(module, **vikwargs)
 
     def reset_variational_parameters(self) -> None:
         """Re-initialise the variational parameters; the padding row's mean is zero."""

@@ -1,6 +1,6 @@
 """``VILinear``: the Bayesian twin of ``torch.nn.Linear``."""
 
-from typing import Any, ClassVar, Optional, Union
+from typing import ClassVar, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -91,23 +91,7 @@ class VILinear(VIModule, EstimatorLayer):
         self._estimator = check_estimator(self, estimator)
 
     _torch_twin = nn.Linear
-
-    @classmethod
-    def _from_torch(cls, module: nn.Linear, **vikwargs: Any) -> "VILinear":
-        return cls(
-            module.in_features,
-            module.out_features,
-            bias=module.bias is not None,
-            device=module.weight.device,
-            dtype=module.weight.dtype,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.Linear:
-        bias = self.variational_distribution["bias"] is not None
-        return nn.Linear(
-            self.in_features, self.out_features, bias=bias, **self._factory_kwargs()
-        )
+    _twin_arguments = ("in_features", "out_features", "bias")
 
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the layer with one weight sample."""

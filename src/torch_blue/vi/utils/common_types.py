@@ -1,5 +1,6 @@
 """Type aliases and the ``VIkwargs`` typed dict shared by all Bayesian layers."""
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional, TypedDict, Union
 
 import torch
@@ -7,14 +8,33 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from ..distributions import Prior, VariationalDistribution
 
-__all__ = ["VIkwargs"]
+__all__ = ["IntOrTuple", "PriorSpec", "VIkwargs", "VariationalSpec"]
 
-_prior_any_t = Union["Prior", tuple["Prior", ...]]
-_vardist_any_t = Union["VariationalDistribution", tuple["VariationalDistribution", ...]]
+#: A prior for every random variable of a layer, or one per variable in order.
+PriorSpec = Union["Prior", Sequence["Prior"]]
+#: A variational distribution for every random variable, or one per variable.
+VariationalSpec = Union["VariationalDistribution", Sequence["VariationalDistribution"]]
+#: An int for every spatial dimension, or one per dimension (convolution sizes).
+IntOrTuple = Union[int, tuple[int, ...]]
 
 
-class VIkwargs(TypedDict):
+class _VIkwargs(TypedDict):
+    variational_distribution: VariationalSpec
+    prior: PriorSpec
+    rescale_prior: bool
+    kaiming_initialization: bool
+    prior_initialization: bool
+    return_log_probs: bool
+    device: Optional[torch.device]
+    dtype: Optional[torch.dtype]
+
+
+class VIkwargs(_VIkwargs, total=False):
     """The keyword arguments every Bayesian layer accepts (see ``VIModule``).
+
+    ``estimator`` (see :mod:`torch_blue.vi.estimators`) is optional: layers without
+    a choice of gradient estimator (containers, norms, custom modules) do not take
+    it.
 
     Examples
     --------
@@ -23,16 +43,10 @@ class VIkwargs(TypedDict):
     >>> kwargs = VIkwargs(variational_distribution=MeanFieldNormal(),
     ...     prior=MeanFieldNormal(std=0.1), rescale_prior=False,
     ...     kaiming_initialization=True, prior_initialization=False,
-    ...     return_log_probs=True, device=None, dtype=None)
-    >>> VILinear(3, 2, **kwargs).in_features
-    3
+    ...     return_log_probs=True, device=None, dtype=None,
+    ...     estimator="local_reparameterization")
+    >>> VILinear(3, 2, **kwargs).estimator
+    'local_reparameterization'
     """
 
-    variational_distribution: _vardist_any_t
-    prior: _prior_any_t
-    rescale_prior: bool
-    kaiming_initialization: bool
-    prior_initialization: bool
-    return_log_probs: bool
-    device: Optional[torch.device]
-    dtype: Optional[torch.dtype]
+    estimator: str
