@@ -386,3 +386,11 @@ def test_reuse_draws_in_prediction_draws_weights():
     model.return_log_probs = False
     first, second = model(torch.randn(4, 3), samples=3)
     assert torch.equal(first, second)
+
+
+def test_named_random_variables_method_lists_what_the_function_lists():
+    model = vi.VISequential(VILinear(2, 3), nn.ReLU(), VILinear(3, 1, bias=False))
+    listed = list(model.named_random_variables())
+    assert [v.name for v in listed] == ["0.weight", "0.bias", "2.weight"]
+    assert listed == list(base.named_random_variables(model))
+    assert listed[2].module is model[2] and listed[2].variable == "weight"

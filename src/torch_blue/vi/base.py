@@ -306,6 +306,22 @@ class VIModule(Module):
         return {name: deepcopy(dist) for name, dist in zip(names, values)}
 
     # ------------------------------------------------------------------ variables
+    def named_random_variables(self) -> Iterator["RandomVariable"]:
+        """Every declared random variable in this module and those inside it.
+
+        Like ``named_parameters``: yields a :class:`RandomVariable` (``name``,
+        ``path``, ``module``, ``variable``) for each variable that is not switched
+        off (``None``), the module's own first.
+
+        Examples
+        --------
+        >>> from torch_blue.vi import VILinear, VISequential
+        >>> model = VISequential(VILinear(2, 3), VILinear(3, 1, bias=False))
+        >>> [v.name for v in model.named_random_variables()]
+        ['0.weight', '0.bias', '1.weight']
+        """
+        return named_random_variables(self)
+
     @property
     def random_variables(self) -> Optional[tuple[str, ...]]:
         """Names of the random variables, or ``None`` for a container."""
