@@ -16,6 +16,7 @@ from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUT
 from .estimators import EstimatorLayer
 from .sampling import SamplingState, current_state, mean_weights_enabled, sampled_call
 from .utils.checks import check_bool
+from .utils.common_types import PriorSpec, VariationalSpec
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from .utils.init import fixed_
 from .utils.precision import HALF_DTYPES, widened
@@ -166,10 +167,8 @@ class VIModule(Module):
     def __init__(
         self,
         variable_shapes: Optional[_VariableShapes] = None,
-        variational_distribution: Union[
-            VariationalDistribution, Sequence[VariationalDistribution]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, Sequence[Prior]] = DEFAULT_PRIOR,
+        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: PriorSpec = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -198,19 +197,9 @@ class VIModule(Module):
             absent,
         )
         priors = self._per_variable("prior", prior, names, Prior, absent)
-        for name in names:
-            missing = set(priors[name]._required_parameters) - set(
-                variational[name].distribution_parameters
-            )
-            if missing:
-                raise UnsupportedDistributionError(
-                    f"{type(self).__name__}: prior {type(priors[name]).__name__} of "
-                    f"variable {name!r} needs the variational parameters "
-                    f"{sorted(missing)}, which {type(variational[name]).__name__} lacks"
-                )
+        self._check_required_parameters(variational, priors)
         self._kaiming_init = bool(kaiming_initialization)
         self._prior_init = bool(prior_initialization)
-        factory_kwargs = {"device": device, "dtype": dtype}
         for name in names:
             if shapes[name] is None:
                 variational[name] = None
@@ -219,7 +208,7 @@ class VIModule(Module):
             for parameter in variational[name].distribution_parameters:
                 self.register_parameter(
                     self.variational_parameter_name(name, parameter),
-                    Parameter(torch.empty(shapes[name], **factory_kwargs)),
+                    Parameter(torch.empty(shapes[name], device=device, dtype=dtype)),
                 )
         # Plain dicts (not submodules): distributions are configuration, and keeping
         # them out of the state dict keeps checkpoints compatible with upstream.
@@ -233,6 +222,19 @@ class VIModule(Module):
         self.reset_variational_parameters()
 
     # ------------------------------------------------------------------ validation
+    def _check_required_parameters(self, variational: dict, priors: dict) -> None:
+        """Each prior finds the variational parameters it needs (``_required_...``)."""
+        for name, prior in priors.items():
+            missing = set(prior._required_parameters) - set(
+                variational[name].distribution_parameters
+            )
+            if missing:
+                raise UnsupportedDistributionError(
+                    f"{type(self).__name__}: prior {type(prior).__name__} of "
+                    f"variable {name!r} needs the variational parameters "
+                    f"{sorted(missing)}, which {type(variational[name]).__name__} lacks"
+                )
+
     def _check_variable_shapes(self, variable_shapes: Any) -> dict:
         owner = type(self).__name__
         if not isinstance(variable_shapes, Mapping):

@@ -1,8 +1,8 @@
 """``VIConv1d``, ``VIConv2d``, ``VIConv3d``: Bayesian twins of ``torch.nn.Conv*d``."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUT
 from .estimators import EstimatorLayer, check_estimator
 from .sampling import current_state, fused_pays_off, mean_weights_enabled
 from .utils.checks import check_input_dtype, check_int, int_tuple
-from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec
+from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec, vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = ["VIConv1d", "VIConv2d", "VIConv3d"]
@@ -36,6 +36,34 @@ def _check_channels(
             f"must both be divisible by groups ({groups})"
         )
     return in_channels, out_channels, groups
+
+
+def _check_padding(owner: str, padding: Any, stride: tuple[int, ...], dims: int) -> Any:
+    """``'same'``, ``'valid'`` or one int per spatial dimension, or a ``ValueError``."""
+    if not isinstance(padding, str):
+        return int_tuple(owner, "padding", padding, dims, 0)
+    if padding not in ("same", "valid"):
+        raise ValueError(
+            f"{owner}: padding must be 'same', 'valid' or ints, got {padding!r}"
+        )
+    if padding == "same" and any(s != 1 for s in stride):
+        raise ValueError(f"{owner}: padding='same' needs stride 1, got {stride}")
+    return padding
+
+
+def _reversed_padding(
+    padding: Any, dilation: tuple[int, ...], kernel_size: tuple[int, ...]
+) -> Sequence[int]:
+    """``F.pad``'s amounts (last dimension first) for ``padding_mode`` other than zeros."""
+    if not isinstance(padding, str):
+        return _reverse_repeat_tuple(padding, 2)
+    pad = [0, 0] * len(kernel_size)
+    if padding == "same":
+        for i, (d, k) in enumerate(zip(reversed(dilation), reversed(kernel_size))):
+            total = d * (k - 1)
+            pad[2 * i] = total // 2
+            pad[2 * i + 1] = total - total // 2
+    return pad
 
 
 class _VIConvNd(VIModule, EstimatorLayer):
@@ -77,15 +105,7 @@ class _VIConvNd(VIModule, EstimatorLayer):
         kernel_size = int_tuple(name, "kernel_size", kernel_size, self._dims, 1)
         stride = int_tuple(name, "stride", stride, self._dims, 1)
         dilation = int_tuple(name, "dilation", dilation, self._dims, 1)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(
-                    f"{name}: padding must be 'same', 'valid' or ints, got {padding!r}"
-                )
-            if padding == "same" and any(s != 1 for s in stride):
-                raise ValueError(f"{name}: padding='same' needs stride 1, got {stride}")
-        else:
-            padding = int_tuple(name, "padding", padding, self._dims, 0)
+        padding = _check_padding(name, padding, stride, self._dims)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -94,30 +114,15 @@ class _VIConvNd(VIModule, EstimatorLayer):
         self.dilation = dilation
         self.groups = groups
         self.padding_mode = padding_mode
-        if isinstance(padding, str):
-            pad = [0, 0] * self._dims
-            if padding == "same":
-                for d, k, i in zip(dilation, kernel_size, range(self._dims - 1, -1, -1)):
-                    total = d * (k - 1)
-                    left = total // 2
-                    pad[2 * i] = left
-                    pad[2 * i + 1] = total - left
-            self._reversed_padding_repeated_twice = pad
-        else:
-            self._reversed_padding_repeated_twice = _reverse_repeat_tuple(padding, 2)
+        self._reversed_padding_repeated_twice = _reversed_padding(
+            padding, dilation, kernel_size
+        )
         super().__init__(
             variable_shapes={
                 "weight": (out_channels, in_channels // groups, *kernel_size),
                 "bias": (out_channels,) if bias else None,
             },
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            **vi_kwargs(locals()),
         )
         self._spatial_dims = self._dims
         self._estimator = check_estimator(self, estimator)

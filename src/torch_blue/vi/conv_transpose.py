@@ -11,7 +11,7 @@ over all positions, as for a convolution).
 """
 
 from collections.abc import Callable, Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -23,10 +23,25 @@ from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .utils.checks import int_tuple
-from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec
+from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec, vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = ["VIConvTranspose1d", "VIConvTranspose2d", "VIConvTranspose3d"]
+
+
+def _check_output_padding(
+    owner: str, output_padding: Any, stride: tuple[int, ...], dilation: tuple[int, ...]
+) -> tuple[int, ...]:
+    """One int per dimension, each below the stride or the dilation."""
+    output_padding = int_tuple(owner, "output_padding", output_padding, len(stride), 0)
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= max(s, d):
+            raise ValueError(
+                f"{owner}: output_padding must be smaller than stride or dilation in "
+                f"every dimension, got output_padding={output_padding}, "
+                f"stride={stride}, dilation={dilation}"
+            )
+    return output_padding
 
 
 class _VIConvTransposeNd(VIModule, EstimatorLayer):
@@ -79,14 +94,7 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
         stride = int_tuple(name, "stride", stride, n, 1)
         dilation = int_tuple(name, "dilation", dilation, n, 1)
         padding = int_tuple(name, "padding", padding, n, 0)
-        output_padding = int_tuple(name, "output_padding", output_padding, n, 0)
-        for op, s, d in zip(output_padding, stride, dilation):
-            if op >= max(s, d):
-                raise ValueError(
-                    f"{name}: output_padding must be smaller than stride or dilation in "
-                    f"every dimension, got output_padding={output_padding}, "
-                    f"stride={stride}, dilation={dilation}"
-                )
+        output_padding = _check_output_padding(name, output_padding, stride, dilation)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -102,14 +110,7 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
                 "weight": (in_channels, out_channels // groups, *kernel_size),
                 "bias": (out_channels,) if bias else None,
             },
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            **vi_kwargs(locals()),
         )
         self._spatial_dims = n
         self._estimator = check_estimator(self, estimator)

@@ -29,14 +29,13 @@ randomness (the layer's ``estimator``):
 
 import math
 from numbers import Integral
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from .base import VIModule
-from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import (
     EstimatorLayer,
@@ -48,10 +47,40 @@ from .estimators import (
 )
 from .sampling import current_state, mean_weights_enabled
 from .utils.checks import check_int
+from .utils.common_types import PriorSpec, VariationalSpec, vi_kwargs
 from .utils.errors import ShapeError
 from .utils.init import fixed_
 
 __all__ = ["VIEmbedding"]
+
+
+def _check_padding_idx(owner: str, padding_idx: Any, rows: int) -> Optional[int]:
+    """``None`` or a row index in ``[-rows, rows)``, made non-negative."""
+    if padding_idx is None:
+        return None
+    if (
+        isinstance(padding_idx, bool)
+        or not isinstance(padding_idx, Integral)
+        or not -rows <= padding_idx < rows
+    ):
+        raise ValueError(
+            f"{owner}: padding_idx must be an int in [-{rows}, {rows}) (within "
+            f"num_embeddings), got {padding_idx!r}"
+        )
+    return int(padding_idx) % rows
+
+
+def _check_norm(owner: str, max_norm: Any, norm_type: Any) -> tuple[Optional[float], float]:
+    """``max_norm`` (``None`` or positive) and ``norm_type`` as floats."""
+    if max_norm is not None:
+        if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
+            raise TypeError(f"{owner}: max_norm must be a number, got {max_norm!r}")
+        if not (math.isfinite(max_norm) and max_norm > 0):
+            raise ValueError(f"{owner}: max_norm must be positive, got {max_norm!r}")
+        max_norm = float(max_norm)
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
+        raise TypeError(f"{owner}: norm_type must be a number, got {norm_type!r}")
+    return max_norm, float(norm_type)
 
 
 class VIEmbedding(VIModule, EstimatorLayer):
@@ -147,10 +176,8 @@ class VIEmbedding(VIModule, EstimatorLayer):
         sparse: bool = False,
         _weight: Optional[Tensor] = None,
         _freeze: bool = False,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
+        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: PriorSpec = DEFAULT_PRIOR,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
         prior_initialization: bool = False,
@@ -162,25 +189,8 @@ class VIEmbedding(VIModule, EstimatorLayer):
         name = type(self).__name__
         num_embeddings = check_int(name, "num_embeddings", num_embeddings)
         embedding_dim = check_int(name, "embedding_dim", embedding_dim)
-        if padding_idx is not None:
-            if (
-                isinstance(padding_idx, bool)
-                or not isinstance(padding_idx, Integral)
-                or not -num_embeddings <= padding_idx < num_embeddings
-            ):
-                raise ValueError(
-                    f"{name}: padding_idx must be an int in [-{num_embeddings}, "
-                    f"{num_embeddings}) (within num_embeddings), got {padding_idx!r}"
-                )
-            padding_idx = int(padding_idx) % num_embeddings
-        if max_norm is not None:
-            if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
-                raise TypeError(f"{name}: max_norm must be a number, got {max_norm!r}")
-            if not (math.isfinite(max_norm) and max_norm > 0):
-                raise ValueError(f"{name}: max_norm must be positive, got {max_norm!r}")
-            max_norm = float(max_norm)
-        if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)):
-            raise TypeError(f"{name}: norm_type must be a number, got {norm_type!r}")
+        padding_idx = _check_padding_idx(name, padding_idx, num_embeddings)
+        max_norm, norm_type = _check_norm(name, max_norm, norm_type)
         if sparse:
             raise ValueError(
                 f"{name}: sparse=True is not supported: every sample draws new values "
@@ -195,19 +205,12 @@ class VIEmbedding(VIModule, EstimatorLayer):
         self.embedding_dim = embedding_dim
         self.padding_idx = padding_idx
         self.max_norm = max_norm
-        self.norm_type = float(norm_type)
+        self.norm_type = norm_type
         self.scale_grad_by_freq = bool(scale_grad_by_freq)
         self.sparse = False
         super().__init__(
             variable_shapes={"weight": (num_embeddings, embedding_dim)},
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            **vi_kwargs(locals()),
         )
         self._estimator = check_estimator(self, estimator)
         if _weight is not None:

@@ -1,15 +1,15 @@
 """``VILinear``: the Bayesian twin of ``torch.nn.Linear``."""
 
-from typing import ClassVar, Optional, Union
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .base import VIModule
-from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator, flat_linear
 from .utils.checks import check_input_dtype, check_int
+from .utils.common_types import PriorSpec, VariationalSpec, vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = ["VILinear"]
@@ -57,10 +57,8 @@ class VILinear(VIModule, EstimatorLayer):
         self,
         in_features: int,
         out_features: int,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
+        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
+        prior: PriorSpec = DEFAULT_PRIOR,
         bias: bool = True,
         rescale_prior: bool = False,
         kaiming_initialization: bool = True,
@@ -79,14 +77,7 @@ class VILinear(VIModule, EstimatorLayer):
                 "weight": (out_features, in_features),
                 "bias": (out_features,) if bias else None,
             },
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            **vi_kwargs(locals()),
         )
         self._estimator = check_estimator(self, estimator)
 

@@ -1,14 +1,14 @@
 """Type aliases and the ``VIkwargs`` typed dict shared by all Bayesian layers."""
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Optional, TypedDict, Union
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional, TypedDict, Union
 
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..distributions import Prior, VariationalDistribution
 
-__all__ = ["IntOrTuple", "PriorSpec", "VIkwargs", "VariationalSpec"]
+__all__ = ["IntOrTuple", "PriorSpec", "VIkwargs", "VariationalSpec", "vi_kwargs"]
 
 #: A prior for every random variable of a layer, or one per variable in order.
 PriorSpec = Union["Prior", Sequence["Prior"]]
@@ -50,3 +50,25 @@ class VIkwargs(_VIkwargs, total=False):
     """
 
     estimator: str
+
+
+_FORWARDED = tuple(_VIkwargs.__annotations__)
+
+
+def vi_kwargs(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The VIkwargs among a layer constructor's ``arguments``, to pass on.
+
+    Layers spell the VIkwargs out in their signatures (upstream's order, and what
+    an editor shows) and hand them to :class:`~torch_blue.vi.VIModule` with
+    ``super().__init__(variable_shapes, **vi_kwargs(locals()))``. ``estimator`` is
+    not among them: a layer with estimators checks it itself.
+
+    Examples
+    --------
+    >>> sorted(vi_kwargs({"device": None, "dtype": None, "prior": 1,
+    ...     "variational_distribution": 2, "rescale_prior": False,
+    ...     "kaiming_initialization": True, "prior_initialization": False,
+    ...     "return_log_probs": True, "in_features": 3}))[:3]
+    ['device', 'dtype', 'kaiming_initialization']
+    """
+    return {key: arguments[key] for key in _FORWARDED}
