@@ -13,17 +13,16 @@ over all positions, as for a convolution).
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
+from typing_extensions import Unpack
 
 from .base import VIModule
 from .conv import _check_channels, _VIConvNd
 from .distributions import Prior, VariationalDistribution
-from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
 from .utils.checks import int_tuple
-from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec, vi_kwargs
+from .utils.common_types import IntOrTuple, VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = ["VIConvTranspose1d", "VIConvTranspose2d", "VIConvTranspose3d"]
@@ -65,15 +64,9 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
         bias: bool = True,
         dilation: IntOrTuple = 1,
         padding_mode: str = "zeros",
-        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: PriorSpec = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
+        *,
         estimator: str = "reparameterization",
+        **vikwargs: Unpack[VIkwargs],
     ) -> None:
         name = type(self).__name__
         n = self._dims
@@ -110,7 +103,7 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
                 "weight": (in_channels, out_channels // groups, *kernel_size),
                 "bias": (out_channels,) if bias else None,
             },
-            **vi_kwargs(locals()),
+            **check_vi_kwargs(name, vikwargs),
         )
         self._spatial_dims = n
         self._estimator = check_estimator(self, estimator)

@@ -34,9 +34,9 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
+from typing_extensions import Unpack
 
 from .base import VIModule
-from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import (
     EstimatorLayer,
     check_estimator,
@@ -47,7 +47,7 @@ from .estimators import (
 )
 from .sampling import current_state, mean_weights_enabled
 from .utils.checks import check_int
-from .utils.common_types import PriorSpec, VariationalSpec, vi_kwargs
+from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 from .utils.init import fixed_
 
@@ -176,15 +176,9 @@ class VIEmbedding(VIModule, EstimatorLayer):
         sparse: bool = False,
         _weight: Optional[Tensor] = None,
         _freeze: bool = False,
-        variational_distribution: VariationalSpec = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: PriorSpec = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
+        *,
         estimator: str = "reparameterization",
+        **vikwargs: Unpack[VIkwargs],
     ) -> None:
         name = type(self).__name__
         num_embeddings = check_int(name, "num_embeddings", num_embeddings)
@@ -210,7 +204,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
         self.sparse = False
         super().__init__(
             variable_shapes={"weight": (num_embeddings, embedding_dim)},
-            **vi_kwargs(locals()),
+            **check_vi_kwargs(name, vikwargs),
         )
         self._estimator = check_estimator(self, estimator)
         if _weight is not None:

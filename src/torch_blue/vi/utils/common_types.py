@@ -8,7 +8,14 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from ..distributions import Prior, VariationalDistribution
 
-__all__ = ["IntOrTuple", "PriorSpec", "VIkwargs", "VariationalSpec", "vi_kwargs"]
+__all__ = [
+    "IntOrTuple",
+    "PriorSpec",
+    "VIkwargs",
+    "VariationalSpec",
+    "check_vi_kwargs",
+    "vi_kwargs",
+]
 
 #: A prior for every random variable of a layer, or one per variable in order.
 PriorSpec = Union["Prior", Sequence["Prior"]]
@@ -72,3 +79,27 @@ def vi_kwargs(arguments: Mapping[str, Any]) -> dict[str, Any]:
     ['device', 'dtype', 'kaiming_initialization']
     """
     return {key: arguments[key] for key in _FORWARDED}
+
+
+def check_vi_kwargs(owner: str, vikwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``**vikwargs`` a layer received, or a ``TypeError`` naming unknown ones.
+
+    For layers that take the VIkwargs as ``**vikwargs: Unpack[VIkwargs]`` (those
+    without an upstream signature to keep).
+
+    Examples
+    --------
+    >>> check_vi_kwargs("VIEmbedding", {"prior_initialization": True})
+    {'prior_initialization': True}
+    >>> check_vi_kwargs("VIEmbedding", {"priors": None})
+    Traceback (most recent call last):
+    ...
+    TypeError: VIEmbedding: unexpected keyword arguments ['priors']; the VIkwargs are ...
+    """
+    unknown = sorted(set(vikwargs) - set(_FORWARDED))
+    if unknown:
+        raise TypeError(
+            f"{owner}: unexpected keyword arguments {unknown}; the VIkwargs are "
+            f"{', '.join(_FORWARDED)}"
+        )
+    return dict(vikwargs)
