@@ -227,32 +227,27 @@ _DOC = """Bayesian {n}-d convolution, the twin of :class:`torch.nn.Conv{n}d`.
     """
 
 
-class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
-    __doc__ = _DOC.format(
-        n=1, spatial="L", spatial_out="L_out", example="5", example_out="5"
+def conv_doc(template: str, n: int, **examples: str) -> str:
+    """Fill a docstring template of the 1-, 2- and 3-d layer classes."""
+    names = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}[n]
+    return template.format(
+        n=n,
+        spatial=", ".join(names),
+        spatial_out=", ".join(f"{name}_out" for name in names),
+        **examples,
     )
-    _dims = 1
-    _conv = staticmethod(F.conv1d)
-    _torch_twin = nn.Conv1d
+
+
+class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
+    __doc__ = conv_doc(_DOC, 1, example="5", example_out="5")
+    _dims, _conv, _torch_twin = 1, staticmethod(F.conv1d), nn.Conv1d
 
 
 class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
-    __doc__ = _DOC.format(
-        n=2, spatial="H, W", spatial_out="H_out, W_out", example="5, 5", example_out="5, 5"
-    )
-    _dims = 2
-    _conv = staticmethod(F.conv2d)
-    _torch_twin = nn.Conv2d
+    __doc__ = conv_doc(_DOC, 2, example="5, 5", example_out="5, 5")
+    _dims, _conv, _torch_twin = 2, staticmethod(F.conv2d), nn.Conv2d
 
 
 class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
-    __doc__ = _DOC.format(
-        n=3,
-        spatial="D, H, W",
-        spatial_out="D_out, H_out, W_out",
-        example="5, 5, 5",
-        example_out="5, 5, 5",
-    )
-    _dims = 3
-    _conv = staticmethod(F.conv3d)
-    _torch_twin = nn.Conv3d
+    __doc__ = conv_doc(_DOC, 3, example="5, 5, 5", example_out="5, 5, 5")
+    _dims, _conv, _torch_twin = 3, staticmethod(F.conv3d), nn.Conv3d

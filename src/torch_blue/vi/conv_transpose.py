@@ -11,15 +11,14 @@ over all positions, as for a convolution).
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from typing_extensions import Unpack
 
 from .base import VIModule
-from .conv import _check_channels, _VIConvNd
-from .distributions import Prior, VariationalDistribution
+from .conv import _check_channels, _VIConvNd, conv_doc
 from .estimators import EstimatorLayer, check_estimator
 from .utils.checks import int_tuple
 from .utils.common_types import IntOrTuple, VIkwargs, check_vi_kwargs
@@ -236,35 +235,19 @@ _DOC = """Bayesian {n}-d transposed convolution, the twin of
     torch.Size([3, 8, 2, {example_alt}])
     """
 
-_Vardist = Union[VariationalDistribution, tuple[VariationalDistribution, ...]]
-_Prior = Union[Prior, tuple[Prior, ...]]
-
 
 class VIConvTranspose1d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
-    __doc__ = _DOC.format(
-        n=1, spatial="L", spatial_out="L_out", example="5", example_out="11",
-        example_alt="12",
-    )  # fmt: skip
-    _dims = 1
-    _conv = staticmethod(F.conv_transpose1d)
-    _torch_twin = nn.ConvTranspose1d
+    __doc__ = conv_doc(_DOC, 1, example="5", example_out="11", example_alt="12")
+    _dims, _conv, _torch_twin = 1, staticmethod(F.conv_transpose1d), nn.ConvTranspose1d
 
 
 class VIConvTranspose2d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
-    __doc__ = _DOC.format(
-        n=2, spatial="H, W", spatial_out="H_out, W_out", example="5, 5",
-        example_out="11, 11", example_alt="12, 11",
-    )  # fmt: skip
-    _dims = 2
-    _conv = staticmethod(F.conv_transpose2d)
-    _torch_twin = nn.ConvTranspose2d
+    __doc__ = conv_doc(_DOC, 2, example="5, 5", example_out="11, 11", example_alt="12, 11")
+    _dims, _conv, _torch_twin = 2, staticmethod(F.conv_transpose2d), nn.ConvTranspose2d
 
 
 class VIConvTranspose3d(_VIConvTransposeNd):  # noqa: D101 (docstring from _DOC)
-    __doc__ = _DOC.format(
-        n=3, spatial="D, H, W", spatial_out="D_out, H_out, W_out", example="5, 5, 5",
-        example_out="11, 11, 11", example_alt="12, 11, 12",
-    )  # fmt: skip
-    _dims = 3
-    _conv = staticmethod(F.conv_transpose3d)
-    _torch_twin = nn.ConvTranspose3d
+    __doc__ = conv_doc(
+        _DOC, 3, example="5, 5, 5", example_out="11, 11, 11", example_alt="12, 11, 12"
+    )
+    _dims, _conv, _torch_twin = 3, staticmethod(F.conv_transpose3d), nn.ConvTranspose3d
