@@ -429,18 +429,11 @@ def _radial_normal_cross_entropy(
 
 
 @register_kl(MeanFieldNormal, RadialNormal)
-def _kl_normal_radial(
-    prior: MeanFieldNormal, variational: RadialNormal, parameters: Sequence[Tensor]
-) -> Tensor:
-    cross_entropy = _radial_normal_cross_entropy(
-        variational, parameters, prior.mean, prior.log_std
-    )
-    return cross_entropy - variational.entropy(tuple(parameters))
-
-
 @register_kl(EmpiricalNormalPrior, RadialNormal)
-def _kl_empirical_radial(
-    prior: EmpiricalNormalPrior, variational: RadialNormal, parameters: Sequence[Tensor]
+def _kl_normal_radial(
+    prior: Union[MeanFieldNormal, EmpiricalNormalPrior],
+    variational: RadialNormal,
+    parameters: Sequence[Tensor],
 ) -> Tensor:
     cross_entropy = _radial_normal_cross_entropy(
         variational, parameters, prior.mean, prior.log_std

@@ -41,7 +41,28 @@ def _student_t(x: Tensor, alpha: Tensor, beta_scale: Tensor) -> Tensor:
     )
 
 
-class KnownMeanNormalGammaPrior(Prior):
+class _GammaPrecisionPrior(Prior):
+    """What the two Normal-Gamma priors share: rescaling and their repr."""
+
+    @property
+    def _scaling_parameters(self) -> tuple[str, ...]:
+        return ("loc",)
+
+    def kaiming_rescale(self, fan_in: int, eps: float = 1e-5) -> None:
+        """Scale ``loc`` by the Kaiming factor :math:`c` and the rate ``beta`` by c²."""
+        already = self._rescaled
+        super().kaiming_rescale(fan_in, eps)
+        if not already:
+            self.beta = self.beta * _kaiming_factor(fan_in) ** 2
+
+    def _repr_args(self) -> str:
+        return ", ".join(
+            f"{name}={float(getattr(self, name)):g}"
+            for name in self.distribution_parameters
+        )
+
+
+class KnownMeanNormalGammaPrior(_GammaPrecisionPrior):
     r"""Normal weights with a known mean and a shared Gamma-distributed precision.
 
     .. math::
@@ -96,23 +117,6 @@ class KnownMeanNormalGammaPrior(Prior):
         self.alpha = torch.tensor(_positive(name, "alpha", alpha))
         self.beta = torch.tensor(_positive(name, "beta", beta))
 
-    @property
-    def _scaling_parameters(self) -> tuple[str, ...]:
-        return ("loc",)
-
-    def kaiming_rescale(self, fan_in: int, eps: float = 1e-5) -> None:
-        """Scale ``loc`` by the Kaiming factor :math:`c` and the rate ``beta`` by c²."""
-        already = self._rescaled
-        super().kaiming_rescale(fan_in, eps)
-        if not already:
-            self.beta = self.beta * _kaiming_factor(fan_in) ** 2
-
-    def _repr_args(self) -> str:
-        return (
-            f"loc={float(self.loc):g}, alpha={float(self.alpha):g}, "
-            f"beta={float(self.beta):g}"
-        )
-
     def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         r"""Chain-rule terms :math:`\log p(w_k \mid w_{<k})`, shaped like ``sample``.
 
@@ -151,7 +155,7 @@ class KnownMeanNormalGammaPrior(Prior):
         return result
 
 
-class NormalGammaPrior(Prior):
+class NormalGammaPrior(_GammaPrecisionPrior):
     r"""Normal weights with a shared unknown mean and precision (Normal-Gamma).
 
     .. math::
@@ -212,23 +216,6 @@ class NormalGammaPrior(Prior):
         self.kappa = torch.tensor(_positive(name, "kappa", kappa))
         self.alpha = torch.tensor(_positive(name, "alpha", alpha))
         self.beta = torch.tensor(_positive(name, "beta", beta))
-
-    @property
-    def _scaling_parameters(self) -> tuple[str, ...]:
-        return ("loc",)
-
-    def kaiming_rescale(self, fan_in: int, eps: float = 1e-5) -> None:
-        """Scale ``loc`` by the Kaiming factor :math:`c` and the rate ``beta`` by c²."""
-        already = self._rescaled
-        super().kaiming_rescale(fan_in, eps)
-        if not already:
-            self.beta = self.beta * _kaiming_factor(fan_in) ** 2
-
-    def _repr_args(self) -> str:
-        return (
-            f"loc={float(self.loc):g}, kappa={float(self.kappa):g}, "
-            f"alpha={float(self.alpha):g}, beta={float(self.beta):g}"
-        )
 
     def log_prob(
         self, sample: Tensor, parameters: tuple[Tensor, Tensor, Tensor, Tensor]
