@@ -17,7 +17,7 @@ from .distributions.kl import (
     kl_divergence,
     monte_carlo_kl_divergence,
 )
-from .kl_loss import LOSS_SETTINGS, _check_dataset_size, _check_predictive, data_fitting
+from .kl_loss import _NegativeELBO
 from .utils.checks import check_int
 from .utils.errors import NoVariablesError
 from .utils.vi_return import VIReturn
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-class AnalyticalKullbackLeiblerLoss(Module):
+class AnalyticalKullbackLeiblerLoss(_NegativeELBO):
     r"""Negative ELBO whose KL term is computed from the variational parameters.
 
     Same data term as :class:`~torch_blue.vi.KullbackLeiblerLoss`, but the KL term
@@ -86,11 +86,6 @@ class AnalyticalKullbackLeiblerLoss(Module):
     >>> loss.backward()
     """
 
-    dataset_size = LOSS_SETTINGS["dataset_size"]
-    heat = LOSS_SETTINGS["heat"]
-    objective = LOSS_SETTINGS["objective"]
-    reduction = LOSS_SETTINGS["reduction"]
-
     def __init__(
         self,
         model: Module,
@@ -118,11 +113,9 @@ class AnalyticalKullbackLeiblerLoss(Module):
                 f"{divergence_type!r}"
             )
         self.kl_samples = check_int(name, "kl_samples", kl_samples)
-        self.predictive_distribution = _check_predictive(name, predictive_distribution)
-        self.dataset_size = dataset_size
-        self.heat = heat
-        self.objective = objective
-        self.reduction = reduction
+        self._configure(
+            predictive_distribution, dataset_size, heat, objective, reduction, track
+        )
         self.divergence_type = divergence_type
         # Stored outside _modules on purpose: see the class docstring.
         self.__dict__["model"] = model
@@ -134,9 +127,6 @@ class AnalyticalKullbackLeiblerLoss(Module):
                 for _, module, variable in self._variables():
                     if self._closed_form(module, variable):
                         self._variable_kl(module, variable)
-        self._track = False
-        self.log: Optional[dict[str, list]] = None
-        self.track(track)
 
     def _variables(self) -> list[tuple[str, VIModule, str]]:
         """``(name, module, variable)`` of every random variable in the model now.
@@ -170,17 +160,9 @@ class AnalyticalKullbackLeiblerLoss(Module):
     def extra_repr(self) -> str:
         """Summarise the configuration for ``print(loss)``."""
         return (
-            f"predictive_distribution={self.predictive_distribution}, "
-            f"dataset_size={self.dataset_size}, heat={self.heat}, "
-            f"objective={self.objective!r}, kl_samples={self.kl_samples}, "
+            f"{self._settings_repr()}, kl_samples={self.kl_samples}, "
             f"reduction={self.reduction!r}"
         )
-
-    def track(self, mode: bool = True) -> None:
-        """Start (``True``) or pause (``False``) recording the loss components."""
-        if mode and self.log is None:
-            self.log = {"data_fitting": [], "prior_matching": []}
-        self._track = bool(mode)
 
     @staticmethod
     def _closed_form(module: VIModule, variable: str) -> bool:
@@ -217,20 +199,10 @@ class AnalyticalKullbackLeiblerLoss(Module):
         self, model_output: Tensor, target: Tensor, dataset_size: Optional[int] = None
     ) -> Tensor:
         """Compute the loss from sampled outputs ``(S, *)`` and targets."""
-        name = type(self).__name__
-        n_data = _check_dataset_size(
-            name, dataset_size if dataset_size is not None else self.dataset_size, False
-        )
         samples = (
             model_output.as_plain() if isinstance(model_output, VIReturn) else model_output
         )
-        prior_matching = self.heat * self.prior_matching()
-        data = data_fitting(
-            self.predictive_distribution, samples, target, n_data, self.objective
+        data, prior_matching = self._combine(
+            samples, target, self.prior_matching(), dataset_size
         )
-        if self.reduction == "mean":
-            data, prior_matching = data / n_data, prior_matching / n_data
-        if self._track and self.log is not None:
-            self.log["data_fitting"].append(data.item())
-            self.log["prior_matching"].append(prior_matching.item())
         return data + prior_matching

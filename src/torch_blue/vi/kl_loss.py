@@ -112,7 +112,79 @@ def data_fitting(
     return -dataset_size * log_likelihood
 
 
-class KullbackLeiblerLoss(Module):
+class _NegativeELBO(Module):
+    """What both KL losses share: their settings and how the two terms combine."""
+
+    dataset_size = LOSS_SETTINGS["dataset_size"]
+    heat = LOSS_SETTINGS["heat"]
+    objective = LOSS_SETTINGS["objective"]
+    reduction = LOSS_SETTINGS["reduction"]
+    _log_keys: tuple[str, ...] = ("data_fitting", "prior_matching")
+
+    def _configure(
+        self,
+        predictive_distribution: PredictiveDistribution,
+        dataset_size: Optional[int],
+        heat: float,
+        objective: str,
+        reduction: str,
+        track: bool,
+    ) -> None:
+        # (not a checked setting: a learned likelihood is a submodule)
+        self.predictive_distribution = _check_predictive(
+            type(self).__name__, predictive_distribution
+        )
+        self.dataset_size = dataset_size
+        self.heat = heat
+        self.objective = objective
+        self.reduction = reduction
+        self._track = False
+        self.log: Optional[dict[str, list]] = None
+        self.track(track)
+
+    def track(self, mode: bool = True) -> None:
+        """Start (``True``) or pause (``False``) recording the loss components.
+
+        :attr:`log` maps each component's name to a list with one entry per call;
+        history is kept across pauses.
+        """
+        if mode and self.log is None:
+            self.log = {key: [] for key in self._log_keys}
+        self._track = bool(mode)
+
+    def _combine(
+        self,
+        samples: Tensor,
+        target: Tensor,
+        prior_matching: Tensor,
+        dataset_size: Optional[int],
+    ) -> tuple[Tensor, Tensor]:
+        """Data fitting and weighted prior matching, reduced; logged when tracking."""
+        n_data = _check_dataset_size(
+            type(self).__name__,
+            dataset_size if dataset_size is not None else self.dataset_size,
+            False,
+        )
+        prior_matching = self.heat * prior_matching
+        data = data_fitting(
+            self.predictive_distribution, samples, target, n_data, self.objective
+        )
+        if self.reduction == "mean":
+            data, prior_matching = data / n_data, prior_matching / n_data
+        if self._track and self.log is not None:
+            self.log["data_fitting"].append(data.item())
+            self.log["prior_matching"].append(prior_matching.item())
+        return data, prior_matching
+
+    def _settings_repr(self) -> str:
+        return (
+            f"predictive_distribution={self.predictive_distribution}, "
+            f"dataset_size={self.dataset_size}, heat={self.heat}, "
+            f"objective={self.objective!r}"
+        )
+
+
+class KullbackLeiblerLoss(_NegativeELBO):
     r"""Negative evidence lower bound (ELBO), estimated from sampled weights.
 
     .. math::
@@ -162,10 +234,7 @@ class KullbackLeiblerLoss(Module):
     >>> loss.backward()
     """
 
-    dataset_size = LOSS_SETTINGS["dataset_size"]
-    heat = LOSS_SETTINGS["heat"]
-    objective = LOSS_SETTINGS["objective"]
-    reduction = LOSS_SETTINGS["reduction"]
+    _log_keys = ("data_fitting", "prior_matching", "log_probs")
 
     def __init__(
         self,
@@ -178,34 +247,13 @@ class KullbackLeiblerLoss(Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        # (not a checked setting: a learned likelihood is a submodule)
-        self.predictive_distribution = _check_predictive(name, predictive_distribution)
-        self.dataset_size = dataset_size
-        self.heat = heat
-        self.objective = objective
-        self.reduction = reduction
-        self._track = False
-        self.log: Optional[dict[str, list]] = None
-        self.track(track)
+        self._configure(
+            predictive_distribution, dataset_size, heat, objective, reduction, track
+        )
 
     def extra_repr(self) -> str:
         """Summarise the configuration for ``print(loss)``."""
-        return (
-            f"predictive_distribution={self.predictive_distribution}, "
-            f"dataset_size={self.dataset_size}, heat={self.heat}, "
-            f"objective={self.objective!r}, reduction={self.reduction!r}"
-        )
-
-    def track(self, mode: bool = True) -> None:
-        """Start (``True``) or pause (``False``) recording the loss components.
-
-        :attr:`log` maps ``"data_fitting"``, ``"prior_matching"`` and ``"log_probs"``
-        to lists with one entry per call; history is kept across pauses.
-        """
-        if mode and self.log is None:
-            self.log = {"data_fitting": [], "prior_matching": [], "log_probs": []}
-        self._track = bool(mode)
+        return f"{self._settings_repr()}, reduction={self.reduction!r}"
 
     def forward(
         self, model_output: VIReturn, target: Tensor, dataset_size: Optional[int] = None
@@ -234,21 +282,15 @@ class KullbackLeiblerLoss(Module):
                 f"{got}; enable them with model.return_log_probs = True (or use "
                 "AnalyticalKullbackLeiblerLoss)"
             )
-        n_data = _check_dataset_size(
-            name, dataset_size if dataset_size is not None else self.dataset_size, False
-        )
-        samples = model_output.as_plain()
         log_probs = (
             log_probs.as_subclass(Tensor) if isinstance(log_probs, VIReturn) else log_probs
         )
-        prior_matching = self.heat * (log_probs[:, 1] - log_probs[:, 0]).mean()
-        data = data_fitting(
-            self.predictive_distribution, samples, target, n_data, self.objective
+        data, prior_matching = self._combine(
+            model_output.as_plain(),
+            target,
+            (log_probs[:, 1] - log_probs[:, 0]).mean(),
+            dataset_size,
         )
-        if self.reduction == "mean":
-            data, prior_matching = data / n_data, prior_matching / n_data
         if self._track and self.log is not None:
-            self.log["data_fitting"].append(data.item())
-            self.log["prior_matching"].append(prior_matching.item())
             self.log["log_probs"].append(log_probs.detach().mean(0).tolist())
         return data + prior_matching
