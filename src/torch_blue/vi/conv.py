@@ -196,12 +196,7 @@ class _VIConvNd(VIModule, EstimatorLayer):
             text += ", bias=False"
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
-        if self._estimator != "reparameterization":
-            text += f", estimator={self._estimator!r}"
-        return text + (
-            f", variational_distribution={self.variational_distribution['weight']}, "
-            f"prior={self.prior['weight']}"
-        )
+        return text + self._weight_distribution_repr()
 
 
 _DOC = """Bayesian {n}-d convolution, the twin of :class:`torch.nn.Conv{n}d`.

@@ -196,12 +196,7 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
             text += f", groups={self.groups}"
         if self.variational_distribution["bias"] is None:
             text += ", bias=False"
-        if self._estimator != "reparameterization":
-            text += f", estimator={self._estimator!r}"
-        return text + (
-            f", variational_distribution={self.variational_distribution['weight']}, "
-            f"prior={self.prior['weight']}"
-        )
+        return text + self._weight_distribution_repr()
 
 
 _DOC = """Bayesian {n}-d transposed convolution, the twin of

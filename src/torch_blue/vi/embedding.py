@@ -41,7 +41,6 @@ from .estimators import (
     EstimatorLayer,
     check_estimator,
     expected_log_probs,
-    normal_layer,
     random_signs,
     scaled_noise,
 )
@@ -349,20 +348,10 @@ class VIEmbedding(VIModule, EstimatorLayer):
 
         ``op`` is unused: the lookup is the layer's own.
         """
-        if mean_weights_enabled():
+        decided = self._fast_estimator(x)
+        if decided is None:
             return None
-        state = current_state()
-        record = state.record if state is not None else self._return_log_probs
-        estimator = self._estimator
-        if estimator == "reparameterization":
-            if (
-                record
-                or self._reuse_draws
-                or not normal_layer(self)
-                or not self._local_noise_is_exact(x)
-            ):
-                return None
-            estimator = "local_reparameterization"
+        estimator, record = decided
         mean, log_std = self.get_variational_parameters("weight")
         if record:
             self._record_log_probs("weight", self._expected_log_probs(mean, log_std))
@@ -411,9 +400,4 @@ class VIEmbedding(VIModule, EstimatorLayer):
             text += f", norm_type={self.norm_type}"
         if self.scale_grad_by_freq:
             text += ", scale_grad_by_freq=True"
-        if self._estimator != "reparameterization":
-            text += f", estimator={self._estimator!r}"
-        return text + (
-            f", variational_distribution={self.variational_distribution['weight']}, "
-            f"prior={self.prior['weight']}"
-        )
+        return text + self._weight_distribution_repr()

@@ -299,14 +299,12 @@ class EstimatorLayer:
         """
         return self._spatial_dims == 0 and x.dim() <= 2
 
-    def _fast_preactivations(
-        self, op: Op, x: Tensor, lane_op: Optional[Op] = None
-    ) -> Optional[Tensor]:
-        """Pre-activations without drawn weights, or ``None`` to draw them.
+    def _fast_estimator(self, x: Tensor) -> Optional[tuple[str, bool]]:
+        """The estimator that skips drawing the weights for input ``x``, or ``None``.
 
-        ``lane_op`` (optional, the same values as ``op``) is the faster form of
-        ``op`` for weights that differ between the sample lanes (Flipout's
-        perturbations).
+        Returns it with whether log-probs are recorded. ``None``: draw the weights
+        (mean-weight mode, or the reparameterisation estimator while recording,
+        reusing draws, or where local noise would not be exact).
         """
         if mean_weights_enabled():
             return None  # the layer reads the point estimates
@@ -322,6 +320,31 @@ class EstimatorLayer:
             ):
                 return None
             estimator = "local_reparameterization"
+        return estimator, record
+
+    def _weight_distribution_repr(self) -> str:
+        """The end of ``extra_repr``: a non-default estimator, the weight's q and p."""
+        text = ""
+        if self._estimator != "reparameterization":
+            text += f", estimator={self._estimator!r}"
+        return text + (
+            f", variational_distribution={self.variational_distribution['weight']}, "
+            f"prior={self.prior['weight']}"
+        )
+
+    def _fast_preactivations(
+        self, op: Op, x: Tensor, lane_op: Optional[Op] = None
+    ) -> Optional[Tensor]:
+        """Pre-activations without drawn weights, or ``None`` to draw them.
+
+        ``lane_op`` (optional, the same values as ``op``) is the faster form of
+        ``op`` for weights that differ between the sample lanes (Flipout's
+        perturbations).
+        """
+        decided = self._fast_estimator(x)
+        if decided is None:
+            return None
+        estimator, record = decided
         weight = tuple(self.get_variational_parameters("weight"))
         bias = None
         if self.variational_distribution["bias"] is not None:
