@@ -393,13 +393,25 @@ class PredictiveDistribution(Distribution):
     def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
         """``(S, *reference.shape)`` log-likelihoods; inputs are validated."""
 
-    def _check(self, reference: Tensor, samples: Tensor) -> None:
-        """Raise a clear error when ``reference`` does not fit ``samples``."""
+    #: Whether targets are real numbers (regression): integer targets then raise.
+    _real_targets: bool = False
+
+    def _check_target(self, reference: Tensor) -> None:
+        """Raise a clear error when ``reference`` is not a target of this likelihood."""
         if not isinstance(reference, Tensor):
             raise TypeError(
                 f"{type(self).__name__}: the target must be a Tensor, got "
                 f"{type(reference).__name__}"
             )
+        if self._real_targets and not reference.is_floating_point():
+            raise TypeError(
+                f"{type(self).__name__}: regression targets must be floating point, got "
+                f"{reference.dtype}"
+            )
+
+    def _check(self, reference: Tensor, samples: Tensor) -> None:
+        """Raise a clear error when ``reference`` does not fit ``samples``."""
+        self._check_target(reference)
         if samples.shape[1:] != reference.shape:
             raise ShapeError(
                 f"{type(self).__name__}: target shape {tuple(reference.shape)} does not "

@@ -51,6 +51,7 @@ class HeteroscedasticNormal(PredictiveDistribution):
     (torch.Size([8, 1]), True)
     """
 
+    _real_targets = True
     distribution_parameters = ("mean", "std")
 
     def __init__(self, min_scale: float = 1e-3) -> None:
@@ -121,14 +122,7 @@ class HeteroscedasticNormal(PredictiveDistribution):
 
     def _check(self, reference: Tensor, samples: Tensor) -> None:
         name = type(self).__name__
-        if not isinstance(reference, Tensor):
-            raise TypeError(
-                f"{name}: the target must be a Tensor, got {type(reference).__name__}"
-            )
-        if not reference.is_floating_point():
-            raise TypeError(
-                f"{name}: regression targets must be floating point, got {reference.dtype}"
-            )
+        self._check_target(reference)
         if samples.dim() < 2 or samples.shape[-1] % 2:
             raise ShapeError(
                 f"{name}: the model output {tuple(samples.shape)} must be (S, ..., 2*D): "

@@ -65,6 +65,7 @@ class LearnedNoiseNormal(PredictiveDistribution, nn.Module):
     0.3
     """
 
+    _real_targets = True
     distribution_parameters = ("mean", "std")
 
     def __init__(
@@ -119,10 +120,6 @@ class LearnedNoiseNormal(PredictiveDistribution, nn.Module):
     def _check(self, reference: Tensor, samples: Tensor) -> None:
         super()._check(reference, samples)
         name = type(self).__name__
-        if not reference.is_floating_point():
-            raise TypeError(
-                f"{name}: regression targets must be floating point, got {reference.dtype}"
-            )
         if self.num_outputs is not None and (
             samples.dim() < 2 or samples.shape[-1] != self.num_outputs
         ):

@@ -102,6 +102,7 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
     0.3
     """
 
+    _real_targets = True
     distribution_parameters = ("mean", "log_std")
 
     def __init__(
@@ -271,14 +272,6 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
             variance = torch.where(torch.isfinite(variance), variance, previous)
             self.log_std = 0.5 * torch.log(variance.clamp_min(self.eps))
             self._noise_fitted = True
-
-    def _check(self, reference: Tensor, samples: Tensor) -> None:
-        super()._check(reference, samples)
-        if not reference.is_floating_point():
-            raise TypeError(
-                f"{type(self).__name__}: regression targets must be floating point, got "
-                f"{reference.dtype}"
-            )
 
     def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
         log_std = self.log_std.to(samples)

@@ -58,6 +58,7 @@ class StudentTLikelihood(PredictiveDistribution, nn.Module):
     StudentTLikelihood(scale=0.5, degrees_of_freedom=3, learn_scale=False)
     """
 
+    _real_targets = True
     distribution_parameters = ("loc", "scale")
 
     def __init__(
@@ -114,14 +115,6 @@ class StudentTLikelihood(PredictiveDistribution, nn.Module):
         spread = samples.var(dim=0, unbiased=False)
         scale = torch.sqrt(spread + torch.exp(2 * self.log_scale.to(samples)))
         return samples.mean(dim=0), scale
-
-    def _check(self, reference: Tensor, samples: Tensor) -> None:
-        super()._check(reference, samples)
-        if not reference.is_floating_point():
-            raise TypeError(
-                f"{type(self).__name__}: regression targets must be floating point, got "
-                f"{reference.dtype}"
-            )
 
     def _pointwise_log_likelihood(self, reference: Tensor, samples: Tensor) -> Tensor:
         return self._log_density(
