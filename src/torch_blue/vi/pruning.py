@@ -61,7 +61,7 @@ from torch.nn import Module
 
 from .base import VIModule, named_random_variables
 from .distributions import MeanFieldNormal, Prior
-from .distributions.kl import has_closed_form_kl, kl_divergence
+from .distributions.kl import has_closed_form_kl, kl_divergence, monte_carlo_kl_draws
 from .utils.checks import check_int
 from .utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 
@@ -509,19 +509,15 @@ def _scalar_hyperparameters(prior: Prior) -> bool:
 def _monte_carlo_kl(
     module: VIModule, variable: str, keep: Optional[Tensor], draws: int
 ) -> tuple[float, float]:
-    dist = module.variational_distribution[variable]
-    prior = module.prior[variable]
-    parameters = tuple(p.double() for p in module.get_variational_parameters(variable))
-    hyperparameters = tuple(p.double() for p in module._prior_hyperparameters(variable))
-    totals = []
-    for _ in range(draws):
-        sample = dist.sample(parameters)
-        log_ratio = dist.variational_log_prob(sample, parameters) - prior.prior_log_prob(
-            sample, hyperparameters
-        )
-        log_ratio = torch.broadcast_to(log_ratio, sample.shape)
-        totals.append((log_ratio if keep is None else log_ratio[keep]).sum())
-    values = torch.stack(totals)
+    """Mean and standard error of the Monte Carlo KL of one variable (in float64)."""
+    values = monte_carlo_kl_draws(
+        module.prior[variable],
+        module.variational_distribution[variable],
+        [p.double() for p in module.get_variational_parameters(variable)],
+        draws,
+        [p.double() for p in module._prior_hyperparameters(variable)],
+        keep,
+    )
     return float(values.mean()), float(values.std() / math.sqrt(draws))
 
 

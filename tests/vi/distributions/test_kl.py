@@ -470,3 +470,22 @@ def test_monte_carlo_rejects_bad_sample_counts(samples):
         monte_carlo_kl_divergence(
             MeanFieldNormal(), MeanFieldNormal(), _variational(), samples
         )
+
+
+def test_monte_carlo_draws_are_the_terms_of_the_estimate_and_respect_a_mask():
+    prior, variational = StudentTPrior(), MeanFieldNormal()
+    params = (torch.randn(6, 5), torch.full((6, 5), -1.0))
+    torch.manual_seed(3)
+    draws = kl_module.monte_carlo_kl_draws(prior, variational, params, 4)
+    torch.manual_seed(3)
+    estimate = kl_module.monte_carlo_kl_divergence(prior, variational, params, 4)
+    assert draws.shape == (4,)
+    torch.testing.assert_close(draws.mean(), estimate)
+    # A mask keeps the elements it selects: the same draw, summed over them only.
+    keep = torch.rand(6, 5) > 0.5
+    torch.manual_seed(4)
+    masked = kl_module.monte_carlo_kl_draws(prior, variational, params, 1, keep=keep)
+    torch.manual_seed(4)
+    sample = variational.sample(params)
+    ratio = variational.log_prob(sample, params) - prior.prior_log_prob(sample)
+    torch.testing.assert_close(masked[0], ratio[keep].sum())

@@ -10,6 +10,7 @@ from .kl import (
     has_closed_form_kl,
     kl_divergence,
     monte_carlo_kl_divergence,
+    monte_carlo_kl_draws,
     register_kl,
 )
 from .laplace import Laplace, LaplacePrior
@@ -57,6 +58,7 @@ __all__ = [
     "has_closed_form_kl",
     "kl_divergence",
     "monte_carlo_kl_divergence",
+    "monte_carlo_kl_draws",
     "register_kl",
 ]
 

@@ -53,6 +53,7 @@ __all__ = [
     "kl_divergence",
     "has_closed_form_kl",
     "monte_carlo_kl_divergence",
+    "monte_carlo_kl_draws",
 ]
 
 _LOG_2 = math.log(2.0)
@@ -373,14 +374,47 @@ def monte_carlo_kl_divergence(
     torch.Size([])
     """
     samples = check_int("monte_carlo_kl_divergence", "samples", samples)
+    return monte_carlo_kl_draws(
+        prior, variational, parameters, samples, hyperparameters
+    ).mean()
+
+
+def monte_carlo_kl_draws(
+    prior: Prior,
+    variational: VariationalDistribution,
+    parameters: Sequence[Tensor],
+    samples: int = 1,
+    hyperparameters: Sequence[Tensor] = (),
+    keep: Optional[Tensor] = None,
+) -> Tensor:
+    r"""The terms of :func:`monte_carlo_kl_divergence`, one per draw, shape ``(samples,)``.
+
+    Term :math:`k` is :math:`\log q(w_k) - \log p(w_k)` summed over the weight
+    tensor, or over its elements where the boolean mask ``keep`` is true (a pruned
+    layer). Their spread gives the estimate's standard error.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch_blue.vi.distributions import MeanFieldNormal, StudentTPrior
+    >>> params = (torch.zeros(100), torch.full((100,), -1.0))
+    >>> monte_carlo_kl_draws(StudentTPrior(), MeanFieldNormal(), params, 8).shape
+    torch.Size([8])
+    """
     parameters = tuple(parameters)
     hyperparameters = tuple(hyperparameters)
-    total = None
+    terms = []
     for _ in range(int(samples)):
-        sample, log_q = variational.sample_and_log_prob(parameters)
-        term = log_q - prior.prior_log_prob_sum(sample, hyperparameters)
-        total = term if total is None else total + term
-    return total / samples
+        if keep is None:
+            sample, log_q = variational.sample_and_log_prob(parameters)
+            terms.append(log_q - prior.prior_log_prob_sum(sample, hyperparameters))
+            continue
+        sample = variational.sample(parameters)
+        ratio = variational.variational_log_prob(sample, parameters) - prior.prior_log_prob(
+            sample, hyperparameters
+        )
+        terms.append(torch.broadcast_to(ratio, sample.shape)[keep].sum())
+    return torch.stack([term.reshape(()) for term in terms])
 
 
 @register_kl(EmpiricalNormalPrior, MeanFieldNormal)
