@@ -251,7 +251,7 @@ DISTRIBUTIONS = {
     "LaplacePrior": (dist.LaplacePrior, {"loc": BAD_FINITE, "scale": BAD_POSITIVE}),
     "StudentTPrior": (
         dist.StudentTPrior,
-        {"df": BAD_POSITIVE, "loc": BAD_FINITE, "scale": BAD_SCALE},
+        {"degrees_of_freedom": BAD_POSITIVE, "loc": BAD_FINITE, "scale": BAD_SCALE},
     ),
     "ScaleMixtureNormalPrior": (
         dist.ScaleMixtureNormalPrior,

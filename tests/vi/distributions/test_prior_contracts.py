@@ -37,7 +37,7 @@ from torch_blue.vi.utils import norm_constants
 PRIORS = {
     "scale_mixture": lambda: ScaleMixtureNormalPrior(pi=0.25, sigma_1=1.0, sigma_2=0.01),
     "laplace": lambda: LaplacePrior(loc=0.1, scale=0.5),
-    "student_t": lambda: StudentTPrior(df=3.0, scale=0.5),
+    "student_t": lambda: StudentTPrior(degrees_of_freedom=3.0, scale=0.5),
     "normal_gamma": lambda: NormalGammaPrior(kappa=2.0, alpha=2.0, beta=0.5),
     "known_mean_normal_gamma": lambda: KnownMeanNormalGammaPrior(alpha=2.0, beta=0.5),
     "log_uniform": LogUniformPrior,

@@ -29,7 +29,7 @@ def test_log_prob_matches_torch(df, loc, scale):
 
 def test_norm_constants_drop_the_terms_of_df():
     df = 4.0
-    prior = StudentTPrior(df=df, scale=0.5)
+    prior = StudentTPrior(degrees_of_freedom=df, scale=0.5)
     sample = torch.randn(10)
     with_constants = prior.prior_log_prob(sample)
     with norm_constants(False):
@@ -44,24 +44,30 @@ def test_log_prob_gradcheck():
     sample = torch.randn(6, dtype=torch.float64, requires_grad=True)
     loc = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
     log_scale = torch.tensor(-0.5, dtype=torch.float64, requires_grad=True)
-    prior = StudentTPrior(df=2.5)
+    prior = StudentTPrior(degrees_of_freedom=2.5)
     assert torch.autograd.gradcheck(
         lambda w, m, s: prior.log_prob(w, (m, s)), (sample, loc, log_scale)
     )
 
 
 def test_kaiming_rescale_keeps_df():
-    prior = StudentTPrior(df=3.0, loc=0.0, scale=1.0)
+    prior = StudentTPrior(degrees_of_freedom=3.0, loc=0.0, scale=1.0)
     prior.kaiming_rescale(3)  # factor 1/3
-    assert prior.df == 3.0
+    assert prior.degrees_of_freedom == 3.0
     assert math.exp(float(prior.log_scale)) == pytest.approx(1 / 3 + 1e-5, rel=1e-6)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"df": 0.0}, r"StudentTPrior: df must be positive and finite, got 0.0"),
-        ({"df": -1.0}, r"StudentTPrior: df must be positive and finite, got -1.0"),
+        (
+            {"degrees_of_freedom": 0.0},
+            r"StudentTPrior: degrees_of_freedom must be positive and finite, got 0.0",
+        ),
+        (
+            {"degrees_of_freedom": -1.0},
+            r"StudentTPrior: degrees_of_freedom must be positive and finite, got -1.0",
+        ),
         ({"scale": 0.0}, r"StudentTPrior: scale must be positive and finite, got 0.0"),
         ({"loc": math.inf}, r"StudentTPrior: loc must be finite, got inf"),
     ],
@@ -73,3 +79,9 @@ def test_invalid_hyperparameters_raise(kwargs, match):
 
 def test_no_closed_form_kl():
     assert not has_closed_form_kl(StudentTPrior(), MeanFieldNormal())
+
+
+def test_the_released_keyword_df_still_works_and_warns():
+    with pytest.warns(DeprecationWarning, match="use degrees_of_freedom"):
+        prior = StudentTPrior(df=5.0)
+    assert prior.degrees_of_freedom == 5.0 and prior.df == 5.0

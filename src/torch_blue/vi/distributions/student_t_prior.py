@@ -1,6 +1,8 @@
 """The Student-t prior: heavy tails for the weights."""
 
 import math
+import warnings
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -25,16 +27,18 @@ class StudentTPrior(Prior):
     variational :class:`~torch_blue.vi.distributions.MeanFieldStudentT`. There is no
     closed-form KL divergence; both losses estimate it by Monte Carlo.
 
-    Hyperparameters are ``("loc", "log_scale")``; the degrees of freedom are fixed
-    (``df``). With ``rescale_prior=True`` location and scale are scaled by
-    :math:`1/\sqrt{3\,\mathrm{fan}_\mathrm{in}}`, ``df`` stays. Without normalisation
-    constants the terms that depend on ``df`` alone are dropped (:math:`-\log s`
-    stays), as for :class:`~torch_blue.vi.distributions.MeanFieldStudentT`.
+    Hyperparameters are ``("loc", "log_scale")``; the degrees of freedom are fixed.
+    With ``rescale_prior=True`` location and scale are scaled by
+    :math:`1/\sqrt{3\,\mathrm{fan}_\mathrm{in}}`, the degrees of freedom stay.
+    Without normalisation constants the terms that depend on them alone are dropped
+    (:math:`-\log s` stays), as for :class:`~torch_blue.vi.distributions.MeanFieldStudentT`.
 
     Parameters
     ----------
-    df : float, default: 3.0
-        Degrees of freedom :math:`\nu`. Must be positive.
+    degrees_of_freedom : float, default: 3.0
+        Degrees of freedom :math:`\nu`. Must be positive. Named as in
+        :class:`MeanFieldStudentT` and :class:`StudentTLikelihood`; the keyword
+        ``df`` of earlier releases still works and warns.
     loc : float, default: 0.0
         Location :math:`m`. Must be finite.
     scale : float, default: 1.0
@@ -44,29 +48,48 @@ class StudentTPrior(Prior):
     --------
     >>> import torch
     >>> from torch_blue.vi import VILinear
-    >>> prior = StudentTPrior(df=4.0, scale=0.5)
+    >>> prior = StudentTPrior(degrees_of_freedom=4.0, scale=0.5)
     >>> prior
-    StudentTPrior(df=4, loc=0, scale=0.5)
+    StudentTPrior(degrees_of_freedom=4, loc=0, scale=0.5)
     >>> VILinear(3, 2, prior=prior)(torch.randn(4, 3), samples=5).shape
     torch.Size([5, 4, 2])
     """
 
     distribution_parameters = ("loc", "log_scale")
 
-    def __init__(self, df: float = 3.0, loc: float = 0.0, scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        degrees_of_freedom: float = 3.0,
+        loc: float = 0.0,
+        scale: float = 1.0,
+        *,
+        df: Optional[float] = None,
+    ) -> None:
         name = type(self).__name__
-        self.df = _positive(name, "df", df)
+        if df is not None:
+            warnings.warn(
+                f"{name}: the keyword df is deprecated; use degrees_of_freedom",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            degrees_of_freedom = df
+        self.degrees_of_freedom = _positive(name, "degrees_of_freedom", degrees_of_freedom)
         self.loc = torch.tensor(_finite(name, "loc", loc))
         scale = _positive(name, "scale", scale, squared=True)
         self.log_scale = torch.tensor(math.log(scale))
 
     def _repr_args(self) -> str:
         return (
-            f"df={self.df:g}, loc={float(self.loc):g}, "
+            f"degrees_of_freedom={self.degrees_of_freedom:g}, loc={float(self.loc):g}, "
             f"scale={math.exp(float(self.log_scale)):g}"
         )
 
     def log_prob(self, sample: Tensor, parameters: tuple[Tensor, Tensor]) -> Tensor:
         """Element-wise Student-t log-density given ``(loc, log_scale)``."""
         loc, log_scale = (torch.as_tensor(p) for p in parameters)
-        return student_t_log_density(sample, loc, log_scale, self.df)
+        return student_t_log_density(sample, loc, log_scale, self.degrees_of_freedom)
+
+    @property
+    def df(self) -> float:
+        """The degrees of freedom (the name of earlier releases)."""
+        return self.degrees_of_freedom
