@@ -223,7 +223,9 @@ def test_model_without_variables_raises():
 
 
 def test_bad_divergence_type_raises():
-    with pytest.raises(TypeError, match="divergence_type must be a KullbackLeiblerModule"):
+    with pytest.raises(
+        TypeError, match=r"divergence_type must be a ClosedFormKL \(KullbackLeiblerModule\)"
+    ):
         AnalyticalKullbackLeiblerLoss(VILinear(2, 2), Categorical(), 10, "normal")
 
 

@@ -6,6 +6,7 @@ and ``nn.CrossEntropyLoss`` for ``KullbackLeiblerLoss(Categorical(), dataset_siz
 
 from .analytical_kl_loss import (
     AnalyticalKullbackLeiblerLoss,
+    ClosedFormKL,
     KullbackLeiblerModule,
     NonBayesianDivergence,
     NormalNormalDivergence,
@@ -53,6 +54,7 @@ __all__ = [
     "CyclicalKLAnnealing",
     "KLSchedule",
     "KullbackLeiblerLoss",
+    "ClosedFormKL",
     "KullbackLeiblerModule",
     "LaplaceNormalDivergence",
     "LinearKLWarmup",

@@ -9,6 +9,7 @@ from torch.nn import Module
 from .base import VIModule, named_random_variables
 from .distributions import PredictiveDistribution
 from .distributions.kl import (
+    ClosedFormKL,
     KullbackLeiblerModule,
     NonBayesianDivergence,
     NormalNormalDivergence,
@@ -24,6 +25,7 @@ from .utils.vi_return import VIReturn
 
 __all__ = [
     "AnalyticalKullbackLeiblerLoss",
+    "ClosedFormKL",
     "KullbackLeiblerModule",
     "NonBayesianDivergence",
     "NormalNormalDivergence",
@@ -61,7 +63,7 @@ class AnalyticalKullbackLeiblerLoss(_NegativeELBO):
         Likelihood of the targets.
     dataset_size : int, optional
         Number of training examples (required here or in :meth:`forward`).
-    divergence_type : KullbackLeiblerModule, optional
+    divergence_type : ClosedFormKL, optional
         Force one closed form for every variable instead of the registry lookup.
     heat : float, default: 1.0
         Weight of the KL term.
@@ -91,7 +93,7 @@ class AnalyticalKullbackLeiblerLoss(_NegativeELBO):
         model: Module,
         predictive_distribution: PredictiveDistribution,
         dataset_size: Optional[int] = None,
-        divergence_type: Optional[KullbackLeiblerModule] = None,
+        divergence_type: Optional[ClosedFormKL] = None,
         heat: float = 1.0,
         track: bool = False,
         *,
@@ -105,12 +107,10 @@ class AnalyticalKullbackLeiblerLoss(_NegativeELBO):
             raise TypeError(
                 f"{name}: model must be an nn.Module, got {type(model).__name__}"
             )
-        if divergence_type is not None and not isinstance(
-            divergence_type, KullbackLeiblerModule
-        ):
+        if divergence_type is not None and not isinstance(divergence_type, ClosedFormKL):
             raise TypeError(
-                f"{name}: divergence_type must be a KullbackLeiblerModule instance, got "
-                f"{divergence_type!r}"
+                f"{name}: divergence_type must be a ClosedFormKL (KullbackLeiblerModule) "
+                f"instance, got {divergence_type!r}"
             )
         self.kl_samples = check_int(name, "kl_samples", kl_samples)
         self._configure(
@@ -142,7 +142,7 @@ class AnalyticalKullbackLeiblerLoss(_NegativeELBO):
         return found
 
     @property
-    def kl_module(self) -> Optional[KullbackLeiblerModule]:
+    def kl_module(self) -> Optional[ClosedFormKL]:
         """The forced divergence (``divergence_type``), or ``None`` for the registry."""
         return self.divergence_type
 

@@ -489,3 +489,8 @@ def test_monte_carlo_draws_are_the_terms_of_the_estimate_and_respect_a_mask():
     sample = variational.sample(params)
     ratio = variational.log_prob(sample, params) - prior.prior_log_prob(sample)
     torch.testing.assert_close(masked[0], ratio[keep].sum())
+
+
+def test_upstream_name_of_the_closed_form_base_is_an_alias():
+    assert KullbackLeiblerModule is kl_module.ClosedFormKL
+    assert not issubclass(KullbackLeiblerModule, torch.nn.Module)

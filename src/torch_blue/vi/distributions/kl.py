@@ -43,6 +43,7 @@ from .radial import RadialNormal
 from .uniform import UniformPrior
 
 __all__ = [
+    "ClosedFormKL",
     "KullbackLeiblerModule",
     "NormalNormalDivergence",
     "UniformNormalDivergence",
@@ -64,7 +65,7 @@ KLFunction = Callable[[Prior, VariationalDistribution, Sequence[Tensor]], Tensor
 _REGISTRY: dict[tuple[type, type], KLFunction] = {}
 
 
-class KullbackLeiblerModule:
+class ClosedFormKL:
     """A closed-form KL divergence between flattened prior and variational parameters.
 
     Calling an instance with ``(prior_parameters, variational_parameters)`` returns
@@ -82,7 +83,11 @@ class KullbackLeiblerModule:
         return self.forward(*prior_parameters, *variational_parameters)
 
 
-class NormalNormalDivergence(KullbackLeiblerModule):
+#: Upstream's name of :class:`ClosedFormKL` (a plain class, not an ``nn.Module``).
+KullbackLeiblerModule = ClosedFormKL
+
+
+class NormalNormalDivergence(ClosedFormKL):
     r"""KL divergence of two Normals.
 
     :math:`\mathrm{KL}(\mathcal N(\mu_q, \sigma_q^2) \,\|\, \mathcal N(\mu_p, \sigma_p^2))`,
@@ -138,7 +143,7 @@ def _is_scalar(value: Union[Tensor, float]) -> bool:
     return not isinstance(value, Tensor) or (value.dim() == 0 and not value.requires_grad)
 
 
-class UniformNormalDivergence(KullbackLeiblerModule):
+class UniformNormalDivergence(ClosedFormKL):
     r"""KL of a Normal from the flat prior: the negative entropy :math:`-H[q]`.
 
     Examples
@@ -160,7 +165,7 @@ class UniformNormalDivergence(KullbackLeiblerModule):
         return kl.sum()
 
 
-class LaplaceNormalDivergence(KullbackLeiblerModule):
+class LaplaceNormalDivergence(ClosedFormKL):
     r"""KL divergence of a Normal from a Laplace prior, summed over elements.
 
     .. math::
@@ -200,7 +205,7 @@ class LaplaceNormalDivergence(KullbackLeiblerModule):
         return kl.sum()
 
 
-class LogUniformNormalDivergence(KullbackLeiblerModule):
+class LogUniformNormalDivergence(ClosedFormKL):
     r"""KL of a Normal from the log-uniform prior (Molchanov et al., 2017), summed.
 
     .. math::
@@ -240,7 +245,7 @@ def _normal_negative_entropy(log_std: Tensor) -> Tensor:
     return value
 
 
-class NonBayesianDivergence(KullbackLeiblerModule):
+class NonBayesianDivergence(ClosedFormKL):
     """KL term of a point estimate: zero (it has no entropy to account for)."""
 
     @staticmethod
