@@ -3,9 +3,8 @@
 Under ``torch.vmap`` a convolution with a batched input *and* batched weights (every
 layer after the first with weights drawn per sample, and Flipout's perturbations)
 becomes one grouped convolution over ``S`` groups. On a CPU, oneDNN's grouped
-convolutions, and above all their backward pass, are much slower than ``S`` ordinary
-convolutions of the same total size (LeNet-5's second layer, ``S = 10``, batch 64:
-60 ms for forward and backward grouped, 40 ms as a loop). :class:`LaneConvolution`
+convolutions, and above all their backward pass, are slower than ``S`` ordinary
+convolutions of the same total size (see the benchmarks page). :class:`LaneConvolution`
 gives such calls a ``vmap`` rule that loops over the lanes on a CPU. A first layer
 (a shared input, weights per lane) runs as one convolution with the lanes' weights
 and biases stacked as output channels; other cases (shared weights, grouped first
