@@ -16,7 +16,7 @@ from typing import NamedTuple, Union
 import torch
 from torch import Tensor
 
-from ..vi.utils.errors import ShapeError
+from ..errors import ShapeError
 from .summaries import (
     InputType,
     UncertaintyInputError,

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..vi.utils.errors import ShapeError
+from ..errors import ShapeError
 from .metrics import _calibration, _ood_auroc
 from .summaries import InputType, UncertaintyInputError, _floating, _plain
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .._compat import disable_torch_function_subclass
-from ..vi.utils.errors import ShapeError, TorchBlueError
+from ..errors import ShapeError, UncertaintyInputError
 
 __all__ = [
     "UncertaintyInputError",
@@ -51,26 +51,6 @@ __all__ = [
 
 InputType = Literal["logits", "probs"]
 StdLike = Union[Tensor, float, None]
-
-
-class UncertaintyInputError(TorchBlueError, ValueError):
-    """An input to :mod:`torch_blue.uncertainty` has a value outside its domain.
-
-    Raised for probabilities outside ``[0, 1]`` or not summing to one, targets that
-    are not integer class indices or lie out of range, negative standard deviations,
-    ``n_bins < 1`` and a ``level`` outside ``(0, 1)``. Inputs of the wrong shape raise
-    :class:`~torch_blue.vi.utils.ShapeError` instead.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.uncertainty import predictive_probs
-    >>> try:
-    ...     predictive_probs(torch.tensor([[[2.0, -1.0]]]))
-    ... except ValueError as err:
-    ...     print(type(err).__name__)
-    UncertaintyInputError
-    """
 
 
 class EntropyDecomposition(NamedTuple):

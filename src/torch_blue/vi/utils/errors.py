@@ -1,8 +1,16 @@
-"""The exceptions torch_blue raises.
+"""The exceptions torch_blue raises, re-exported from :mod:`torch_blue.errors`.
 
-Every error derives from :class:`TorchBlueError` and from the builtin exception users
-would expect (``ValueError``, ``TypeError``), so both ``except`` styles work.
+The classes are defined there; this module keeps the older import path working and
+gives the same class objects, so ``isinstance`` and ``except`` behave the same.
 """
+
+from ...errors import (
+    MissingLogProbsError,
+    NoVariablesError,
+    ShapeError,
+    TorchBlueError,
+    UnsupportedDistributionError,
+)
 
 __all__ = [
     "TorchBlueError",
@@ -11,23 +19,3 @@ __all__ = [
     "MissingLogProbsError",
     "ShapeError",
 ]
-
-
-class TorchBlueError(Exception):
-    """Root of all errors raised by torch_blue."""
-
-
-class NoVariablesError(TorchBlueError, ValueError):
-    """A random-variable operation was asked of a module without (such) variables."""
-
-
-class UnsupportedDistributionError(TorchBlueError, ValueError):
-    """A distribution was used in a role it cannot play (e.g. as a prior)."""
-
-
-class MissingLogProbsError(TorchBlueError, ValueError):
-    """A loss needs weight log-probabilities but got a tensor without them."""
-
-
-class ShapeError(TorchBlueError, ValueError):
-    """An input, target or variable has a shape a module cannot work with."""
