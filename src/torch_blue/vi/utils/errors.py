@@ -4,18 +4,5 @@ The classes are defined there; this module keeps the older import path working a
 gives the same class objects, so ``isinstance`` and ``except`` behave the same.
 """
 
-from ...errors import (
-    MissingLogProbsError,
-    NoVariablesError,
-    ShapeError,
-    TorchBlueError,
-    UnsupportedDistributionError,
-)
-
-__all__ = [
-    "TorchBlueError",
-    "NoVariablesError",
-    "UnsupportedDistributionError",
-    "MissingLogProbsError",
-    "ShapeError",
-]
+from ...errors import *  # noqa: F403
+from ...errors import __all__  # noqa: F401
