@@ -168,7 +168,7 @@ def regression_band_plot(
     Returns
     -------
     matplotlib.axes.Axes
-        The axes drawn into.
+        The axes drawn into; ``ax.collections`` holds the bands and the data points.
 
     Examples
     --------
@@ -281,7 +281,7 @@ def uncertainty_histogram(
     Returns
     -------
     matplotlib.axes.Axes
-        The axes drawn into.
+        The axes drawn into, titled with the AUROC.
 
     Examples
     --------
