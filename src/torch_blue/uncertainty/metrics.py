@@ -10,22 +10,24 @@ averages over all examples (all target elements) and returns a 0-dim tensor.
 """
 
 import math
-import numbers
 from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor
 
-from ..vi.utils.errors import ShapeError
-from .summaries import (
+from ..errors import ShapeError, UncertaintyInputError
+from ._docstrings import _shared_doc
+from ._validation import (
     InputType,
-    UncertaintyInputError,
+    _check_binary,
+    _check_positive_int,
     _class_samples,
     _class_targets,
-    _floating,
     _plain,
+    _plain_float,
     _regression_inputs,
     _regression_means,
+    _regression_targets,
     _to_probs,
 )
 
@@ -55,17 +57,13 @@ def _predictive_and_targets(
     return _to_probs(x, input_type).mean(0), t
 
 
+@_shared_doc
 def accuracy(samples: Tensor, targets: Tensor, input_type: InputType = "probs") -> Tensor:
     r"""Fraction of examples whose most probable predictive class is the target.
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, targets, input_type}
 
     Returns
     -------
@@ -83,6 +81,7 @@ def accuracy(samples: Tensor, targets: Tensor, input_type: InputType = "probs") 
     return (p.argmax(-1) == t).to(p.dtype).mean()
 
 
+@_shared_doc
 def negative_log_likelihood(
     samples: Tensor, targets: Tensor, input_type: InputType = "probs"
 ) -> Tensor:
@@ -96,12 +95,7 @@ def negative_log_likelihood(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, targets, input_type}
 
     Returns
     -------
@@ -129,6 +123,7 @@ def negative_log_likelihood(
     return -log_p.mean()
 
 
+@_shared_doc
 def brier_score(
     samples: Tensor, targets: Tensor, input_type: InputType = "probs"
 ) -> Tensor:
@@ -140,12 +135,7 @@ def brier_score(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, targets, input_type}
 
     Returns
     -------
@@ -181,17 +171,11 @@ class CalibrationBins(NamedTuple):
     counts: Tensor
 
 
-def _check_n_bins(n_bins: int, fn: str) -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise UncertaintyInputError(f"{fn}: n_bins must be an integer >= 1, got {n_bins!r}")
-    return int(n_bins)
-
-
 def _bin_sums(
     samples: object, targets: object, n_bins: int, input_type: str, fn: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """Edges and per-bin sums of confidence and correctness, counts, example count."""
-    n_bins = _check_n_bins(n_bins, fn)
+    n_bins = _check_positive_int(n_bins, fn, "n_bins")
     p, t = _predictive_and_targets(samples, targets, input_type, fn)
     confidence, predicted = p.max(-1)
     confidence, correct = confidence.reshape(-1), (predicted == t).reshape(-1)
@@ -206,6 +190,7 @@ def _bin_sums(
     return edges, confidence_sum, correct_sum, counts, confidence.numel()
 
 
+@_shared_doc
 def calibration_bins(
     samples: Tensor, targets: Tensor, n_bins: int = 15, input_type: InputType = "probs"
 ) -> CalibrationBins:
@@ -218,14 +203,7 @@ def calibration_bins(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
-    n_bins : int, default: 15
-        Number of bins of width ``1 / n_bins``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, targets, n_bins, input_type}
 
     Returns
     -------
@@ -258,6 +236,7 @@ def _calibration(
     return CalibrationBins(edges, confidence, accuracy_, counts), ece
 
 
+@_shared_doc
 def expected_calibration_error(
     samples: Tensor, targets: Tensor, n_bins: int = 15, input_type: InputType = "probs"
 ) -> Tensor:
@@ -269,14 +248,7 @@ def expected_calibration_error(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
-    n_bins : int, default: 15
-        Number of bins of width ``1 / n_bins``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, targets, n_bins, input_type}
 
     Returns
     -------
@@ -299,6 +271,7 @@ def expected_calibration_error(
     return _calibration(samples, targets, n_bins, input_type, fn)[1]
 
 
+@_shared_doc
 def maximum_calibration_error(
     samples: Tensor, targets: Tensor, n_bins: int = 15, input_type: InputType = "probs"
 ) -> Tensor:
@@ -310,14 +283,7 @@ def maximum_calibration_error(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
-    n_bins : int, default: 15
-        Number of bins of width ``1 / n_bins``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, targets, n_bins, input_type}
 
     Returns
     -------
@@ -340,24 +306,6 @@ def maximum_calibration_error(
 
 
 # ----------------------------------------------------------------------- regression
-def _regression_targets(targets: object, means_shape: torch.Size, fn: str) -> Tensor:
-    t = _floating(_plain(targets, fn, "targets"))
-    expected = means_shape[1:]
-    if t.shape != expected:
-        hint = ""
-        if t.shape == means_shape:
-            hint = (
-                "; means look like a single prediction without the leading sample "
-                "dimension S (use means.unsqueeze(0))"
-            )
-        raise ShapeError(
-            f"{fn}: targets of shape {tuple(t.shape)} do not match means of shape "
-            f"{tuple(means_shape)}; expected targets of shape {tuple(expected)} (the "
-            f"means' shape without the sample dimension){hint}"
-        )
-    return t
-
-
 def _log_y_scale(y_scale: Union[Tensor, float, None], t: Tensor, fn: str) -> Tensor:
     """``log(y_scale)`` broadcast to the targets (zero without a scale)."""
     if y_scale is None:
@@ -377,6 +325,7 @@ def _log_y_scale(y_scale: Union[Tensor, float, None], t: Tensor, fn: str) -> Ten
     return torch.broadcast_to(scale.log(), t.shape)
 
 
+@_shared_doc
 def rmse(
     means: Tensor, targets: Tensor, *, y_scale: Union[Tensor, float, None] = None
 ) -> Tensor:
@@ -389,8 +338,7 @@ def rmse(
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
+    {means}
     targets : Tensor
         Targets of shape ``(...)``, on the same (e.g. standardised) scale.
     y_scale : Tensor or float, optional
@@ -420,6 +368,7 @@ def rmse(
     return error.square().mean().sqrt()
 
 
+@_shared_doc
 def gaussian_mixture_log_likelihood(
     means: Tensor,
     stds: Union[Tensor, float],
@@ -439,8 +388,7 @@ def gaussian_mixture_log_likelihood(
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
+    {means}
     stds : Tensor or float
         Positive aleatoric standard deviation: a number or a tensor broadcastable to
         ``means``.
@@ -502,9 +450,9 @@ def interval_coverage(lower: Tensor, upper: Tensor, targets: Tensor) -> Tensor:
     tensor(0.7500)
     """
     fn = "interval_coverage"
-    low = _floating(_plain(lower, fn, "lower"))
-    high = _floating(_plain(upper, fn, "upper"))
-    t = _floating(_plain(targets, fn, "targets"))
+    low = _plain_float(lower, fn, "lower")
+    high = _plain_float(upper, fn, "upper")
+    t = _plain_float(targets, fn, "targets")
     if not low.shape == high.shape == t.shape:
         raise ShapeError(
             f"{fn}: lower, upper and targets must have the same shape, got "
@@ -555,7 +503,7 @@ def auroc(scores: Tensor, labels: Tensor) -> Tensor:
 def _auroc(
     scores: object, labels: object, fn: str, score_name: str, label_name: str
 ) -> Tensor:
-    s = _floating(_plain(scores, fn, score_name)).detach()
+    s = _plain_float(scores, fn, score_name).detach()
     y = _plain(labels, fn, label_name)
     if s.shape != y.shape:
         raise ShapeError(
@@ -565,8 +513,7 @@ def _auroc(
     s, y = s.reshape(-1), y.reshape(-1)
     if torch.isnan(s).any():
         raise UncertaintyInputError(f"{fn}: {score_name} contain NaN")
-    if not ((y == 0) | (y == 1)).all():
-        raise UncertaintyInputError(f"{fn}: {label_name} must be booleans or 0/1 values")
+    _check_binary(y, fn, label_name)
     positive = y == 1
     n_pos = int(positive.sum())
     n_neg = positive.numel() - n_pos
@@ -612,8 +559,7 @@ def misclassification_auroc(score: Tensor, correct: Tensor) -> Tensor:
     """
     fn = "misclassification_auroc"
     c = _plain(correct, fn, "correct")
-    if not ((c == 0) | (c == 1)).all():
-        raise UncertaintyInputError(f"{fn}: correct must be booleans or 0/1 values")
+    _check_binary(c, fn, "correct")
     return _auroc(score, c == 0, fn, "score", "correct")
 
 
@@ -646,8 +592,8 @@ def ood_auroc(score_in: Tensor, score_out: Tensor) -> Tensor:
 
 
 def _ood_auroc(score_in: object, score_out: object, fn: str) -> Tensor:
-    s_in = _floating(_plain(score_in, fn, "score_in")).reshape(-1)
-    s_out = _floating(_plain(score_out, fn, "score_out")).reshape(-1)
+    s_in = _plain_float(score_in, fn, "score_in").reshape(-1)
+    s_out = _plain_float(score_out, fn, "score_out").reshape(-1)
     if s_in.numel() == 0 or s_out.numel() == 0:
         raise UncertaintyInputError(
             f"{fn}: score_in and score_out must not be empty, got {s_in.numel()} and "

@@ -6,15 +6,15 @@ only when a plot is drawn. Every function draws into ``ax`` (a new figure when
 ``plt.show()``, so it works in scripts, notebooks and headless tests alike.
 """
 
-import numbers
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from ..vi.utils.errors import ShapeError
+from ..errors import ShapeError, UncertaintyInputError
+from ._docstrings import _shared_doc
+from ._validation import InputType, _check_positive_int, _plain_float
 from .metrics import _calibration, _ood_auroc
-from .summaries import InputType, UncertaintyInputError, _floating, _plain
 
 __all__ = ["reliability_diagram", "regression_band_plot", "uncertainty_histogram"]
 
@@ -38,9 +38,10 @@ def _axes(ax: Any, fn: str) -> Any:
 
 
 def _numpy(x: object, fn: str, name: str) -> Any:
-    return _floating(_plain(x, fn, name)).detach().cpu().reshape(-1).numpy()
+    return _plain_float(x, fn, name).detach().cpu().reshape(-1).numpy()
 
 
+@_shared_doc
 def reliability_diagram(
     samples: Tensor,
     targets: Tensor,
@@ -62,14 +63,10 @@ def reliability_diagram(
     samples : Tensor
         Logits or probabilities of shape ``(S, ..., C)``; for a single prediction
         ``(N, C)`` pass ``probs.unsqueeze(0)``.
-    targets : Tensor
-        Integer class indices of shape ``(...)``.
+    {targets}
     n_bins : int, default: 15
         Number of confidence bins.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw; a new figure when ``None``.
+    {input_type, ax}
 
     Returns
     -------
@@ -134,6 +131,7 @@ def reliability_diagram(
     return ax
 
 
+@_shared_doc
 def regression_band_plot(
     x: Tensor,
     mean: Tensor,
@@ -165,13 +163,12 @@ def regression_band_plot(
         Epistemic standard deviations, ``N`` elements.
     x_data, y_data : Tensor, optional
         Observed points (e.g. the training set) to scatter, the same length.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw; a new figure when ``None``.
+    {ax}
 
     Returns
     -------
     matplotlib.axes.Axes
-        The axes drawn into.
+        The axes drawn into; ``ax.collections`` holds the bands and the data points.
 
     Examples
     --------
@@ -185,46 +182,21 @@ def regression_band_plot(
     ['predictive mean']
     """
     fn = "regression_band_plot"
-    named = {"x": x, "mean": mean, "total_std": total_std}
-    if epistemic_std is not None:
-        named["epistemic_std"] = epistemic_std
-    arrays = {name: _numpy(value, fn, name) for name, value in named.items()}
-    lengths = {name: len(array) for name, array in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        raise ShapeError(
-            f"{fn}: x, mean and the standard deviations need the same number of "
-            f"elements, got {lengths}"
-        )
-    if (x_data is None) != (y_data is None):
-        raise UncertaintyInputError(f"{fn}: pass both x_data and y_data, or neither")
-    if x_data is not None:
-        xd, yd = _numpy(x_data, fn, "x_data"), _numpy(y_data, fn, "y_data")
-        if len(xd) != len(yd):
-            raise ShapeError(
-                f"{fn}: x_data and y_data need the same number of elements, got "
-                f"{len(xd)} and {len(yd)}"
-            )
+    arrays, data = _band_arrays(fn, x, mean, total_std, epistemic_std, x_data, y_data)
     ax = _axes(ax, fn)
     order = arrays["x"].argsort()
-    xs, mu, total = arrays["x"][order], arrays["mean"][order], arrays["total_std"][order]
-    ax.fill_between(
-        xs,
-        mu - 2 * total,
-        mu + 2 * total,
-        color="tab:blue",
-        alpha=0.15,
-        linewidth=0,
-        label=r"$\pm 2\sigma$ total",
-    )
-    ax.fill_between(
-        xs,
-        mu - total,
-        mu + total,
-        color="tab:blue",
-        alpha=0.3,
-        linewidth=0,
-        label=r"$\pm 1\sigma$ total",
-    )
+    xs, mu = arrays["x"][order], arrays["mean"][order]
+    total = arrays["total_std"][order]
+    for k, alpha in ((2, 0.15), (1, 0.3)):
+        ax.fill_between(
+            xs,
+            mu - k * total,
+            mu + k * total,
+            color="tab:blue",
+            alpha=alpha,
+            linewidth=0,
+            label=rf"$\pm {k}\sigma$ total",
+        )
     if epistemic_std is not None:
         epistemic = arrays["epistemic_std"][order]
         ax.fill_between(
@@ -238,13 +210,47 @@ def regression_band_plot(
             label=r"$\pm 2\sigma$ epistemic",
         )
     ax.plot(xs, mu, color="tab:blue", linewidth=2, label="predictive mean")
-    if x_data is not None:
-        ax.scatter(xd, yd, s=12, color="black", alpha=0.7, zorder=3, label="data")
+    if data is not None:
+        ax.scatter(*data, s=12, color="black", alpha=0.7, zorder=3, label="data")
     ax.set(xlabel="x", ylabel="y")
     ax.legend(loc="best")
     return ax
 
 
+def _band_arrays(
+    fn: str,
+    x: object,
+    mean: object,
+    total_std: object,
+    epistemic_std: object,
+    x_data: object,
+    y_data: object,
+) -> tuple[dict[str, Any], Optional[tuple[Any, Any]]]:
+    """The curves as flat numpy arrays by name, and the data points, checked."""
+    named = {"x": x, "mean": mean, "total_std": total_std}
+    if epistemic_std is not None:
+        named["epistemic_std"] = epistemic_std
+    arrays = {name: _numpy(value, fn, name) for name, value in named.items()}
+    lengths = {name: len(array) for name, array in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ShapeError(
+            f"{fn}: x, mean and the standard deviations need the same number of "
+            f"elements, got {lengths}"
+        )
+    if (x_data is None) != (y_data is None):
+        raise UncertaintyInputError(f"{fn}: pass both x_data and y_data, or neither")
+    if x_data is None:
+        return arrays, None
+    xd, yd = _numpy(x_data, fn, "x_data"), _numpy(y_data, fn, "y_data")
+    if len(xd) != len(yd):
+        raise ShapeError(
+            f"{fn}: x_data and y_data need the same number of elements, got "
+            f"{len(xd)} and {len(yd)}"
+        )
+    return arrays, (xd, yd)
+
+
+@_shared_doc
 def uncertainty_histogram(
     score_in: Tensor,
     score_out: Tensor,
@@ -270,13 +276,12 @@ def uncertainty_histogram(
         Number of shared bins.
     labels : tuple of str, default: ("in-distribution", "out-of-distribution")
         Legend labels of the two histograms.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw; a new figure when ``None``.
+    {ax}
 
     Returns
     -------
     matplotlib.axes.Axes
-        The axes drawn into.
+        The axes drawn into, titled with the AUROC.
 
     Examples
     --------
@@ -289,8 +294,7 @@ def uncertainty_histogram(
     'AUROC = 0.940'
     """
     fn = "uncertainty_histogram"
-    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 1:
-        raise UncertaintyInputError(f"{fn}: bins must be an integer >= 1, got {bins!r}")
+    bins = _check_positive_int(bins, fn, "bins")
     auc = _ood_auroc(score_in, score_out, fn).item()
     s_in, s_out = _numpy(score_in, fn, "score_in"), _numpy(score_out, fn, "score_out")
     ax = _axes(ax, fn)

@@ -19,15 +19,24 @@ predictive distribution is the equally weighted Gaussian mixture
 """
 
 import math
-import numbers
 from fractions import Fraction
-from typing import Literal, NamedTuple, Optional, Union
+from typing import Literal, NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from .._compat import disable_torch_function_subclass
-from ..vi.utils.errors import ShapeError, TorchBlueError
+from ..errors import UncertaintyInputError
+from ._docstrings import _shared_doc
+from ._validation import (
+    InputType,
+    StdLike,
+    _check_choice,
+    _check_level,
+    _class_probs,
+    _class_samples,
+    _regression_inputs,
+    _regression_means,
+)
 
 __all__ = [
     "UncertaintyInputError",
@@ -48,29 +57,6 @@ __all__ = [
     "mixture_quantile",
     "credible_interval",
 ]
-
-InputType = Literal["logits", "probs"]
-StdLike = Union[Tensor, float, None]
-
-
-class UncertaintyInputError(TorchBlueError, ValueError):
-    """An input to :mod:`torch_blue.uncertainty` has a value outside its domain.
-
-    Raised for probabilities outside ``[0, 1]`` or not summing to one, targets that
-    are not integer class indices or lie out of range, negative standard deviations,
-    ``n_bins < 1`` and a ``level`` outside ``(0, 1)``. Inputs of the wrong shape raise
-    :class:`~torch_blue.vi.utils.ShapeError` instead.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.uncertainty import predictive_probs
-    >>> try:
-    ...     predictive_probs(torch.tensor([[[2.0, -1.0]]]))
-    ... except ValueError as err:
-    ...     print(type(err).__name__)
-    UncertaintyInputError
-    """
 
 
 class EntropyDecomposition(NamedTuple):
@@ -113,174 +99,13 @@ class CredibleInterval(NamedTuple):
     upper: Tensor
 
 
-# ----------------------------------------------------------------------- validation
-def _plain(x: object, fn: str, name: str) -> Tensor:
-    """``x`` as a plain tensor: Tensor subclasses (``VIReturn``) lose their type."""
-    if isinstance(x, Tensor):
-        if type(x) is not Tensor:
-            with disable_torch_function_subclass():
-                x = x.as_subclass(Tensor)
-        return x
-    try:
-        return torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"{fn}: {name} must be a Tensor, got {type(x).__name__}") from err
-
-
-def _floating(x: Tensor) -> Tensor:
-    return x if x.is_floating_point() else x.to(torch.get_default_dtype())
-
-
-def _check_input_type(input_type: str, fn: str) -> None:
-    if input_type not in ("logits", "probs"):
-        raise UncertaintyInputError(
-            f"{fn}: input_type must be 'logits' or 'probs', got {input_type!r}"
-        )
-
-
-def _class_samples(samples: object, input_type: str, fn: str) -> Tensor:
-    """Validated classification samples ``(S, ..., C)`` as a plain float tensor."""
-    _check_input_type(input_type, fn)
-    x = _floating(_plain(samples, fn, "samples"))
-    if x.dim() < 2:
-        raise ShapeError(
-            f"{fn}: samples must have shape (S, ..., C) with a leading sample "
-            f"dimension S and the classes last, got shape {tuple(x.shape)}"
-        )
-    if x.shape[0] == 0 or x.shape[-1] == 0:
-        raise ShapeError(
-            f"{fn}: samples need at least one sample and one class, got shape "
-            f"{tuple(x.shape)}"
-        )
-    if input_type == "probs":
-        _check_probs(x, fn)
-    return x
-
-
-def _check_probs(x: Tensor, fn: str) -> None:
-    # Loose enough for probabilities rounded in float16/float32, tight enough to catch
-    # logits or unnormalised scores passed by mistake.
-    if x.numel() == 0:
-        return
-    tol = max(1e-4, 10 * x.shape[-1] * torch.finfo(x.dtype).eps)
-    hint = "; pass input_type='logits' for unnormalised scores"
-    with torch.no_grad():
-        low, high = x.min().item(), x.max().item()
-        if not (low >= -tol and high <= 1 + tol):  # also catches NaN
-            raise UncertaintyInputError(
-                f"{fn}: samples with input_type='probs' must lie in [0, 1], found "
-                f"values in [{low:.4g}, {high:.4g}]{hint}"
-            )
-        deviation = (x.sum(-1) - 1).abs().max().item()
-        if not deviation <= tol:
-            raise UncertaintyInputError(
-                f"{fn}: samples with input_type='probs' must sum to one over the last "
-                f"(class) dimension, but a sum deviates from 1 by {deviation:.3g} "
-                f"(tolerance {tol:.1g}){hint}"
-            )
-
-
-def _to_probs(x: Tensor, input_type: str) -> Tensor:
-    return x.softmax(-1) if input_type == "logits" else x.clamp(0, 1)
-
-
-def _class_probs(samples: object, input_type: str, fn: str) -> Tensor:
-    """Per-sample class probabilities ``(S, ..., C)``."""
-    return _to_probs(_class_samples(samples, input_type, fn), input_type)
-
-
-def _class_targets(targets: object, samples_shape: torch.Size, fn: str) -> Tensor:
-    """Validated integer class targets of shape ``samples_shape[1:-1]``."""
-    t = _plain(targets, fn, "targets")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise UncertaintyInputError(
-            f"{fn}: targets must hold integer class indices, got dtype {t.dtype}"
-        )
-    expected = samples_shape[1:-1]
-    if t.shape != expected:
-        hint = ""
-        if t.shape == samples_shape[:-1]:
-            hint = (
-                "; samples look like a single prediction without the leading sample "
-                "dimension S (use samples.unsqueeze(0))"
-            )
-        raise ShapeError(
-            f"{fn}: targets of shape {tuple(t.shape)} do not match samples of shape "
-            f"{tuple(samples_shape)}; expected targets of shape {tuple(expected)} "
-            f"(the samples' shape without the sample and class dimensions){hint}"
-        )
-    n_classes = samples_shape[-1]
-    if t.numel() > 0:
-        low, high = t.min().item(), t.max().item()
-        if low < 0 or high >= n_classes:
-            raise UncertaintyInputError(
-                f"{fn}: targets must be class indices in [0, {n_classes - 1}], found "
-                f"values in [{low}, {high}]"
-            )
-    return t.long()
-
-
-def _regression_means(means: object, fn: str) -> Tensor:
-    m = _floating(_plain(means, fn, "means"))
-    if m.dim() < 1 or m.shape[0] == 0:
-        raise ShapeError(
-            f"{fn}: means must have shape (S, ...) with a leading sample dimension "
-            f"S >= 1, got shape {tuple(m.shape)}"
-        )
-    return m
-
-
-def _regression_inputs(
-    means: object, stds: StdLike, fn: str, *, positive: bool = False
-) -> tuple[Tensor, Optional[Tensor]]:
-    """Means ``(S, ...)`` and standard deviations broadcast to them (or ``None``)."""
-    m = _regression_means(means, fn)
-    if stds is None:
-        return m, None
-    if isinstance(stds, Tensor):
-        s = _floating(_plain(stds, fn, "stds"))
-        dtype = torch.promote_types(m.dtype, s.dtype)
-        m, s = m.to(dtype), s.to(dtype=dtype, device=m.device)
-    else:
-        s = torch.as_tensor(stds, dtype=m.dtype, device=m.device)
-    try:
-        broadcastable = torch.broadcast_shapes(s.shape, m.shape) == m.shape
-    except RuntimeError:
-        broadcastable = False
-    if not broadcastable:
-        raise ShapeError(
-            f"{fn}: stds of shape {tuple(s.shape)} cannot be broadcast to means of "
-            f"shape {tuple(m.shape)}; pass a number, a tensor of the means' shape "
-            f"(S, ...) or one broadcastable to it"
-        )
-    if s.numel() > 0:
-        low = s.min().item()
-        if not (low > 0 if positive else low >= 0):  # also catches NaN
-            kind = "positive" if positive else "non-negative"
-            raise UncertaintyInputError(
-                f"{fn}: stds must be {kind}, found minimum {low:.4g}"
-            )
-    return m, s.expand_as(m)
-
-
-def _check_level(level: float, fn: str, name: str = "level") -> float:
-    if isinstance(level, bool) or not isinstance(level, numbers.Real):
-        raise UncertaintyInputError(
-            f"{fn}: {name} must be a number strictly between 0 and 1, got {level!r}"
-        )
-    if not 0 < level < 1:
-        raise UncertaintyInputError(
-            f"{fn}: {name} must lie strictly between 0 and 1, got {level!r}"
-        )
-    return float(level)
-
-
 # ------------------------------------------------------------------- classification
 def _entropy(p: Tensor) -> Tensor:
     # 0 log 0 = 0; the inner where keeps the gradient finite at p = 0.
     return -(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1)
 
 
+@_shared_doc
 def predictive_probs(samples: Tensor, input_type: InputType = "probs") -> Tensor:
     r"""Predictive class probabilities: the mean over samples of the per-sample softmax.
 
@@ -289,10 +114,7 @@ def predictive_probs(samples: Tensor, input_type: InputType = "probs") -> Tensor
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
 
     Returns
     -------
@@ -311,6 +133,7 @@ def predictive_probs(samples: Tensor, input_type: InputType = "probs") -> Tensor
     return _class_probs(samples, input_type, "predictive_probs").mean(0)
 
 
+@_shared_doc
 def predictive_entropy(samples: Tensor, input_type: InputType = "probs") -> Tensor:
     r"""Total uncertainty: the entropy of the predictive probabilities, in nats.
 
@@ -318,15 +141,12 @@ def predictive_entropy(samples: Tensor, input_type: InputType = "probs") -> Tens
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
 
     Returns
     -------
     Tensor
-        Entropies of shape ``(...)``.
+        Entropies of the predictive probabilities, shape ``(...)``.
 
     Examples
     --------
@@ -339,6 +159,7 @@ def predictive_entropy(samples: Tensor, input_type: InputType = "probs") -> Tens
     return _entropy(p.mean(0))
 
 
+@_shared_doc
 def expected_entropy(samples: Tensor, input_type: InputType = "probs") -> Tensor:
     r"""Aleatoric uncertainty: the mean over samples of each sample's entropy, in nats.
 
@@ -347,10 +168,7 @@ def expected_entropy(samples: Tensor, input_type: InputType = "probs") -> Tensor
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
 
     Returns
     -------
@@ -369,6 +187,7 @@ def expected_entropy(samples: Tensor, input_type: InputType = "probs") -> Tensor
     return _entropy(p).mean(0)
 
 
+@_shared_doc
 def mutual_information(samples: Tensor, input_type: InputType = "probs") -> Tensor:
     r"""Epistemic uncertainty: the mutual information between label and weights, in nats.
 
@@ -378,10 +197,7 @@ def mutual_information(samples: Tensor, input_type: InputType = "probs") -> Tens
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
 
     Returns
     -------
@@ -399,6 +215,7 @@ def mutual_information(samples: Tensor, input_type: InputType = "probs") -> Tens
     return _entropy_decomposition(samples, input_type, "mutual_information").epistemic
 
 
+@_shared_doc
 def entropy_decomposition(
     samples: Tensor, input_type: InputType = "probs"
 ) -> EntropyDecomposition:
@@ -409,10 +226,7 @@ def entropy_decomposition(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
 
     Returns
     -------
@@ -440,6 +254,7 @@ def _entropy_decomposition(
     return EntropyDecomposition(total, aleatoric, (total - aleatoric).clamp_min(0))
 
 
+@_shared_doc
 def variation_ratio(samples: Tensor, input_type: InputType = "probs") -> Tensor:
     r"""One minus the fraction of samples that vote for the modal class.
 
@@ -449,10 +264,7 @@ def variation_ratio(samples: Tensor, input_type: InputType = "probs") -> Tensor:
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
 
     Returns
     -------
@@ -473,6 +285,7 @@ def variation_ratio(samples: Tensor, input_type: InputType = "probs") -> Tensor:
     return 1 - votes.max(-1).values.to(x.dtype) / n_samples
 
 
+@_shared_doc
 def classification_variance_decomposition(
     samples: Tensor, input_type: InputType = "probs", *, full: bool = False
 ) -> VarianceDecomposition:
@@ -495,10 +308,7 @@ def classification_variance_decomposition(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
     full : bool, default: False
         Return the full ``(..., C, C)`` covariance matrices instead of their
         diagonals ``(..., C)``, the per-class variances :math:`\frac1S\sum_s
@@ -548,6 +358,7 @@ def _class_variance(p: Tensor, full: bool) -> VarianceDecomposition:
     return VarianceDecomposition(aleatoric, epistemic, total)
 
 
+@_shared_doc
 def confidence_score(
     samples: Tensor,
     input_type: InputType = "probs",
@@ -568,10 +379,7 @@ def confidence_score(
 
     Parameters
     ----------
-    samples : Tensor
-        Logits or probabilities of shape ``(S, ..., C)``.
-    input_type : {"probs", "logits"}, default: "probs"
-        What ``samples`` holds.
+    {samples, input_type}
     variance : {"total", "aleatoric", "epistemic"}, default: "total"
         Which variance of the predicted class is :math:`u`.
 
@@ -594,10 +402,7 @@ def confidence_score(
     tensor(0.)
     """
     fn = "confidence_score"
-    if variance not in ("total", "aleatoric", "epistemic"):
-        raise UncertaintyInputError(
-            f"{fn}: variance must be 'total', 'aleatoric' or 'epistemic', got {variance!r}"
-        )
+    _check_choice(variance, ("total", "aleatoric", "epistemic"), fn, "variance")
     p = _class_probs(samples, input_type, fn)
     decomposition = _class_variance(p, full=False)
     predicted = p.mean(0).argmax(-1, keepdim=True)
@@ -606,13 +411,13 @@ def confidence_score(
 
 
 # ----------------------------------------------------------------------- regression
+@_shared_doc
 def predictive_mean(means: Tensor) -> Tensor:
     r"""Mean of the predictive mixture: the average of the sampled means.
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
+    {means}
 
     Returns
     -------
@@ -628,6 +433,7 @@ def predictive_mean(means: Tensor) -> Tensor:
     return _regression_means(means, "predictive_mean").mean(0)
 
 
+@_shared_doc
 def predictive_std(means: Tensor, stds: StdLike = None) -> Tensor:
     r"""Standard deviation of the predictive mixture.
 
@@ -636,8 +442,7 @@ def predictive_std(means: Tensor, stds: StdLike = None) -> Tensor:
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
+    {means}
     stds : Tensor or float or None, default: None
         Aleatoric standard deviation: ``None`` for none, a number, or a tensor
         broadcastable to ``means`` (``(S, ...)`` for per-sample predictions).
@@ -666,6 +471,7 @@ def _regression_decomposition(m: Tensor, s: Optional[Tensor]) -> VarianceDecompo
     return VarianceDecomposition(aleatoric, epistemic, aleatoric + epistemic)
 
 
+@_shared_doc
 def regression_variance_decomposition(
     means: Tensor, stds: StdLike = None
 ) -> VarianceDecomposition:
@@ -678,8 +484,7 @@ def regression_variance_decomposition(
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
+    {means}
     stds : Tensor or float or None, default: None
         Aleatoric standard deviation: ``None`` for none (the aleatoric part is
         zero), a number, or a tensor broadcastable to ``means``.
@@ -771,6 +576,7 @@ def _mixture_quantile(m: Tensor, s: Optional[Tensor], q: float) -> Tensor:
     return result.masked_fill(undefined, math.nan).to(dtype)
 
 
+@_shared_doc
 def mixture_quantile(means: Tensor, stds: StdLike = None, q: float = 0.5) -> Tensor:
     r"""The ``q``-quantile of the predictive mixture, solved on its CDF.
 
@@ -787,11 +593,7 @@ def mixture_quantile(means: Tensor, stds: StdLike = None, q: float = 0.5) -> Ten
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
-    stds : Tensor or float or None, default: None
-        Aleatoric standard deviation: ``None``, a number, or a tensor broadcastable
-        to ``means``.
+    {means, stds}
     q : float, default: 0.5
         The probability, strictly between 0 and 1.
 
@@ -815,6 +617,7 @@ def mixture_quantile(means: Tensor, stds: StdLike = None, q: float = 0.5) -> Ten
     return _mixture_quantile(m, s, q)
 
 
+@_shared_doc
 def credible_interval(
     means: Tensor,
     stds: StdLike = None,
@@ -833,11 +636,7 @@ def credible_interval(
 
     Parameters
     ----------
-    means : Tensor
-        Samples of the predicted mean, shape ``(S, ...)``.
-    stds : Tensor or float or None, default: None
-        Aleatoric standard deviation: ``None``, a number, or a tensor broadcastable
-        to ``means``.
+    {means, stds}
     level : float, default: 0.95
         Probability mass inside the interval, strictly between 0 and 1.
     method : {"mixture", "gaussian"}, default: "mixture"
@@ -857,10 +656,7 @@ def credible_interval(
     """
     fn = "credible_interval"
     level = _check_level(level, fn)
-    if method not in ("mixture", "gaussian"):
-        raise UncertaintyInputError(
-            f"{fn}: method must be 'mixture' or 'gaussian', got {method!r}"
-        )
+    _check_choice(method, ("mixture", "gaussian"), fn, "method")
     m, s = _regression_inputs(means, stds, fn)
     if method == "gaussian":
         z = torch.special.ndtri(torch.tensor((1 + level) / 2, dtype=torch.float64))

@@ -1,33 +1,8 @@
-"""The exceptions torch_blue raises.
+"""The exceptions torch_blue raises, re-exported from :mod:`torch_blue.errors`.
 
-Every error derives from :class:`TorchBlueError` and from the builtin exception users
-would expect (``ValueError``, ``TypeError``), so both ``except`` styles work.
+The classes are defined there; this module keeps the older import path working and
+gives the same class objects, so ``isinstance`` and ``except`` behave the same.
 """
 
-__all__ = [
-    "TorchBlueError",
-    "NoVariablesError",
-    "UnsupportedDistributionError",
-    "MissingLogProbsError",
-    "ShapeError",
-]
-
-
-class TorchBlueError(Exception):
-    """Root of all errors raised by torch_blue."""
-
-
-class NoVariablesError(TorchBlueError, ValueError):
-    """A random-variable operation was asked of a module without (such) variables."""
-
-
-class UnsupportedDistributionError(TorchBlueError, ValueError):
-    """A distribution was used in a role it cannot play (e.g. as a prior)."""
-
-
-class MissingLogProbsError(TorchBlueError, ValueError):
-    """A loss needs weight log-probabilities but got a tensor without them."""
-
-
-class ShapeError(TorchBlueError, ValueError):
-    """An input, target or variable has a shape a module cannot work with."""
+from ...errors import *  # noqa: F403
+from ...errors import __all__  # noqa: F401
