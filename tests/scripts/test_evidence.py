@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from torch_blue.datasets import find_fashion_mnist_files
+
 from .conftest import loaded_script
 
 
@@ -89,7 +91,7 @@ def test_mnist1d_quick_conv1d_run(evidence, tmp_path, capsys):
 def test_missing_data_and_upstream_are_skipped_with_a_note(evidence, tmp_path, capsys):
     # No IDX files and no torchvision here: the task is skipped, not faked.
     pytest.importorskip("matplotlib")
-    if evidence.tutorial.find_fashion_mnist_files(tmp_path) is not None:
+    if find_fashion_mnist_files(tmp_path) is not None:
         pytest.skip("unexpected files")
     try:
         import torchvision  # noqa: F401
