@@ -47,7 +47,7 @@ parameter is optimised by IVON too); ``bayesian-torch`` (0.5, its README recipe:
 twin loss + KL / batch size on 4 forwards whose outputs and KLs are averaged, as in
 its example scripts; regression uses the twin's learned-noise NLL in place of
 cross-entropy; its ``dnn_to_bnn`` fails on ``nn.Conv1d``, so mnist1d-cnn skips it
-with a note; the wheel comes from ``python scripts/benchmark.py --fetch-peers
+with a note; the wheel comes from ``python scripts/benchmarks/benchmark.py --fetch-peers
 .bench/peers``). A missing ``ivon`` or ``bayesian_torch`` is skipped with a note.
 
 Scores (``torch_blue.uncertainty``, the scoring functions of ``evidence.py``):
@@ -83,16 +83,16 @@ Examples
 --------
 Everything (all rows available offline, all methods)::
 
-    python scripts/out_of_the_box.py
+    python scripts/benchmarks/out_of_the_box.py
 
 Two rows, torch_blue against its twin only, at the usual budget::
 
-    python scripts/out_of_the_box.py --rows digits-mlp,boston --methods twin,defaults \
-        --budgets 1
+    python scripts/benchmarks/out_of_the_box.py --rows digits-mlp,boston \
+        --methods twin,defaults --budgets 1
 
 The whole pipeline in seconds (numbers meaningless)::
 
-    python scripts/out_of_the_box.py --quick
+    python scripts/benchmarks/out_of_the_box.py --quick
 """
 
 from __future__ import annotations
@@ -436,7 +436,7 @@ def available_methods(
             fix = (
                 "pip install ivon-opt"
                 if method == "ivon"
-                else "python scripts/benchmark.py --fetch-peers .bench/peers"
+                else "python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers"
             )
             notes.append(f"note: {method} skipped ({error}; {fix})")
             continue
@@ -642,7 +642,7 @@ def _names(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
 
 def print_header(script: str, argv: Sequence[str], threads: int) -> None:
     """Print the command that reproduces the run and the machine it ran on."""
-    print(f"command: {shlex.join(['python', f'scripts/{script}', *argv])}")
+    print(f"command: {shlex.join(['python', f'scripts/benchmarks/{script}', *argv])}")
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__}, {threads} thread(s)"

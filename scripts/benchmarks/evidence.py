@@ -30,21 +30,21 @@ epoch as a ratio to the twin's. Regression: RMSE of the predictive mean and the 
 log-likelihood of the predictive Gaussian mixture (the twin: its Gaussian), both on
 the original scale of the targets.
 
-Every model is trained by ``scripts/evidence_worker.py``; upstream runs in a
-subprocess with ``.bench/peers/torch_blue_1.1`` first on ``PYTHONPATH`` (fetch it once
-with ``python scripts/benchmark.py --fetch-peers .bench/peers``; it is skipped with a
-note when missing). ``--quick`` shrinks every budget to seconds and one seed, so that
-the tests run the whole pipeline; its numbers mean nothing.
+Every model is trained by ``scripts/benchmarks/evidence_worker.py``; upstream runs in
+a subprocess with ``.bench/peers/torch_blue_1.1`` first on ``PYTHONPATH`` (fetch it
+once with ``python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers``; it is
+skipped with a note when missing). ``--quick`` shrinks every budget to seconds and one
+seed, so that the tests run the whole pipeline; its numbers mean nothing.
 
 Examples
 --------
 The full runs reported in ``docs/evidence.rst``::
 
-    python scripts/evidence.py all --output-dir docs/_static/evidence
+    python scripts/benchmarks/evidence.py all --output-dir docs/_static/evidence
 
 One data set, two seeds, no upstream::
 
-    python scripts/evidence.py digits --seeds 2 --no-upstream
+    python scripts/benchmarks/evidence.py digits --seeds 2 --no-upstream
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ from torch_blue.uncertainty import (
     uncertainty_histogram,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(evidence_worker.__file__).resolve()
 ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
 DEFAULT_ESTIMATORS = ESTIMATORS[:3]  # (the published runs; add shared_flipout by name)
@@ -344,7 +344,7 @@ def upstream_path(peers_dir: Path) -> Path:
     if not (path / "torch_blue" / "__init__.py").is_file():
         raise UpstreamUnavailableError(
             f"upstream torch_blue 1.1 not found in {path} (fetch it with "
-            "python scripts/benchmark.py --fetch-peers .bench/peers)"
+            "python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers)"
         )
     return path
 
@@ -870,7 +870,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"note: {error}; its rows are skipped", file=sys.stderr)
             upstream = False
     limit = 300 if args.quick else None
-    command = "python scripts/evidence.py " + " ".join(
+    command = "python scripts/benchmarks/evidence.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     report = [

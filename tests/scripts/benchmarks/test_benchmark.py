@@ -1,16 +1,16 @@
-"""Tests of scripts/benchmark.py (a quick run of the MLP, peers absent)."""
+"""Tests of scripts/benchmarks/benchmark.py (a quick run of the MLP, peers absent)."""
 
 import gzip
 
 import numpy as np
 import pytest
 
-from .conftest import loaded_script
+from ..conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    with loaded_script("benchmark") as module:
+    with loaded_script("benchmarks/benchmark") as module:
         yield module
 
 

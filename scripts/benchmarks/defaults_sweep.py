@@ -37,11 +37,11 @@ Examples
 --------
 Everything (2 seeds; hours on one CPU thread)::
 
-    python scripts/defaults_sweep.py --output defaults_sweep.json
+    python scripts/benchmarks/defaults_sweep.py --output defaults_sweep.json
 
 The initial std only, at the usual budget, 5 seeds::
 
-    python scripts/defaults_sweep.py --configs twin,defaults,init-1.0,init-0.3 \
+    python scripts/benchmarks/defaults_sweep.py --configs twin,defaults,init-1.0,init-0.3 \
         --evals 100 --seeds 5
 
 ``--quick`` runs the pipeline in seconds for the tests (1 seed, ``--evals 1,2``, 256

@@ -1,4 +1,4 @@
-"""Tests of scripts/evidence.py and scripts/evidence_worker.py (quick runs only)."""
+"""Tests of scripts/benchmarks/evidence.py and evidence_worker.py (quick runs only)."""
 
 import json
 import math
@@ -10,12 +10,12 @@ import torch
 
 from torch_blue.datasets import find_fashion_mnist_files
 
-from .conftest import loaded_script
+from ..conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def evidence():
-    with loaded_script("evidence") as module:
+    with loaded_script("benchmarks/evidence") as module:
         yield module
 
 
@@ -56,7 +56,7 @@ def test_digits_quick_run_writes_table_checks_and_plot(evidence, tmp_path, capsy
         "ood_auroc",
     }
     report = (tmp_path / "digits.md").read_text()
-    assert report.startswith("Command: `python scripts/evidence.py digits")
+    assert report.startswith("Command: `python scripts/benchmarks/evidence.py digits")
     assert header in report
 
 
@@ -186,7 +186,7 @@ def test_checks_report_met_and_missed(evidence):
 
 @pytest.mark.parametrize("architecture", ["mlp", "lenet5", "conv1d"])
 def test_twin_has_the_bayesian_networks_shapes(architecture, tmp_path):
-    with loaded_script("evidence_worker") as worker:
+    with loaded_script("benchmarks/evidence_worker") as worker:
         in_shape = {"mlp": (1, 8, 8), "lenet5": (1, 28, 28), "conv1d": (1, 40)}[
             architecture
         ]
@@ -210,7 +210,7 @@ def _same(job) -> dict:
 
 
 def test_worker_runs_a_job_file(tmp_path):
-    with loaded_script("evidence_worker") as worker:
+    with loaded_script("benchmarks/evidence_worker") as worker:
         data = tmp_path / "data.pt"
         torch.manual_seed(0)
         torch.save(

@@ -1,4 +1,4 @@
-"""Train and predict one model of the evidence suite (``scripts/evidence.py``).
+"""Train and predict one model of the evidence suite (``scripts/benchmarks/evidence.py``).
 
 The parent process prepares the data and scores the predictions; this worker only
 builds a network, trains it for a fixed budget and writes its sampled test outputs.
@@ -9,7 +9,8 @@ than ``"reparameterization"``, the ``"learned"`` noise likelihood). So the same 
 runs with either library first on ``PYTHONPATH``, and both are trained and scored
 identically::
 
-    PYTHONPATH=.bench/peers/torch_blue_1.1 python scripts/evidence_worker.py jobs.json
+    PYTHONPATH=.bench/peers/torch_blue_1.1 \
+        python scripts/benchmarks/evidence_worker.py jobs.json
 
 ``jobs.json`` holds a list of job dicts (see :class:`Job`); each job writes its
 result, a dict of tensors and lists, with ``torch.save`` to ``job["output"]``.

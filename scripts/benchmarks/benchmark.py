@@ -26,7 +26,7 @@ Three measurements, printed as Markdown tables:
      loop over the S samples. They have no transformer layers, so they skip those tasks;
    * ``hand-written-reparameterization``, ``hand-written-local_reparameterization``,
      ``hand-written-flipout``: the MLP and LeNet-5 with each estimator written directly
-     in plain PyTorch for this one network (``scripts/reference_steps.py``: the
+     in plain PyTorch for this one network (``scripts/benchmarks/reference_steps.py``: the
      first layer's sample-independent part computed once, samples batched). A section
      "torch_blue against hand-written steps" divides each torch_blue estimator's step
      time by its hand-written twin's, per round: what the library adds to the
@@ -54,7 +54,7 @@ Three measurements, printed as Markdown tables:
    ``dataset-fashion-mnist``), else scikit-learn's 8x8 digits (the MLP then has 64
    inputs).
 
-Every measurement runs in its own process (``python scripts/benchmark.py --worker
+Every measurement runs in its own process (``python scripts/benchmarks/benchmark.py --worker
 ...``, which prints one JSON line), one per library and mode, alternately over
 ``--rounds`` rounds (the order is reversed every other round). Each worker builds the
 model, runs 5 warm-up steps, then times ``--steps`` steps and reports the median
@@ -78,11 +78,11 @@ Examples
 --------
 Fetch the peers once, then run the whole benchmark::
 
-    python scripts/benchmark.py --fetch-peers .bench/peers
+    python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers
 
 A smoke run of the MLP for torch_blue only::
 
-    python scripts/benchmark.py --quick --tasks mlp --modes plain,torch_blue
+    python scripts/benchmarks/benchmark.py --quick --tasks mlp --modes plain,torch_blue
 """
 
 import argparse
@@ -110,7 +110,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 SCRIPT = Path(__file__).resolve()
-REPO_ROOT = SCRIPT.parents[1]
+REPO_ROOT = SCRIPT.parents[2]
 SRC_DIR = REPO_ROOT / "src"
 DEFAULT_PEERS_DIR = REPO_ROOT / ".bench" / "peers"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -148,8 +148,8 @@ class Mode:
         Name in ``--modes`` and in the tables.
     library : str
         ``"plain"``, ``"torch_blue"``, ``"upstream"``, ``"bayesian_torch"``,
-        ``"blitz"`` or ``"reference"`` (``scripts/reference_steps.py``); decides the
-        worker's ``PYTHONPATH``.
+        ``"blitz"`` or ``"reference"`` (``scripts/benchmarks/reference_steps.py``);
+        decides the worker's ``PYTHONPATH``.
     variant : str
         Library-specific choice: estimator, loss or layer family.
     predicts : bool
@@ -962,7 +962,7 @@ def environment_header(args: argparse.Namespace, argv: Sequence[str]) -> str:
             f"Machine: {platform.platform()}, {platform.machine()}, "
             f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
             f"{args.threads} threads, device {device}",
-            f"Command: python scripts/benchmark.py {shlex.join(argv)}",
+            f"Command: python scripts/benchmarks/benchmark.py {shlex.join(argv)}",
             f"Settings: {args.rounds} rounds, {args.warmup} warm-up + {args.steps} timed "
             f"steps per worker, S = {args.samples} samples for training, "
             f"S = {PREDICTION_SAMPLES} for prediction, seed {args.seed}",
@@ -1152,7 +1152,8 @@ def hand_written_section(
     return (
         "## torch_blue against hand-written steps of the same estimator\n\n"
         "The step time of each torch_blue estimator divided by that of the plain-PyTorch "
-        "step written for this one network and estimator (scripts/reference_steps.py), "
+        "step written for this one network and estimator "
+        "(scripts/benchmarks/reference_steps.py), "
         "per round, median over rounds: what the library adds to the estimator's own "
         "cost.\n\n" + markdown_table(header, rows)
     )

@@ -19,8 +19,8 @@ error over the batches).
 
 Usage::
 
-    python scripts/flipout_sharing.py            # S = 10, batch 128, 8 x 40 draws
-    python scripts/flipout_sharing.py --quick    # seconds (for tests)
+    python scripts/benchmarks/flipout_sharing.py          # S = 10, batch 128, 8 x 40 draws
+    python scripts/benchmarks/flipout_sharing.py --quick  # seconds (for tests)
 """
 
 import argparse
@@ -136,7 +136,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.quick:
         args.batches, args.draws, args.batch = 2, 3, 16
     torch.set_num_threads(args.threads)
-    print(f"Command: python scripts/flipout_sharing.py {' '.join(argv or sys.argv[1:])}")
+    arguments = " ".join(argv or sys.argv[1:])
+    print(f"Command: python scripts/benchmarks/flipout_sharing.py {arguments}")
     print(
         f"Batch {args.batch}, {args.batches} batches x {args.draws} draws, seed "
         f"{args.seed}, torch {torch.__version__}\n"
