@@ -67,9 +67,9 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import evidence
-import evidence_worker
-import out_of_the_box as ootb
+import _common
+import _worker
+from _common import PLAIN, ROWS, build_network, names_type, print_header
 from torch_blue import vi
 from torch_blue.datasets import load_digits
 from torch_blue.uncertainty import expected_calibration_error
@@ -80,7 +80,7 @@ from torch_blue.vi.distributions import (
     ScaleMixtureNormal,
 )
 
-SPEC = ootb.ROWS["digits-mlp"]  # network, batch size, samples per step, Adam's lr
+SPEC = ROWS["digits-mlp"]  # network, batch size, samples per step, Adam's lr
 QUICK_LIMIT = 256
 LayerArguments = Callable[[int], dict[str, Any]]  # fan_in -> VILinear keyword arguments
 
@@ -197,16 +197,16 @@ def validation_split(seed: int, limit: Optional[int] = None) -> Split:
 def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
     """The twin or the torch_blue MLP with the config's arguments to each ``VILinear``."""
     if not config.bayesian:
-        return ootb.build_network(SPEC, in_shape, bayesian=False)
-    job = evidence_worker.Job(
+        return build_network(SPEC, in_shape, bayesian=False)
+    job = _worker.Job(
         data="", output="", architecture="mlp", hidden=list(SPEC.hidden), outputs=10
     )
     layers = []
-    for kind, args, kwargs in evidence_worker._layers(job, in_shape):
+    for kind, args, kwargs in _worker.layers(job, in_shape):
         if kind == "linear":
             layers.append(vi.VILinear(*args, **kwargs, **config.layer_arguments(args[0])))
         else:
-            layers.append(ootb.PLAIN[kind](*args, **kwargs))
+            layers.append(PLAIN[kind](*args, **kwargs))
     return vi.VISequential(*layers)
 
 
@@ -349,7 +349,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = {"config": name, "epochs": epochs, "seeds": len(group)}
         entry["diverged"] = len(group) - len(kept)
         for key in COLUMNS:
-            stats = evidence.summary([r[key] for r in kept], True)
+            stats = _common.summary([r[key] for r in kept], True)
             entry[key], entry[f"{key}_se"] = stats or (None, None)  # all diverged
         stds = [r["posterior_std"] for r in kept if r["posterior_std"]]
         entry["posterior_std"] = np.mean(stds, axis=0).tolist() if stds else []
@@ -381,7 +381,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], epilog=f"configs: {', '.join(CONFIGS)}"
     )
     add = parser.add_argument
-    names = ootb._names(list(CONFIGS), "config")
+    names = names_type(list(CONFIGS), "config")
     add(
         "--configs", type=names, default=list(CONFIGS), help="comma-separated; default: all"
     )
@@ -409,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    ootb.print_header("defaults_sweep.py", argv, args.threads)
+    print_header("defaults_sweep.py", argv, args.threads)
     print("scored on a validation split of the tutorial's digits training part")
     if args.quick:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")

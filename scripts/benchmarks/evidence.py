@@ -30,7 +30,7 @@ epoch as a ratio to the twin's. Regression: RMSE of the predictive mean and the 
 log-likelihood of the predictive Gaussian mixture (the twin: its Gaussian), both on
 the original scale of the targets.
 
-Every model is trained by ``scripts/benchmarks/evidence_worker.py``; upstream runs in
+Every model is trained by ``scripts/benchmarks/_worker.py``; upstream runs in
 a subprocess with ``.bench/peers/torch_blue_1.1`` first on ``PYTHONPATH`` (fetch it
 once with ``python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers``; it is
 skipped with a note when missing). ``--quick`` shrinks every budget to seconds and one
@@ -64,125 +64,42 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import evidence_worker
-from benchmark import DEFAULT_PEERS_DIR
+import _worker
+from _common import (
+    DEFAULT_PEERS_DIR,
+    ESTIMATORS,
+    Check,
+    Dataset,
+    classification_scores,
+    load_image_data,
+    load_mnist1d_data,
+    ood_score,
+    regression_scores,
+    summary,
+    uci_split,
+)
 from torch_blue.datasets import (
     FASHION_MNIST_DIR,
-    load_digits,
-    load_fashion_mnist,
-    load_mnist1d,
-    load_ood,
     load_uci,
     uci_splits,
 )
 from torch_blue.uncertainty import (
-    accuracy,
-    brier_score,
-    expected_calibration_error,
-    gaussian_mixture_log_likelihood,
-    mutual_information,
-    negative_log_likelihood,
-    ood_auroc,
-    predictive_probs,
     reliability_diagram,
     uncertainty_histogram,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WORKER = Path(evidence_worker.__file__).resolve()
-ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
+WORKER = Path(_worker.__file__).resolve()
 DEFAULT_ESTIMATORS = ESTIMATORS[:3]  # (the published runs; add shared_flipout by name)
 TASKS = ("digits", "mnist1d", "boston", "concrete", "fashion-mnist")
 UCI_SPLITS = 20
 
 
 # ---------------------------------------------------------------------------- data
-@dataclass
-class Dataset:
-    """Inputs and targets of one data set, ready for the worker.
-
-    Attributes
-    ----------
-    name : str
-        For tables and file names.
-    x_train, y_train, x_test, y_test : Tensor
-        Inputs (normalised) and targets (classes, or standardised regression targets;
-        ``y_test`` stays on the original scale).
-    x_ood : Tensor, optional
-        Out-of-distribution inputs in the format of ``x_test``.
-    ood_name : str
-        What ``x_ood`` is.
-    y_mean, y_scale : float
-        Regression only: how the training targets were standardised.
-    """
-
-    name: str
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    x_ood: Optional[Tensor] = None
-    ood_name: str = ""
-    y_mean: float = 0.0
-    y_scale: float = 1.0
-
-
-def _take(x: Tensor, n: Optional[int]) -> Tensor:
-    return x if n is None else x[:n]
-
-
-def load_image_data(name: str, data_dir: Path, limit: Optional[int]) -> Dataset:
-    """Digits (the tutorial's split, seed 0) or Fashion-MNIST, with their OOD set.
-
-    The OOD sets are :func:`torch_blue.datasets.load_ood`'s: Fashion-MNIST test
-    images reduced to 8x8 for the digits, 5,000 MNIST digits for Fashion-MNIST. When
-    it cannot be loaded the run goes on without OOD scores, with a note.
-    """
-    split = load_digits(seed=0) if name == "digits" else load_fashion_mnist(data_dir)
-    try:
-        x_ood, ood_name = load_ood(name, data_dir, seed=0)
-        x_ood = _take(x_ood, limit)
-    except ImportError as error:
-        print(f"note: {name} OOD set unavailable ({error})", file=sys.stderr)
-        x_ood, ood_name = None, ""
-    return Dataset(name, *(_take(t, limit) for t in split), x_ood, ood_name)
-
-
-def load_mnist1d_data(limit: Optional[int]) -> Dataset:
-    """MNIST-1D generated with its published arguments (4000 train / 1000 test).
-
-    See :func:`torch_blue.datasets.load_mnist1d`; the inputs have one channel,
-    ``(N, 1, 40)``.
-    """
-    return Dataset("mnist1d", *(_take(t, limit) for t in load_mnist1d()))
-
-
-def uci_split(
-    name: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
-) -> Dataset:
-    """Normalise inputs and targets with the training split's mean and std."""
-    x_mean, x_std = x[train].mean(0), x[train].std(0)
-    x_std[x_std == 0] = 1.0
-    y_mean, y_std = float(y[train].mean()), float(y[train].std())
-
-    def inputs(rows: np.ndarray) -> Tensor:
-        return torch.as_tensor((x[rows] - x_mean) / x_std, dtype=torch.float32)
-
-    return Dataset(
-        name,
-        inputs(train),
-        torch.as_tensor((y[train] - y_mean) / y_std, dtype=torch.float32).unsqueeze(-1),
-        inputs(test),
-        torch.as_tensor(y[test], dtype=torch.float32).unsqueeze(-1),
-        y_mean=y_mean,
-        y_scale=y_std,
-    )
 
 
 # ---------------------------------------------------------------------------- models
@@ -349,7 +266,7 @@ def upstream_path(peers_dir: Path) -> Path:
     return path
 
 
-def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> list[dict]:
+def run_jobs(jobs: list[_worker.Job], library: str, peers_dir: Path) -> list[dict]:
     """Run worker jobs: in this process, or for upstream in a subprocess.
 
     Raises
@@ -358,7 +275,7 @@ def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> 
         If the upstream subprocess fails or imported another ``torch_blue``.
     """
     if library != "upstream":
-        return [evidence_worker.run_job(job) for job in jobs]
+        return [_worker.run_job(job) for job in jobs]
     path = upstream_path(peers_dir)
     spec_file = Path(jobs[0].output).with_suffix(".jobs.json")
     spec_file.write_text(json.dumps([asdict(job) for job in jobs]))
@@ -385,47 +302,6 @@ def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> 
 
 
 # ---------------------------------------------------------------------------- scoring
-def classification_scores(result: dict, data: Dataset, bayesian: bool) -> dict[str, float]:
-    """Accuracy, NLL, ECE, Brier and OOD AUROC of sampled logits ``(S, N, C)``."""
-    logits, y = result["test"], data.y_test
-    scores = {
-        "accuracy": float(accuracy(logits, y, "logits")),
-        "nll": float(negative_log_likelihood(logits, y, "logits")),
-        "ece": float(expected_calibration_error(logits, y, input_type="logits")),
-        "brier": float(brier_score(logits, y, "logits")),
-    }
-    if "ood" in result:
-        score_in, score_out = (
-            ood_score(logits, bayesian),
-            ood_score(result["ood"], bayesian),
-        )
-        scores["ood_auroc"] = float(ood_auroc(score_in, score_out))
-    return scores
-
-
-def ood_score(logits: Tensor, bayesian: bool) -> Tensor:
-    """Mutual information for a Bayesian network, 1 - max softmax for the twin."""
-    if bayesian:
-        return mutual_information(logits, "logits")
-    return 1 - predictive_probs(logits, "logits").amax(-1)
-
-
-def regression_scores(result: dict, data: Dataset) -> dict[str, float]:
-    """RMSE and test log-likelihood on the original scale of the targets.
-
-    With a learned noise the predictive is the mixture of ``N(mu_s, sigma^2)`` over
-    the samples; without (upstream's ``MeanFieldNormal``) it is the Gaussian with the
-    samples' mean and standard deviation, which is what that likelihood trains.
-    """
-    means = result["test"] * data.y_scale + data.y_mean  # (S, N, 1)
-    y = data.y_test
-    rmse = float((means.mean(0) - y).square().mean().sqrt())
-    if result["noise_std"] is not None:
-        ll = gaussian_mixture_log_likelihood(means, result["noise_std"] * data.y_scale, y)
-    else:
-        std = means.std(0).clamp_min(1e-6 * data.y_scale)
-        ll = gaussian_mixture_log_likelihood(means.mean(0, keepdim=True), std, y)
-    return {"rmse": rmse, "log_likelihood": float(ll)}
 
 
 # ---------------------------------------------------------------------------- report
@@ -454,17 +330,6 @@ class Row:
     def values(self, key: str) -> list[float]:
         """The per-seed values of one metric (where it was measured)."""
         return [s[key] for s in self.scores if key in s]
-
-
-def summary(values: Sequence[float], standard_error: bool) -> Optional[tuple[float, float]]:
-    """Mean and spread (std over seeds, or standard error of the mean)."""
-    if not values:
-        return None
-    mean = statistics.fmean(values)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    if standard_error:
-        spread /= math.sqrt(len(values))
-    return mean, spread
 
 
 def markdown_table(
@@ -498,32 +363,6 @@ def markdown_table(
             cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-@dataclass
-class Check:
-    """One of the issue's targets: measured against a bound."""
-
-    description: str
-    value: Optional[float]
-    bound: float
-    at_most: bool
-
-    @property
-    def met(self) -> Optional[bool]:
-        """Whether the target is met (``None`` if it was not measured)."""
-        if self.value is None:
-            return None
-        return self.value <= self.bound if self.at_most else self.value >= self.bound
-
-    def line(self) -> str:
-        """A Markdown list item: description, value, target and verdict."""
-        if self.met is None:
-            return f"- {self.description}: not measured"
-        relation = "<=" if self.at_most else ">="
-        verdict = "met" if self.met else "MISSED"
-        target = f"target {relation} {self.bound:.4g}"
-        return f"- {self.description}: {self.value:.4g} ({target}) {verdict}"
 
 
 def _mean(rows: Sequence[Row], label_prefix: str, key: str) -> Optional[float]:
@@ -769,7 +608,7 @@ def run_experiment(
             data_file,
         )
         for index, row in enumerate(rows):
-            job = evidence_worker.Job(
+            job = _worker.Job(
                 **asdict(budget),  # architecture, hidden, epochs, ... : one budget
                 data=str(data_file),
                 output=str(workdir / f"result-{seed}-{index}.pt"),

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import ESTIMATORS, gradient_variance_data, top_layer_gradients  # noqa: F401
+from _common import ESTIMATORS, gradient_variance_data, top_layer_gradients  # noqa: F401
 
 
 def regression_data() -> tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Tests of scripts/benchmarks/evidence.py and evidence_worker.py (quick runs only)."""
+"""Tests of scripts/benchmarks/evidence.py and its worker _worker.py (quick runs only)."""
 
 import json
 import math
@@ -186,7 +186,7 @@ def test_checks_report_met_and_missed(evidence):
 
 @pytest.mark.parametrize("architecture", ["mlp", "lenet5", "conv1d"])
 def test_twin_has_the_bayesian_networks_shapes(architecture, tmp_path):
-    with loaded_script("benchmarks/evidence_worker") as worker:
+    with loaded_script("benchmarks/_worker") as worker:
         in_shape = {"mlp": (1, 8, 8), "lenet5": (1, 28, 28), "conv1d": (1, 40)}[
             architecture
         ]
@@ -210,7 +210,7 @@ def _same(job) -> dict:
 
 
 def test_worker_runs_a_job_file(tmp_path):
-    with loaded_script("benchmarks/evidence_worker") as worker:
+    with loaded_script("benchmarks/_worker") as worker:
         data = tmp_path / "data.pt"
         torch.manual_seed(0)
         torch.save(
