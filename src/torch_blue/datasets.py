@@ -228,8 +228,8 @@ def load_fashion_mnist(data_dir: str | Path = FASHION_MNIST_DIR) -> Split:
     )
 
 
-def load_digits(seed: int = 0, test_size: float = 0.25) -> Split:
-    """scikit-learn's 8x8 handwritten digits with a stratified train/test split.
+def load_digits(seed: int = 0, test_size: float = 0.25, stratify: bool = True) -> Split:
+    """scikit-learn's 8x8 handwritten digits with a (stratified) train/test split.
 
     Parameters
     ----------
@@ -237,6 +237,8 @@ def load_digits(seed: int = 0, test_size: float = 0.25) -> Split:
         Seed of the split.
     test_size : float, default 0.25
         Fraction of the 1,797 images that goes to the test set.
+    stratify : bool, default True
+        Keep the classes' proportions in both parts.
 
     Returns
     -------
@@ -265,7 +267,7 @@ def load_digits(seed: int = 0, test_size: float = 0.25) -> Split:
         bunch.images.astype(np.float32),
         bunch.target,
         test_size=test_size,
-        stratify=bunch.target,
+        stratify=bunch.target if stratify else None,
         random_state=seed,
     )
     return _images(x_train, 16.0), _labels(y_train), _images(x_test, 16.0), _labels(y_test)
