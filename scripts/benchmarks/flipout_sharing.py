@@ -37,15 +37,13 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ESTIMATORS, gradient_variance_data, top_layer_gradients  # noqa: F401
+from torch_blue.datasets import load_diabetes
 
 
 def regression_data() -> tuple[Tensor, Tensor]:
     """scikit-learn's diabetes data, features and target standardised."""
-    from sklearn.datasets import load_diabetes
-
-    data = load_diabetes()
-    x = torch.tensor(data.data, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.float32).unsqueeze(1)
+    x, y = (torch.tensor(a, dtype=torch.float32) for a in load_diabetes())
+    y = y.unsqueeze(1)
     return (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
 
 
