@@ -53,12 +53,17 @@ def test_the_tutorial_has_at_most_200_lines():
 
 
 def test_the_tutorial_trains_on_the_digits_and_prints_sane_metrics(tmp_path):
+    # No Fashion-MNIST in --data-dir: the tutorial says how to install it and falls
+    # back to the digits (and to photo crops as out-of-distribution images).
     result = subprocess.run(
-        [sys.executable, str(TUTORIAL), "--dataset", "digits", "--epochs", "2",
+        [sys.executable, str(TUTORIAL), "--data-dir", str(tmp_path), "--epochs", "2",
          "--model-path", str(tmp_path / "model.pth")],
         capture_output=True, text=True, check=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
+    assert "sudo apt-get install dataset-fashion-mnist" in result.stderr
+    assert "Falling back to scikit-learn's 8x8 digits" in result.stderr
     out = result.stdout
+    assert "Data: digits, 1347 training and 450 test images" in out
     assert "Done!" in out and (tmp_path / "model.pth").is_file()
     assert re.search(r'Predicted: "\d", Actual: "\d"', out)
     metrics = {
@@ -69,7 +74,7 @@ def test_the_tutorial_trains_on_the_digits_and_prints_sane_metrics(tmp_path):
     assert 0 < metrics["NLL"] < 1.5
     assert 0 <= metrics["ECE"] < 0.3
     test_mi = float(re.search(r"test images: mean ([\d.]+)", out).group(1))
-    ood_line = re.search(r"Mutual information, 5 .*\(out of distribution\): (.*)", out)
+    ood_line = re.search(r"Mutual information, 5 photo crops .*distribution\): (.*)", out)
     ood_mi = [float(value) for value in ood_line.group(1).split(", ")]
     assert len(ood_mi) == 5 and all(value >= 0 for value in ood_mi)
     assert test_mi >= 0
