@@ -129,7 +129,8 @@ class Dataset:
     y_scale: float = 1.0
 
 
-def _take(x: Tensor, n: Optional[int]) -> Tensor:
+def take_first(x: Tensor, n: Optional[int]) -> Tensor:
+    """The first ``n`` rows of ``x`` (all of them for ``None``)."""
     return x if n is None else x[:n]
 
 
@@ -143,11 +144,11 @@ def load_image_data(name: str, data_dir: Path, limit: Optional[int]) -> Dataset:
     split = load_digits(seed=0) if name == "digits" else load_fashion_mnist(data_dir)
     try:
         x_ood, ood_name = load_ood(name, data_dir, seed=0)
-        x_ood = _take(x_ood, limit)
+        x_ood = take_first(x_ood, limit)
     except ImportError as error:
         print(f"note: {name} OOD set unavailable ({error})", file=sys.stderr)
         x_ood, ood_name = None, ""
-    return Dataset(name, *(_take(t, limit) for t in split), x_ood, ood_name)
+    return Dataset(name, *(take_first(t, limit) for t in split), x_ood, ood_name)
 
 
 def load_mnist1d_data(limit: Optional[int]) -> Dataset:
@@ -156,7 +157,7 @@ def load_mnist1d_data(limit: Optional[int]) -> Dataset:
     See :func:`torch_blue.datasets.load_mnist1d`; the inputs have one channel,
     ``(N, 1, 40)``.
     """
-    return Dataset("mnist1d", *(_take(t, limit) for t in load_mnist1d()))
+    return Dataset("mnist1d", *(take_first(t, limit) for t in load_mnist1d()))
 
 
 def uci_split(

@@ -130,6 +130,7 @@ from _common import (
     names_type,
     print_header,
     regression_scores,
+    take_first,
     uci_split,
 )
 from torch_blue import datasets, vi
@@ -160,10 +161,6 @@ BNN_PRIOR = {
 
 
 # ---------------------------------------------------------------------------- data
-def _cut(x: Tensor, limit: Optional[int]) -> Tensor:
-    return x if limit is None else x[:limit]
-
-
 @functools.cache
 def classification_data(source: str, data_dir: Path, limit: Optional[int]) -> Dataset:
     """Digits, MNIST-1D or Fashion-MNIST (with MNIST as OOD) as an ``Dataset``.
@@ -172,7 +169,7 @@ def classification_data(source: str, data_dir: Path, limit: Optional[int]) -> Da
     """
     if source == "digits":
         tensors = datasets.load_digits(seed=0)
-        return Dataset("digits", *(_cut(t, limit) for t in tensors))
+        return Dataset("digits", *(take_first(t, limit) for t in tensors))
     if source == "mnist1d":
         return load_mnist1d_data(limit)
     return load_image_data("fashion-mnist", data_dir, limit)
@@ -210,7 +207,10 @@ def row_datasets(
     result = []
     for train, test in datasets.uci_splits(len(x), count):
         data = uci_split(spec.name, x, y, train, test)
-        data.x_train, data.y_train = _cut(data.x_train, limit), _cut(data.y_train, limit)
+        data.x_train, data.y_train = (
+            take_first(data.x_train, limit),
+            take_first(data.y_train, limit),
+        )
         result.append(data)
     return result
 
