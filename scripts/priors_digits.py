@@ -77,6 +77,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from torch_blue import datasets
 from torch_blue.vi import (
     AnalyticalKullbackLeiblerLoss,
     VILinear,
@@ -157,19 +158,12 @@ class Data:
 
 
 def load_digits() -> Data:
-    """scikit-learn's digits, pixels in [0, 1], stratified 75/25 split."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:  # pragma: no cover - depends on the environment
-        sys.exit("priors_digits.py needs scikit-learn: pip install scikit-learn")
-    bunch = sklearn_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        bunch.data, bunch.target, test_size=0.25, stratify=bunch.target, random_state=0
-    )
-    as_x = lambda a: torch.tensor(a, dtype=torch.float32) / 16.0  # noqa: E731
-    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
-    return Data(as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test))
+    """scikit-learn's digits, pixels in [0, 1], stratified 75/25 split, flattened.
+
+    :func:`torch_blue.datasets.load_digits` with seed 0, images as rows of 64.
+    """
+    x_train, y_train, x_test, y_test = datasets.load_digits(seed=0)
+    return Data(x_train.flatten(1), y_train, x_test.flatten(1), y_test)
 
 
 # ------------------------------------------------------------------------ metrics

@@ -65,11 +65,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from torch_blue import vi
+from torch_blue import datasets, vi
 from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 from torch_blue.vi.pruning import compression_report, prune
 from torch_blue.vi.schedules import LinearKLWarmup
@@ -146,12 +145,10 @@ def load_split(validation: bool) -> Split:
     Split
         The tensors.
     """
-    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, random_state=0)
+    x_train, y_train, x_test, y_test = datasets.load_digits(seed=0, stratify=False)
+    x_train, x_test = x_train.flatten(1), x_test.flatten(1)
     name = "test"
     if validation:
         x_train, x_test, y_train, y_test = train_test_split(
@@ -160,9 +157,9 @@ def load_split(validation: bool) -> Split:
         name = "validation"
     return Split(
         x_train=torch.as_tensor(x_train),
-        y_train=torch.as_tensor(y_train, dtype=torch.long),
+        y_train=torch.as_tensor(y_train),
         x_eval=torch.as_tensor(x_test),
-        y_eval=torch.as_tensor(y_test, dtype=torch.long),
+        y_eval=torch.as_tensor(y_test),
         eval_name=name,
     )
 

@@ -1,6 +1,6 @@
 """State dicts written by upstream torch_blue 1.1 load into the same architecture.
 
-The fixtures in tests/data were written by scripts/make_upstream_checkpoint.py with
+The fixtures in tests/data were written by scripts/tools/make_upstream_checkpoint.py with
 upstream torch_blue 1.1.0 installed.
 """
 

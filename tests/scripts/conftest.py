@@ -23,8 +23,13 @@ def run_main(module: ModuleType, args: list[str]) -> int:
 
 @contextmanager
 def loaded_script(name: str) -> Iterator[ModuleType]:
-    """Import ``scripts/<name>.py`` for the duration of the context."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    """Import ``scripts/<name>.py`` for the duration of the context.
+
+    ``name`` may name a subfolder, as in ``"benchmarks/evidence"``; the module is
+    called by the file's stem.
+    """
+    path = SCRIPTS / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:

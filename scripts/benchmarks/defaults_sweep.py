@@ -5,7 +5,7 @@ r"""Defaults sweep: the evidence behind the library's defaults, on validation da
 script is the measurement behind the choice. It trains the tutorial's digits MLP
 (64-100-100-10, ReLU) per configuration and seed and scores it on a VALIDATION split,
 never on the test set: a stratified 20 % of the tutorial's training split
-(``pytorch_tutorial.load_digits(seed=0)``), cut with the run's seed.
+(``torch_blue.datasets.load_digits(seed=0)``), cut with the run's seed.
 
 Recipe (``out_of_the_box``'s digits-mlp row): Adam lr 1e-3 (``--lr``), batch 64, 4
 weight samples per step, 32 to predict, ``vi.KullbackLeiblerLoss(Categorical(),
@@ -37,11 +37,11 @@ Examples
 --------
 Everything (2 seeds; hours on one CPU thread)::
 
-    python scripts/defaults_sweep.py --output defaults_sweep.json
+    python scripts/benchmarks/defaults_sweep.py --output defaults_sweep.json
 
 The initial std only, at the usual budget, 5 seeds::
 
-    python scripts/defaults_sweep.py --configs twin,defaults,init-1.0,init-0.3 \
+    python scripts/benchmarks/defaults_sweep.py --configs twin,defaults,init-1.0,init-0.3 \
         --evals 100 --seeds 5
 
 ``--quick`` runs the pipeline in seconds for the tests (1 seed, ``--evals 1,2``, 256
@@ -67,11 +67,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import evidence
-import evidence_worker
-import out_of_the_box as ootb
-import pytorch_tutorial as tutorial
+import _common
+import _worker
+from _common import PLAIN, ROWS, build_network, names_type, print_header
 from torch_blue import vi
+from torch_blue.datasets import load_digits
 from torch_blue.uncertainty import expected_calibration_error
 from torch_blue.vi.distributions import (
     Categorical,
@@ -80,7 +80,7 @@ from torch_blue.vi.distributions import (
     ScaleMixtureNormal,
 )
 
-SPEC = ootb.ROWS["digits-mlp"]  # network, batch size, samples per step, Adam's lr
+SPEC = ROWS["digits-mlp"]  # network, batch size, samples per step, Adam's lr
 QUICK_LIMIT = 256
 LayerArguments = Callable[[int], dict[str, Any]]  # fan_in -> VILinear keyword arguments
 
@@ -165,9 +165,18 @@ class Split(NamedTuple):
     y_val: Tensor
 
 
+class Digits(NamedTuple):
+    """The tutorial's digits: ``torch_blue.datasets.load_digits(seed=0)``."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
 @functools.cache
-def _tutorial_digits() -> tutorial.Data:
-    return tutorial.load_digits(seed=0)
+def _tutorial_digits() -> Digits:
+    return Digits(*load_digits(seed=0))
 
 
 def validation_split(seed: int, limit: Optional[int] = None) -> Split:
@@ -177,31 +186,27 @@ def validation_split(seed: int, limit: Optional[int] = None) -> Split:
     """
     from sklearn.model_selection import train_test_split
 
-    data = _tutorial_digits()
+    x, y, _, _ = _tutorial_digits()
     train, val = train_test_split(
-        np.arange(len(data.y_train)),
-        test_size=0.2,
-        stratify=data.y_train.numpy(),
-        random_state=seed,
+        np.arange(len(y)), test_size=0.2, stratify=y.numpy(), random_state=seed
     )
     train = train[:limit]
-    x, y = data.x_train, data.y_train
     return Split(x[train], y[train], x[val], y[val])
 
 
 def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
     """The twin or the torch_blue MLP with the config's arguments to each ``VILinear``."""
     if not config.bayesian:
-        return ootb.build_network(SPEC, in_shape, bayesian=False)
-    job = evidence_worker.Job(
+        return build_network(SPEC, in_shape, bayesian=False)
+    job = _worker.Job(
         data="", output="", architecture="mlp", hidden=list(SPEC.hidden), outputs=10
     )
     layers = []
-    for kind, args, kwargs in evidence_worker._layers(job, in_shape):
+    for kind, args, kwargs in _worker.layers(job, in_shape):
         if kind == "linear":
             layers.append(vi.VILinear(*args, **kwargs, **config.layer_arguments(args[0])))
         else:
-            layers.append(ootb.PLAIN[kind](*args, **kwargs))
+            layers.append(PLAIN[kind](*args, **kwargs))
     return vi.VISequential(*layers)
 
 
@@ -344,7 +349,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = {"config": name, "epochs": epochs, "seeds": len(group)}
         entry["diverged"] = len(group) - len(kept)
         for key in COLUMNS:
-            stats = evidence.summary([r[key] for r in kept], True)
+            stats = _common.summary([r[key] for r in kept], True)
             entry[key], entry[f"{key}_se"] = stats or (None, None)  # all diverged
         stds = [r["posterior_std"] for r in kept if r["posterior_std"]]
         entry["posterior_std"] = np.mean(stds, axis=0).tolist() if stds else []
@@ -376,7 +381,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], epilog=f"configs: {', '.join(CONFIGS)}"
     )
     add = parser.add_argument
-    names = ootb._names(list(CONFIGS), "config")
+    names = names_type(list(CONFIGS), "config")
     add(
         "--configs", type=names, default=list(CONFIGS), help="comma-separated; default: all"
     )
@@ -404,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    ootb.print_header("defaults_sweep.py", argv, args.threads)
+    print_header("defaults_sweep.py", argv, args.threads)
     print("scored on a validation split of the tutorial's digits training part")
     if args.quick:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")

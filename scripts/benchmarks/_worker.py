@@ -1,4 +1,4 @@
-"""Train and predict one model of the evidence suite (``scripts/evidence.py``).
+"""Train and predict one model of the evidence suite (``scripts/benchmarks/evidence.py``).
 
 The parent process prepares the data and scores the predictions; this worker only
 builds a network, trains it for a fixed budget and writes its sampled test outputs.
@@ -9,7 +9,8 @@ than ``"reparameterization"``, the ``"learned"`` noise likelihood). So the same 
 runs with either library first on ``PYTHONPATH``, and both are trained and scored
 identically::
 
-    PYTHONPATH=.bench/peers/torch_blue_1.1 python scripts/evidence_worker.py jobs.json
+    PYTHONPATH=.bench/peers/torch_blue_1.1 \
+        python scripts/benchmarks/_worker.py jobs.json
 
 ``jobs.json`` holds a list of job dicts (see :class:`Job`); each job writes its
 result, a dict of tensors and lists, with ``torch.save`` to ``job["output"]``.
@@ -102,7 +103,7 @@ class Job:
 
 
 # ------------------------------------------------------------------------- networks
-def _layers(job: Job, in_shape: tuple[int, ...]) -> list[tuple[str, tuple, dict]]:
+def layers(job: Job, in_shape: tuple[int, ...]) -> list[tuple[str, tuple, dict]]:
     """The network as ``(kind, args, kwargs)``: ``"linear"``, ``"conv1d"``, ... ."""
     if job.architecture == "mlp":
         widths = [math.prod(in_shape), *job.hidden, job.outputs]
@@ -143,10 +144,10 @@ def _layers(job: Job, in_shape: tuple[int, ...]) -> list[tuple[str, tuple, dict]
             ("flatten", (), {}),
             ("linear", (32 * length, job.outputs), {}),
         ]
-    raise ValueError(f"evidence_worker: unknown architecture {job.architecture!r}")
+    raise ValueError(f"_worker: unknown architecture {job.architecture!r}")
 
 
-#: The ``torch.nn`` class of each kind of ``_layers``.
+#: The ``torch.nn`` class of each kind of ``layers``.
 PLAIN_MODULES = {
     "flatten": nn.Flatten,
     "relu": nn.ReLU,
@@ -174,7 +175,7 @@ def build_network(job: Job, in_shape: tuple[int, ...]) -> nn.Module:
     """
     plain = PLAIN_MODULES
     if job.kind == "deterministic":
-        return nn.Sequential(*(plain[k](*a, **kw) for k, a, kw in _layers(job, in_shape)))
+        return nn.Sequential(*(plain[k](*a, **kw) for k, a, kw in layers(job, in_shape)))
     from torch_blue import vi
     from torch_blue.vi.distributions import MeanFieldNormal
 
@@ -186,7 +187,7 @@ def build_network(job: Job, in_shape: tuple[int, ...]) -> nn.Module:
     if job.estimator != "reparameterization":
         extra["estimator"] = job.estimator  # a torch_blue addition
     modules = []
-    for k, a, kw in _layers(job, in_shape):
+    for k, a, kw in layers(job, in_shape):
         if k in bayesian:
             modules.append(bayesian[k](*a, **kw, **extra))
         else:
@@ -195,7 +196,7 @@ def build_network(job: Job, in_shape: tuple[int, ...]) -> nn.Module:
 
 
 # ------------------------------------------------------------------------- training
-class _GaussianNLL(nn.Module):
+class GaussianNLL(nn.Module):
     """Normal negative log-likelihood with a learned homoscedastic noise (the twin's)."""
 
     def __init__(self) -> None:
@@ -209,7 +210,7 @@ class _GaussianNLL(nn.Module):
 
 def _loss(job: Job, train_size: int) -> nn.Module:
     if job.kind == "deterministic":
-        return nn.CrossEntropyLoss() if job.task == "classification" else _GaussianNLL()
+        return nn.CrossEntropyLoss() if job.task == "classification" else GaussianNLL()
     from torch_blue import vi
     from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 
@@ -338,7 +339,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run every job in the JSON file given as the only argument."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: evidence_worker.py JOBS.json", file=sys.stderr)
+        print("usage: _worker.py JOBS.json", file=sys.stderr)
         return 2
     with open(argv[0]) as handle:
         jobs = [Job(**spec) for spec in json.load(handle)]

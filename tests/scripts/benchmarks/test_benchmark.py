@@ -1,16 +1,13 @@
-"""Tests of scripts/benchmark.py (a quick run of the MLP, peers absent)."""
+"""Tests of scripts/benchmarks/benchmark.py (a quick run of the MLP, peers absent)."""
 
-import gzip
-
-import numpy as np
 import pytest
 
-from .conftest import loaded_script
+from ..conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    with loaded_script("benchmark") as module:
+    with loaded_script("benchmarks/benchmark") as module:
         yield module
 
 
@@ -100,15 +97,6 @@ def test_missing_peers_are_skipped_with_a_note(benchmark, tmp_path):
 def test_unknown_mode_is_rejected(benchmark):
     with pytest.raises(SystemExit):
         benchmark.main(["--modes", "no-such-mode"])
-
-
-def test_read_idx(benchmark, tmp_path):
-    images = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    path = tmp_path / "x-idx3-ubyte.gz"
-    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 3, 4))
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + images.tobytes())
-    np.testing.assert_array_equal(benchmark.read_idx(path), images)
 
 
 def test_plot_from_a_saved_report(benchmark, tmp_path):

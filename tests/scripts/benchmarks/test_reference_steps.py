@@ -1,4 +1,4 @@
-"""Tests of scripts/reference_steps.py: the hand-written steps compute what they claim.
+"""Tests of scripts/benchmarks/reference_steps.py: hand-written steps do what they claim.
 
 Moments are checked against closed forms within 5 standard errors estimated from the
 draws (seeded, float64).
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from .conftest import loaded_script
+from ..conftest import loaded_script
 
 ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout")
 DENSE = [("flatten",), ("linear", 3, 4), ("linear", 4, 2)]
@@ -30,7 +30,7 @@ SAMPLES = 20_000
 
 @pytest.fixture(scope="module")
 def reference():
-    with loaded_script("reference_steps") as module:
+    with loaded_script("benchmarks/reference_steps") as module:
         yield module
 
 

@@ -3,7 +3,7 @@
 Needs upstream torch_blue 1.1 importable *instead of* this project, e.g.::
 
     pip download torch-blue==1.1.0 --no-deps -d /tmp/up && cd /tmp/up && unzip -q *.whl
-    PYTHONPATH=/tmp/up python scripts/make_upstream_checkpoint.py tests/data
+    PYTHONPATH=/tmp/up python scripts/tools/make_upstream_checkpoint.py tests/data
 
 It saves the state dicts of a small MLP and a small CNN built with upstream's classes
 (``upstream_1.1_mlp.pt``, ``upstream_1.1_cnn.pt``).

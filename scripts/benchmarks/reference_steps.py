@@ -1,9 +1,9 @@
 r"""Hand-written Bayesian training steps: what each estimator costs without a library.
 
-``scripts/benchmark.py`` times these next to torch_blue (modes ``hand-written-*``)
-to separate what an estimator costs in itself from what a library adds on top. Each
-is the straightforward code a person would write for one network and one estimator
-in plain PyTorch, with the usual batching tricks and nothing more:
+``scripts/benchmarks/benchmark.py`` times these next to torch_blue (modes
+``hand-written-*``) to separate what an estimator costs in itself from what a library
+adds on top. Each is the straightforward code a person would write for one network
+and one estimator in plain PyTorch, with the usual batching tricks and nothing more:
 
 * raw parameter tensors (weight and bias means and log standard deviations), a
   :math:`\mathcal N(0, 1)` prior, the loss :math:`N \cdot` mean cross-entropy over the
@@ -64,7 +64,7 @@ class ReferenceNetwork(nn.Module):
     Parameters
     ----------
     spec : sequence of tuple
-        Layers as ``scripts/benchmark.py``'s ``layer_spec`` gives them:
+        Layers as ``scripts/benchmarks/benchmark.py``'s ``layer_spec`` gives them:
         ``("linear", in, out)``, ``("conv", in, out, kernel, padding)``, ``("relu",)``,
         ``("pool",)`` (2x2 max pooling) or ``("flatten",)``; convolutions come before
         the flatten, dense layers after it.

@@ -1,4 +1,4 @@
-"""Tests of scripts/evidence.py and scripts/evidence_worker.py (quick runs only)."""
+"""Tests of scripts/benchmarks/evidence.py and its worker _worker.py (quick runs only)."""
 
 import json
 import math
@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import loaded_script
+from torch_blue.datasets import find_fashion_mnist_files
+
+from ..conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def evidence():
-    with loaded_script("evidence") as module:
+    with loaded_script("benchmarks/evidence") as module:
         yield module
 
 
@@ -54,7 +56,7 @@ def test_digits_quick_run_writes_table_checks_and_plot(evidence, tmp_path, capsy
         "ood_auroc",
     }
     report = (tmp_path / "digits.md").read_text()
-    assert report.startswith("Command: `python scripts/evidence.py digits")
+    assert report.startswith("Command: `python scripts/benchmarks/evidence.py digits")
     assert header in report
 
 
@@ -89,7 +91,7 @@ def test_mnist1d_quick_conv1d_run(evidence, tmp_path, capsys):
 def test_missing_data_and_upstream_are_skipped_with_a_note(evidence, tmp_path, capsys):
     # No IDX files and no torchvision here: the task is skipped, not faked.
     pytest.importorskip("matplotlib")
-    if evidence.tutorial.find_fashion_mnist_files(tmp_path) is not None:
+    if find_fashion_mnist_files(tmp_path) is not None:
         pytest.skip("unexpected files")
     try:
         import torchvision  # noqa: F401
@@ -184,7 +186,7 @@ def test_checks_report_met_and_missed(evidence):
 
 @pytest.mark.parametrize("architecture", ["mlp", "lenet5", "conv1d"])
 def test_twin_has_the_bayesian_networks_shapes(architecture, tmp_path):
-    with loaded_script("evidence_worker") as worker:
+    with loaded_script("benchmarks/_worker") as worker:
         in_shape = {"mlp": (1, 8, 8), "lenet5": (1, 28, 28), "conv1d": (1, 40)}[
             architecture
         ]
@@ -208,7 +210,7 @@ def _same(job) -> dict:
 
 
 def test_worker_runs_a_job_file(tmp_path):
-    with loaded_script("evidence_worker") as worker:
+    with loaded_script("benchmarks/_worker") as worker:
         data = tmp_path / "data.pt"
         torch.manual_seed(0)
         torch.save(

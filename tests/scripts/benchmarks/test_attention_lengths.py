@@ -1,16 +1,16 @@
-"""Tests of scripts/attention_lengths.py (a quick run and its parts)."""
+"""Tests of scripts/benchmarks/attention_lengths.py (a quick run and its parts)."""
 
 import pytest
 import torch
 
 from torch_blue.vi.transformer import VIMultiheadAttention
 
-from .conftest import loaded_script
+from ..conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def lengths():
-    with loaded_script("attention_lengths") as module:
+    with loaded_script("benchmarks/attention_lengths") as module:
         yield module
 
 

@@ -1,15 +1,15 @@
-"""Tests of scripts/flipout_sharing.py (quick runs)."""
+"""Tests of scripts/benchmarks/flipout_sharing.py (quick runs)."""
 
 import numpy as np
 import pytest
 import torch
 
-from .conftest import loaded_script
+from ..conftest import loaded_script
 
 
 @pytest.fixture(scope="module")
 def sharing():
-    with loaded_script("flipout_sharing") as module:
+    with loaded_script("benchmarks/flipout_sharing") as module:
         yield module
 
 

