@@ -38,9 +38,9 @@ gradients):
     independent, which costs gradient variance where layers are narrow.
     ``scripts/benchmarks/flipout_sharing.py`` measures it (S = 10, batch 128, noise of
     the top layer's mean gradients): 1.014 +- 0.002 times ``"flipout"``'s on a
-    784-400-400-10 MLP on Fashion-MNIST, 2.06 +- 0.09 times on a 10-50-1 regression network on the
-    diabetes data (still 7 times below weight sampling's there). Prefer it for wide
-    layers and convolutions. Sharing is for gradients only: with ``return_log_probs =
+    784-400-400-10 MLP on Fashion-MNIST, 2.06 +- 0.09 times on a 10-50-1 regression
+    network on the diabetes data (still 7 times below weight sampling's there).
+    Prefer it for wide layers and convolutions. Sharing is for gradients only: with ``return_log_probs =
     False`` (prediction) every sample draws its own perturbation, as with ``"flipout"``,
     so predictive samples stay independent.
 
