@@ -40,9 +40,9 @@ gradients):
     the top layer's mean gradients): 1.014 +- 0.002 times ``"flipout"``'s on a
     784-400-400-10 MLP on Fashion-MNIST, 2.06 +- 0.09 times on a 10-50-1 regression
     network on the diabetes data (still 7 times below weight sampling's there).
-    Prefer it for wide layers and convolutions. Sharing is for gradients only: with ``return_log_probs =
-    False`` (prediction) every sample draws its own perturbation, as with ``"flipout"``,
-    so predictive samples stay independent.
+    Prefer it for wide layers and convolutions. Sharing is for gradients only: with
+    ``return_log_probs = False`` (prediction) every sample draws its own perturbation,
+    as with ``"flipout"``, so predictive samples stay independent.
 
 The last three draw no weights, so their layers contribute the closed-form KL
 divergence: they record the expected log-densities
