@@ -36,9 +36,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn import init
 
+from ._lane_norm import batch_norm_in_lanes
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .sampling import batch_norm_in_lanes
 from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
 
