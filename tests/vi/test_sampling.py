@@ -511,11 +511,3 @@ def test_lane_rules_are_entered_around_the_lanes_of_the_outermost_module():
     finally:
         del sampling._LANE_RULES["test"]
     assert seen == [("enter", "VISequential", None), ("exit", "VISequential")]
-
-
-def test_batch_norm_in_lanes_keeps_its_old_import_path():
-    from torch_blue.vi._lane_norm import batch_norm_in_lanes
-
-    assert sampling.batch_norm_in_lanes is batch_norm_in_lanes
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        sampling.nothing  # noqa: B018

@@ -214,16 +214,6 @@ def _in_lane_rules(module: torch.nn.Module) -> Iterator[None]:
         yield
 
 
-def __getattr__(name: str) -> Any:
-    # batch_norm_in_lanes moved to the normalization side (the engine knows no
-    # layer): its old path stays importable without sampling importing it up front.
-    if name == "batch_norm_in_lanes":
-        from ._lane_norm import batch_norm_in_lanes
-
-        return batch_norm_in_lanes
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def _is_packed(leaf: Any) -> bool:
     return isinstance(leaf, PackedSequence)
 
