@@ -605,26 +605,27 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         return text
 
 
-class VIRNN(_VIRNNBase):
-    r"""Bayesian Elman RNN, the twin of :class:`torch.nn.RNN`.
+def _rnn_doc(summary: str, parameters: str, shape: str, example: str) -> str:
+    """A recurrent layer's docstring: the parameters all of them share filled in.
 
-    :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})` (or
-    ReLU), with the random variables ``weight_ih_l{k}``, ``weight_hh_l{k}``,
-    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for the backward
-    direction). Each sample draws the weights once and uses them at every time step
-    (see :mod:`torch_blue.vi.rnn`).
+    ``parameters`` holds the first ones (up to ``num_layers`` and the layer's own);
+    ``example`` the doctest lines.
+    """
+    return (
+        f"{summary}\n\n    Parameters\n    ----------\n{parameters}{_VI_PARAMETERS}\n"
+        f"{shape}\n    Examples\n    --------\n{example}"
+    )
 
-    Parameters
-    ----------
-    input_size : int
+
+_SIZES = """    input_size : int
         Number of features of each input step.
     hidden_size : int
-        Number of features of the hidden state.
+        Number of features of the {state} state.
     num_layers : int, default: 1
-        Number of stacked recurrent layers.
-    nonlinearity : str, default: "tanh"
-        ``"tanh"`` or ``"relu"``.
-    bias : bool, default: True
+        Number of stacked {layers} layers.
+"""
+
+_SHARED_PARAMETERS = """    bias : bool, default: True
         Whether the layers have (random) biases.
     batch_first : bool, default: False
         Input and output as ``(N, L, *)`` instead of ``(L, N, *)`` (not the states).
@@ -632,7 +633,9 @@ class VIRNN(_VIRNNBase):
         Dropout on the outputs of every layer but the last, in training mode.
     bidirectional : bool, default: False
         Whether the layers also run backwards in time.
-    variational_distribution, prior : distribution or sequence of them
+"""
+
+_VI_PARAMETERS = r"""    variational_distribution, prior : distribution or sequence of them
         VIkwargs of :class:`~torch_blue.vi.VIModule` (keyword-only here, like all
         below); a sequence gives one per random variable, in the order of torch's
         ``named_parameters()``.
@@ -647,8 +650,9 @@ class VIRNN(_VIRNNBase):
     estimator : str, default: "reparameterization"
         ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
         :mod:`torch_blue.vi.rnn`).
+"""
 
-    Shape
+_ONE_STATE_SHAPE = """    Shape
     -----
     - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
       ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
@@ -658,16 +662,90 @@ class VIRNN(_VIRNNBase):
       the input's layout, or packed) and ``h_n`` shaped like ``hx``; each (for a packed
       output, its ``data``) with a leading sample dimension ``S`` when called as the
       outermost module.
+"""
 
-    Examples
-    --------
-    >>> import torch
+
+_VIRNN_DOC = _rnn_doc(
+    r"""Bayesian Elman RNN, the twin of :class:`torch.nn.RNN`.
+
+    :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})` (or
+    ReLU), with the random variables ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for the backward
+    direction). Each sample draws the weights once and uses them at every time step
+    (see :mod:`torch_blue.vi.rnn`).""",
+    _SIZES.format(state="hidden", layers="recurrent")
+    + """    nonlinearity : str, default: "tanh"
+        ``"tanh"`` or ``"relu"``.
+"""
+    + _SHARED_PARAMETERS,
+    _ONE_STATE_SHAPE,
+    """    >>> import torch
     >>> from torch_blue.vi.rnn import VIRNN
     >>> rnn = VIRNN(10, 20, num_layers=2)
     >>> output, h_n = rnn(torch.randn(5, 3, 10), samples=4)
     >>> output.shape, h_n.shape
     (torch.Size([4, 5, 3, 20]), torch.Size([4, 2, 3, 20]))
-    """
+    """,
+)
+
+_VILSTM_DOC = _rnn_doc(
+    r"""Bayesian LSTM, the twin of :class:`torch.nn.LSTM` (with ``proj_size``).
+
+    Gates in torch's order (input, forget, cell, output) with the random variables
+    ``weight_ih_l{k}`` ``(4 * hidden_size, in)``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` and, with ``proj_size > 0``, ``weight_hr_l{k}``
+    ``(proj_size, hidden_size)`` (suffix ``_reverse`` for the backward direction).
+    Each sample draws the weights once and uses them at every time step (see
+    :mod:`torch_blue.vi.rnn`).""",
+    _SIZES.format(state="cell", layers="LSTM")
+    + _SHARED_PARAMETERS
+    + """    proj_size : int, default: 0
+        If positive, project the hidden state to this size (LSTM with projections).
+""",
+    """    Shape
+    -----
+    - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
+      ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
+      ``hx = (h_0, c_0)`` with ``h_0`` ``(D * num_layers, N, H_out)`` and ``c_0``
+      ``(D * num_layers, N, hidden_size)`` (without ``N`` unbatched), default zeros;
+      ``H_out = proj_size or hidden_size``, ``D = 2`` if bidirectional else 1.
+    - Output: ``(output, (h_n, c_n))`` with ``output`` ``(L, N, D * H_out)`` (or as
+      the input's layout, or packed) and ``h_n``, ``c_n`` shaped like ``h_0``,
+      ``c_0``; each (for a packed output, its ``data``) with a leading sample
+      dimension ``S`` when called as the outermost module.
+""",
+    """    >>> import torch
+    >>> from torch_blue.vi.rnn import VILSTM
+    >>> lstm = VILSTM(10, 20, batch_first=True, bidirectional=True)
+    >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10), samples=4)
+    >>> output.shape, h_n.shape, c_n.shape
+    (torch.Size([4, 3, 5, 40]), torch.Size([4, 2, 3, 20]), torch.Size([4, 2, 3, 20]))
+    """,
+)
+
+_VIGRU_DOC = _rnn_doc(
+    r"""Bayesian GRU, the twin of :class:`torch.nn.GRU`.
+
+    Gates in torch's order (reset, update, new) with
+    :math:`n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn}))`
+    and the random variables ``weight_ih_l{k}`` ``(3 * hidden_size, in)``,
+    ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for
+    the backward direction). Each sample draws the weights once and uses them at
+    every time step (see :mod:`torch_blue.vi.rnn`).""",
+    _SIZES.format(state="hidden", layers="GRU") + _SHARED_PARAMETERS,
+    _ONE_STATE_SHAPE,
+    """    >>> import torch
+    >>> from torch_blue.vi.rnn import VIGRU
+    >>> gru = VIGRU(10, 20)
+    >>> output, h_n = gru(torch.randn(5, 10), samples=4)  # one unbatched sequence
+    >>> output.shape, h_n.shape, h_n.log_probs.shape
+    (torch.Size([4, 5, 20]), torch.Size([4, 1, 20]), torch.Size([4, 2]))
+    """,
+)
+
+
+class VIRNN(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
+    __doc__ = _VIRNN_DOC
 
     _torch_twin = nn.RNN
     _torch_options = ("nonlinearity",)
@@ -698,139 +776,16 @@ class VIRNN(_VIRNNBase):
         )  # fmt: skip
 
 
-class VILSTM(_VIRNNBase):
-    r"""Bayesian LSTM, the twin of :class:`torch.nn.LSTM` (with ``proj_size``).
-
-    Gates in torch's order (input, forget, cell, output) with the random variables
-    ``weight_ih_l{k}`` ``(4 * hidden_size, in)``, ``weight_hh_l{k}``,
-    ``bias_ih_l{k}``, ``bias_hh_l{k}`` and, with ``proj_size > 0``, ``weight_hr_l{k}``
-    ``(proj_size, hidden_size)`` (suffix ``_reverse`` for the backward direction).
-    Each sample draws the weights once and uses them at every time step (see
-    :mod:`torch_blue.vi.rnn`).
-
-    Parameters
-    ----------
-    input_size : int
-        Number of features of each input step.
-    hidden_size : int
-        Number of features of the cell state.
-    num_layers : int, default: 1
-        Number of stacked LSTM layers.
-    bias : bool, default: True
-        Whether the layers have (random) biases.
-    batch_first : bool, default: False
-        Input and output as ``(N, L, *)`` instead of ``(L, N, *)`` (not the states).
-    dropout : float, default: 0.0
-        Dropout on the outputs of every layer but the last, in training mode.
-    bidirectional : bool, default: False
-        Whether the layers also run backwards in time.
-    proj_size : int, default: 0
-        If positive, project the hidden state to this size (LSTM with projections).
-    variational_distribution, prior : distribution or sequence of them
-        VIkwargs of :class:`~torch_blue.vi.VIModule` (keyword-only here, like all
-        below); a sequence gives one per random variable, in the order of torch's
-        ``named_parameters()``.
-    rescale_prior, kaiming_initialization, prior_initialization : bool
-        VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
-        the initial standard deviations and rescaled priors.
-    return_log_probs : bool, default: True
-        Record the weights' log-probabilities (needed by the KL losses).
-    device, dtype
-        Factory arguments, as in ``torch.nn``.
-    estimator : str, default: "reparameterization"
-        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
-        :mod:`torch_blue.vi.rnn`).
-
-    Shape
-    -----
-    - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
-      ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
-      ``hx = (h_0, c_0)`` with ``h_0`` ``(D * num_layers, N, H_out)`` and ``c_0``
-      ``(D * num_layers, N, hidden_size)`` (without ``N`` unbatched), default zeros;
-      ``H_out = proj_size or hidden_size``, ``D = 2`` if bidirectional else 1.
-    - Output: ``(output, (h_n, c_n))`` with ``output`` ``(L, N, D * H_out)`` (or as
-      the input's layout, or packed) and ``h_n``, ``c_n`` shaped like ``h_0``,
-      ``c_0``; each (for a packed output, its ``data``) with a leading sample
-      dimension ``S`` when called as the outermost module.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.vi.rnn import VILSTM
-    >>> lstm = VILSTM(10, 20, batch_first=True, bidirectional=True)
-    >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10), samples=4)
-    >>> output.shape, h_n.shape, c_n.shape
-    (torch.Size([4, 3, 5, 40]), torch.Size([4, 2, 3, 20]), torch.Size([4, 2, 3, 20]))
-    """
+class VILSTM(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
+    __doc__ = _VILSTM_DOC
 
     _torch_twin = nn.LSTM
     mode = "LSTM"
     _torch_options = ("proj_size",)
 
 
-class VIGRU(_VIRNNBase):
-    r"""Bayesian GRU, the twin of :class:`torch.nn.GRU`.
-
-    Gates in torch's order (reset, update, new) with
-    :math:`n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn}))`
-    and the random variables ``weight_ih_l{k}`` ``(3 * hidden_size, in)``,
-    ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for
-    the backward direction). Each sample draws the weights once and uses them at
-    every time step (see :mod:`torch_blue.vi.rnn`).
-
-    Parameters
-    ----------
-    input_size : int
-        Number of features of each input step.
-    hidden_size : int
-        Number of features of the hidden state.
-    num_layers : int, default: 1
-        Number of stacked GRU layers.
-    bias : bool, default: True
-        Whether the layers have (random) biases.
-    batch_first : bool, default: False
-        Input and output as ``(N, L, *)`` instead of ``(L, N, *)`` (not the states).
-    dropout : float, default: 0.0
-        Dropout on the outputs of every layer but the last, in training mode.
-    bidirectional : bool, default: False
-        Whether the layers also run backwards in time.
-    variational_distribution, prior : distribution or sequence of them
-        VIkwargs of :class:`~torch_blue.vi.VIModule` (keyword-only here, like all
-        below); a sequence gives one per random variable, in the order of torch's
-        ``named_parameters()``.
-    rescale_prior, kaiming_initialization, prior_initialization : bool
-        VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
-        the initial standard deviations and rescaled priors.
-    return_log_probs : bool, default: True
-        Record the weights' log-probabilities (needed by the KL losses).
-    device, dtype
-        Factory arguments, as in ``torch.nn``.
-    estimator : str, default: "reparameterization"
-        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
-        :mod:`torch_blue.vi.rnn`).
-
-    Shape
-    -----
-    - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
-      ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
-      ``hx``: ``(D * num_layers, N, hidden_size)`` (``(D * num_layers,
-      hidden_size)`` unbatched), default zeros; ``D = 2`` if bidirectional else 1.
-    - Output: ``(output, h_n)`` with ``output`` ``(L, N, D * hidden_size)`` (or as
-      the input's layout, or packed) and ``h_n`` shaped like ``hx``; each (for a packed
-      output, its ``data``) with a leading sample dimension ``S`` when called as the
-      outermost module.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.vi.rnn import VIGRU
-    >>> gru = VIGRU(10, 20)
-    >>> output, h_n = gru(torch.randn(5, 10), samples=4)  # one unbatched sequence
-    >>> output.shape, h_n.shape, h_n.log_probs.shape
-    (torch.Size([4, 5, 20]), torch.Size([4, 1, 20]), torch.Size([4, 2]))
-    """
+class VIGRU(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
+    __doc__ = _VIGRU_DOC
 
     _torch_twin = nn.GRU
     mode = "GRU"
