@@ -12,6 +12,14 @@ them alone (e.g. ``x @ mean.T`` of a first layer) run once, not S times. A
 ``VIReturn`` input already carries its sample dimension: it is mapped over instead of
 being sampled again, and its log-probabilities are added to the output's, so chains of
 independent top-level calls (VI layers inside a plain ``nn.Sequential``) work.
+
+Inputs and outputs are pytrees: tensors nested in tuples, lists and dicts are found
+and put back, and a ``PackedSequence`` travels by its ``data`` while its
+``batch_sizes`` and permutations stay shared by all samples. The engine knows no
+particular layer: modules that need something done around the lanes (the lane-safe
+batch norm of :mod:`torch_blue.vi._lane_norm`, the attention routing of
+:mod:`torch_blue.vi._lane_attention`) register a lane rule
+(:func:`register_lane_rule`) when they are imported.
 """
 
 import threading
