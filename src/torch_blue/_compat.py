@@ -1,6 +1,8 @@
 """The one place where torch_blue touches private PyTorch API, with fallbacks."""
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Optional
 
 import torch
 from torch.utils import _pytree
@@ -24,11 +26,26 @@ def standard_gamma(concentration: torch.Tensor) -> torch.Tensor:
     return torch._standard_gamma(concentration)
 
 
-def tree_flatten(tree: object) -> tuple[list, object]:
-    """Flatten nested tuples/lists/dicts of outputs into leaves and a spec."""
-    return _pytree.tree_flatten(tree)
+def tree_flatten(
+    tree: object, is_leaf: Optional[Callable[[object], bool]] = None
+) -> tuple[list, object]:
+    """Flatten nested tuples/lists/dicts into leaves and a spec.
+
+    ``is_leaf`` marks objects to keep whole (not flattened further).
+    """
+    return _pytree.tree_flatten(tree, is_leaf=is_leaf)
 
 
 def tree_unflatten(leaves: list, spec: object) -> object:
     """Inverse of :func:`tree_flatten`."""
     return _pytree.tree_unflatten(leaves, spec)
+
+
+def is_batched(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is batched by a ``torch.vmap`` running now.
+
+    Used by the sampling engine to refuse outputs that must not depend on the
+    sample. Without the private check, every tensor counts as unbatched.
+    """
+    check = getattr(torch._C._functorch, "is_batchedtensor", None)
+    return bool(check(tensor)) if check is not None else False

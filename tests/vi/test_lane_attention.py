@@ -199,7 +199,9 @@ def test_custom_module_matches_torch_loop(monkeypatch, chunk_size):
     results = {}
     for route in (True, False):
         if not route:
-            monkeypatch.setattr(sampling, "lane_attention", lambda owner: nullcontext())
+            monkeypatch.setitem(
+                sampling._LANE_RULES, "attention", lambda owner: nullcontext()
+            )
         torch.manual_seed(5)
         model = Attention().double()
         x = torch.randn(B, L, E, dtype=torch.float64)

@@ -295,31 +295,6 @@ def test_per_sample_packing_with_torch_gives_a_clear_error():
             model(torch.randn(6, 4, IN), torch.tensor([4, 6, 1, 4]), samples=2)
 
 
-@pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize("enforce_sorted", [False, True])
-@pytest.mark.parametrize("total_length", [None, 9])
-def test_packing_helpers_equal_torch(batch_first, enforce_sorted, total_length):
-    lengths = [6, 4, 4, 1] if enforce_sorted else [4, 6, 1, 4]
-    x = torch.randn((4, 7, 3, 2) if batch_first else (7, 4, 3, 2))
-    ours = pack_padded_sequence(x, lengths, batch_first, enforce_sorted)
-    theirs = torch_rnn.pack_padded_sequence(x, lengths, batch_first, enforce_sorted)
-    for a, b in zip(ours, theirs):
-        assert (a is None and b is None) or torch.equal(a, b)
-    options = {"batch_first": batch_first, "padding_value": -1.0}
-    padded, out_lengths = pad_packed_sequence(ours, total_length=total_length, **options)
-    expected = torch_rnn.pad_packed_sequence(theirs, total_length=total_length, **options)
-    assert torch.equal(padded, expected[0]) and torch.equal(out_lengths, expected[1])
-
-
-def test_packing_helpers_reject_bad_lengths():
-    with pytest.raises(ValueError, match="sorted in decreasing order"):
-        pack_padded_sequence(torch.randn(5, 2, 3), [2, 5])
-    with pytest.raises(ValueError, match="length > 0"):
-        pack_padded_sequence(torch.randn(5, 2, 3), [5, 0])
-    with pytest.raises(ShapeError, match="one length per sequence"):
-        pack_padded_sequence(torch.randn(5, 2, 3), [5, 4, 3])
-
-
 # ----------------------------------------------------------------- mean network
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("estimator", ["reparameterization", "flipout"])
@@ -565,8 +540,34 @@ def test_flipout_needs_normal_posteriors():
 
 
 def test_dropout_with_one_layer_warns_like_torch():
-    with pytest.warns(UserWarning, match="num_layers > 1"):
-        VIGRU(IN, HIDDEN, dropout=0.2)
+    for cls in (VIGRU, VIRNN, VILSTM):  # the warning points at the caller
+        with pytest.warns(UserWarning, match="num_layers > 1") as record:
+            cls(IN, HIDDEN, dropout=0.2)
+        assert record[0].filename == __file__
+
+
+def test_only_the_lstm_takes_a_projection():
+    with pytest.raises(ValueError, match="proj_size is only supported by VILSTM"):
+        VIGRU(IN, HIDDEN, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size is only supported by VILSTM"):
+        VIRNN(IN, HIDDEN, proj_size=2)
+    assert VIGRU(IN, HIDDEN, proj_size=0).mode == "GRU"
+
+
+@pytest.mark.parametrize(
+    ("cls", "args"),
+    [
+        (VIRNN, (IN, HIDDEN, 1, "relu", True, False, 0.0, False)),
+        (VILSTM, (IN, HIDDEN, 1, True, False, 0.0, False, 2)),
+        (VIGRU, (IN, HIDDEN, 1, True, False, 0.0, False, 0)),  # torch: proj_size 0
+    ],
+)
+def test_torch_arguments_are_positional_and_vi_arguments_keyword_only(cls, args):
+    with pytest.raises(TypeError):
+        cls(*args, NonBayesian())
+    layer = cls(*args, variational_distribution=NonBayesian(), prior=NonBayesian())
+    assert layer.mode == {VIRNN: "RNN_RELU", VILSTM: "LSTM", VIGRU: "GRU"}[cls]
+    assert layer.proj_size == (2 if cls is VILSTM else 0)
 
 
 @pytest.mark.parametrize(

@@ -399,3 +399,115 @@ def test_plain_batch_norm_in_eval_runs_its_own_forward_during_a_call():
         out = model(x)[0]
     expected = norm(x @ model[0]._weight_mean.T + model[0]._bias_mean)
     torch.testing.assert_close(out, expected)
+
+
+# ---------------------------------------------------------------- inputs as pytrees
+class _Pair(VIModule):
+    """Adds its layer's output to every tensor of a nested input."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = VILinear(3, 3)
+
+    def forward(self, pair, extra=None):
+        first, (second,) = pair
+        out = {"first": self.layer(first), "second": self.layer(second)}
+        if extra is not None:
+            out["extra"] = self.layer(extra["x"])
+        return out
+
+
+def test_vireturns_nested_in_arguments_are_mapped_over_and_add_their_log_probs():
+    earlier = VILinear(2, 3)
+    x = earlier(torch.randn(4, 2), samples=5)
+    model = _Pair()
+    torch.manual_seed(1)
+    out = model((x, [x]), extra={"x": x})
+    assert set(out) == {"first", "second", "extra"}
+    for value in out.values():
+        assert isinstance(value, VIReturn) and value.shape == (5, 4, 3)
+        assert value.log_probs.shape == (5, 2)
+        assert not torch.equal(value[0], value[1])
+    # The input's log-probs are added once (the same VIReturn appears three times).
+    plain = x.as_plain()
+    torch.manual_seed(1)
+    own = model.sampled_forward((plain, [plain]), {"x": plain}, sampled_input=True)
+    torch.testing.assert_close(out["extra"], own["extra"].as_plain())
+    torch.testing.assert_close(out["first"].log_probs, own["first"].log_probs + x.log_probs)
+
+
+def test_sampled_input_covers_the_tensors_nested_in_positional_arguments():
+    x = torch.randn(5, 4, 3)
+    out = _Pair().sampled_forward((x, [x]), sampled_input=True)
+    assert out["first"].shape == (5, 4, 3) and out["second"].shape == (5, 4, 3)
+
+
+def test_a_nested_sampled_input_with_another_sample_count_raises():
+    x = VILinear(2, 3)(torch.randn(4, 2), samples=5)
+    y = VILinear(2, 3)(torch.randn(4, 2), samples=6)
+    with pytest.raises(ShapeError, match=r"disagree on the number of samples: \[5, 6\]"):
+        _Pair()((x, [y]))
+
+
+class _PackedLinear(VIModule):
+    """A layer applied to the data of a PackedSequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = VILinear(3, 2)
+
+    def forward(self, packed):
+        return nn.utils.rnn.PackedSequence(self.layer(packed.data), *tuple(packed)[1:])
+
+
+def test_packed_sequences_share_their_batch_sizes_and_sample_their_data():
+    packed = nn.utils.rnn.pack_padded_sequence(
+        torch.randn(4, 3, 3), [2, 4, 1], enforce_sorted=False
+    )
+    out = _PackedLinear()(packed, samples=5)
+    assert isinstance(out, nn.utils.rnn.PackedSequence)
+    assert isinstance(out.data, VIReturn) and out.data.shape == (5, 7, 2)
+    assert out.data.log_probs.shape == (5, 2)
+    assert out.batch_sizes is packed.batch_sizes
+    assert out.sorted_indices is packed.sorted_indices
+    # A packed output of an earlier call is mapped over by its data.
+    again = _PackedLinear()
+    again.layer = VILinear(2, 2)
+    chained = again(out)
+    assert chained.data.shape == (5, 7, 2) and chained.batch_sizes is packed.batch_sizes
+
+
+class _SampledBatchSizes(VIModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = VILinear(3, 3)
+
+    def forward(self, x):
+        data = self.layer(x)
+        return nn.utils.rnn.PackedSequence(data, (data[:, 0] > 0).long().cpu())
+
+
+def test_packed_outputs_with_sampled_batch_sizes_raise():
+    with pytest.raises(ShapeError, match="batch_sizes or permutations differ"):
+        _SampledBatchSizes()(torch.randn(4, 3), samples=3)
+
+
+# ---------------------------------------------------------------- lane rules
+def test_lane_rules_are_entered_around_the_lanes_of_the_outermost_module():
+    from contextlib import contextmanager
+
+    seen = []
+
+    @contextmanager
+    def rule(model):
+        seen.append(("enter", type(model).__name__, current_state()))
+        yield
+        seen.append(("exit", type(model).__name__))
+
+    assert {"batch_norm", "attention"} <= set(sampling.lane_rules())
+    sampling.register_lane_rule("test", rule)
+    try:
+        VISequential(VILinear(2, 2), VILinear(2, 2))(torch.randn(3, 2), samples=2)
+    finally:
+        del sampling._LANE_RULES["test"]
+    assert seen == [("enter", "VISequential", None), ("exit", "VISequential")]

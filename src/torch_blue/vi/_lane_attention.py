@@ -26,6 +26,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F  # noqa: N812
 from torch.overrides import TorchFunctionMode
 
+from .sampling import register_lane_rule
+
 __all__ = ["LaneAttention", "attend_in_lanes", "lane_attention"]
 
 _ATTENTION = F.scaled_dot_product_attention
@@ -246,9 +248,9 @@ _CALLS_ATTENTION: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = (
 def lane_attention(owner: torch.nn.Module) -> Iterator[None]:
     """Context of ``owner``'s sampled forward: attention runs once for all lanes.
 
-    The routing intercepts every torch call of the forward (a few microseconds
-    each), which an RNN's many small steps would feel; so it stays on only for
-    modules whose first sampled forward called the attention.
+    The lane rule ``"attention"`` of the engine. The routing intercepts every torch
+    call of the forward, a cost an RNN's many small steps would feel; so it stays on
+    only for modules whose first sampled forward called the attention.
     """
     known = _CALLS_ATTENTION.get(owner)
     if known is False:
@@ -259,3 +261,6 @@ def lane_attention(owner: torch.nn.Module) -> Iterator[None]:
         yield
     if known is None:
         _CALLS_ATTENTION[owner] = mode.routed
+
+
+register_lane_rule("attention", lane_attention)

@@ -36,9 +36,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn import init
 
+from ._lane_norm import batch_norm_in_lanes
 from .base import VIModule
 from .distributions import MeanFieldNormal, Prior, VariationalDistribution
-from .sampling import batch_norm_in_lanes
 from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
 
@@ -57,6 +57,12 @@ def _default_priors(prior: _Prior) -> Union[Prior, Sequence[Prior]]:
     if prior is None:
         return (MeanFieldNormal(mean=1.0), MeanFieldNormal())
     return prior
+
+
+def _check_eps(name: str, eps: float) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"{name}: eps must be a non-negative number, got {eps!r}")
+    return float(eps)
 
 
 class _VIAffineNorm(VIModule):
@@ -126,9 +132,8 @@ class _VIBatchNormNd(_VIAffineNorm):
         bias: bool = True,
     ) -> None:
         name = type(self).__name__
-        num_features = check_int(name, "num_features", num_features)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"{name}: eps must be a non-negative number, got {eps!r}")
+        self.num_features = check_int(name, "num_features", num_features)
+        self.eps = _check_eps(name, eps)
         if momentum is not None and (
             isinstance(momentum, bool)
             or not isinstance(momentum, (int, float))
@@ -138,8 +143,6 @@ class _VIBatchNormNd(_VIAffineNorm):
                 f"{name}: momentum must be a number in [0, 1] or None (cumulative "
                 f"average), got {momentum!r}"
             )
-        self.num_features = num_features
-        self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
@@ -157,20 +160,23 @@ class _VIBatchNormNd(_VIAffineNorm):
             device=device,
             dtype=dtype,
         )
+        self._register_running_stats(device, dtype)
+
+    def _register_running_stats(
+        self, device: Optional[torch.device], dtype: Optional[torch.dtype]
+    ) -> None:
+        """The buffers ``running_mean``, ``running_var``, ``num_batches_tracked``."""
+        if not self.track_running_stats:
+            for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(buffer, None)
+            return
         factory_kwargs = {"device": device, "dtype": dtype}
-        if self.track_running_stats:
-            self.register_buffer(
-                "running_mean", torch.zeros(num_features, **factory_kwargs)
-            )
-            self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
-            self.register_buffer(
-                "num_batches_tracked",
-                torch.tensor(0, dtype=torch.long, device=device),
-            )
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        size = self.num_features
+        self.register_buffer("running_mean", torch.zeros(size, **factory_kwargs))
+        self.register_buffer("running_var", torch.ones(size, **factory_kwargs))
+        self.register_buffer(
+            "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+        )
 
     def reset_running_stats(self) -> None:
         """Reset the running mean to 0, the running variance to 1 and the count."""
@@ -291,30 +297,6 @@ class VIBatchNorm1d(_VIBatchNormNd):  # noqa: D101 (docstring from _BN_DOC)
     _layout = "(N, {c}) or (N, {c}, L)"
     _torch_twin = nn.BatchNorm1d
 
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: Optional[float] = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = None,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            num_features, eps, momentum, affine, track_running_stats,
-            variational_distribution, prior, rescale_prior, kaiming_initialization,
-            prior_initialization, return_log_probs, device, dtype, bias=bias,
-        )  # fmt: skip
-
 
 class VIBatchNorm2d(_VIBatchNormNd):  # noqa: D101 (docstring from _BN_DOC)
     __doc__ = _BN_DOC.format(
@@ -323,30 +305,6 @@ class VIBatchNorm2d(_VIBatchNormNd):  # noqa: D101 (docstring from _BN_DOC)
     _dims = (4,)
     _layout = "(N, {c}, H, W)"
     _torch_twin = nn.BatchNorm2d
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: Optional[float] = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = None,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            num_features, eps, momentum, affine, track_running_stats,
-            variational_distribution, prior, rescale_prior, kaiming_initialization,
-            prior_initialization, return_log_probs, device, dtype, bias=bias,
-        )  # fmt: skip
 
 
 class VIBatchNorm3d(_VIBatchNormNd):  # noqa: D101 (docstring from _BN_DOC)
@@ -357,30 +315,6 @@ class VIBatchNorm3d(_VIBatchNormNd):  # noqa: D101 (docstring from _BN_DOC)
     _dims = (5,)
     _layout = "(N, {c}, D, H, W)"
     _torch_twin = nn.BatchNorm3d
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: Optional[float] = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = None,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            num_features, eps, momentum, affine, track_running_stats,
-            variational_distribution, prior, rescale_prior, kaiming_initialization,
-            prior_initialization, return_log_probs, device, dtype, bias=bias,
-        )  # fmt: skip
 
 
 class VILayerNorm(_VIAffineNorm):
@@ -452,10 +386,8 @@ class VILayerNorm(_VIAffineNorm):
                 f"{name}: normalized_shape must be a positive int or a non-empty "
                 f"sequence of them, got {normalized_shape!r}"
             )
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"{name}: eps must be a non-negative number, got {eps!r}")
         self.normalized_shape = shape
-        self.eps = float(eps)
+        self.eps = _check_eps(name, eps)
         self.elementwise_affine = bool(elementwise_affine)
         super().__init__(
             variable_shapes={

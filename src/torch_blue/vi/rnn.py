@@ -58,7 +58,7 @@ keeps drawing weights for the same reason.
 
 import numbers
 import warnings
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -73,14 +73,19 @@ from .estimators import (
     EstimatorLayer,
     check_estimator,
     expected_log_probs,
-    flat_linear,
     random_signs,
     scaled_noise,
 )
-from .sampling import current_state, mean_weights_enabled, sampled_call
+from .functional.rnn import (
+    GATES,
+    Affine,
+    pack_padded_sequence,
+    pad_packed_sequence,
+    recur,
+)
+from .sampling import current_state, mean_weights_enabled
 from .utils.checks import check_input_dtype, check_int
 from .utils.errors import ShapeError
-from .utils.vi_return import VIReturn
 
 __all__ = [
     "RNN_ESTIMATORS",
@@ -94,200 +99,16 @@ __all__ = [
 #: Gradient estimators the recurrent layers support (see the module docstring).
 RNN_ESTIMATORS = ("reparameterization", "flipout", "shared_flipout")
 
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
+class _Layout(NamedTuple):
+    """An input prepared for the recurrence: ``x`` time-major or packed rows."""
 
-class _Affine:
-    """One sampled affine map ``x -> x W^T + b`` of a layer and direction.
-
-    With flipout it holds the means, one perturbation and per-sequence signs instead
-    of a drawn weight: ``x mu^T + ((x * r) dW^T) * s``.
-    """
-
-    __slots__ = ("bias", "delta_bias", "delta_weight", "in_signs", "out_signs", "weight")
-
-    def __init__(
-        self,
-        weight: Tensor,
-        bias: Optional[Tensor],
-        delta_weight: Optional[Tensor] = None,
-        delta_bias: Optional[Tensor] = None,
-        in_signs: Optional[Tensor] = None,
-        out_signs: Optional[Tensor] = None,
-    ) -> None:
-        self.weight = weight
-        self.bias = bias
-        self.delta_weight = delta_weight
-        self.delta_bias = delta_bias
-        self.in_signs = in_signs
-        self.out_signs = out_signs
-
-    def __call__(self, x: Tensor, rows: Union[int, Tensor, None] = None) -> Tensor:
-        """Apply the map; ``rows`` selects the sequences' signs (flipout only).
-
-        ``None``: all sequences (``x`` is ``(B, F)`` or ``(T, B, F)``); an int ``n``:
-        the first ``n`` sequences; a tensor: the sequence of each row of ``x``.
-        """
-        out = flat_linear(x, self.weight, self.bias)
-        if self.delta_weight is None:
-            return out
-        in_signs, out_signs = self.in_signs, self.out_signs
-        if isinstance(rows, int):
-            in_signs, out_signs = in_signs[:rows], out_signs[:rows]
-        elif rows is not None:
-            in_signs, out_signs = in_signs[rows], out_signs[rows]
-        perturbation = flat_linear(x * in_signs, self.delta_weight, self.delta_bias)
-        return out + perturbation * out_signs
-
-
-def _valid_positions(sorted_lengths: Tensor, steps: int) -> Tensor:
-    """``(steps, B)`` mask of the time steps each sorted sequence has."""
-    return torch.arange(steps).unsqueeze(1) < sorted_lengths.unsqueeze(0)
-
-
-def _split_samples(tensor: Tensor) -> tuple[Tensor, int, Optional[Tensor]]:
-    """Plain data, number of leading sample dimensions (0 or 1) and log-probs."""
-    if isinstance(tensor, VIReturn):
-        return tensor.as_plain(), 1, tensor.log_probs
-    return tensor, 0, None
-
-
-def pack_padded_sequence(
-    input: Tensor,
-    lengths: Union[Tensor, list[int]],
-    batch_first: bool = False,
-    enforce_sorted: bool = True,
-) -> PackedSequence:
-    """:func:`torch.nn.utils.rnn.pack_padded_sequence` for Bayesian models.
-
-    Same arguments and result, with two additions:
-
-    - It works inside a sampled forward. Torch's version has no ``torch.vmap``
-      batching rule: packing a tensor that depends on the weight sample (e.g. the
-      output of a Bayesian embedding) runs it once per sample and gives per-sample
-      ``batch_sizes``, which the recurrent layers cannot use. This version packs by
-      plain indexing, so ``batch_sizes`` (a function of ``lengths`` only) stays one
-      CPU tensor.
-    - A :class:`~torch_blue.vi.VIReturn` input ``(S, T, B, *)`` (``(S, B, T, *)``
-      with ``batch_first``) keeps its leading sample dimension: the packed ``data``
-      is a ``VIReturn`` ``(S, sum(lengths), *)`` with the same log-probabilities,
-      which a recurrent layer called on it maps over.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.vi.rnn import pack_padded_sequence
-    >>> packed = pack_padded_sequence(torch.randn(4, 3, 2), [2, 4, 1],
-    ...                               enforce_sorted=False)
-    >>> packed.data.shape, packed.batch_sizes
-    (torch.Size([7, 2]), tensor([3, 2, 1, 1]))
-    """
-    x, lead, log_probs = _split_samples(input)
-    lengths = torch.as_tensor(lengths, dtype=torch.int64, device="cpu")
-    batch_dim = lead + (0 if batch_first else 1)
-    time_dim = lead + (1 if batch_first else 0)
-    if lengths.dim() != 1 or x.dim() < lead + 2 or lengths.numel() != x.shape[batch_dim]:
-        raise ShapeError(
-            f"pack_padded_sequence: expected one length per sequence, got lengths of "
-            f"shape {tuple(lengths.shape)} for input {tuple(input.shape)} "
-            f"(batch_first={batch_first}{', leading sample dimension' if lead else ''})"
-        )
-    if int(lengths.min()) < 1:
-        raise ValueError(
-            "pack_padded_sequence: every sequence needs a length > 0, got "
-            f"{lengths.tolist()}"
-        )
-    sorted_indices = None
-    if enforce_sorted:
-        if bool((lengths[1:] > lengths[:-1]).any()):
-            raise ValueError(
-                "pack_padded_sequence: lengths must be sorted in decreasing order with "
-                f"enforce_sorted=True, got {lengths.tolist()}; pass enforce_sorted=False"
-            )
-        sorted_lengths = lengths
-    else:
-        sorted_lengths, sorted_indices = torch.sort(lengths, descending=True)
-        x = x.index_select(batch_dim, sorted_indices.to(x.device))
-    steps = int(sorted_lengths[0])
-    if steps > x.shape[time_dim]:
-        raise ShapeError(
-            f"pack_padded_sequence: a length ({steps}) exceeds the padded length "
-            f"{x.shape[time_dim]} of input {tuple(input.shape)}"
-        )
-    if batch_first:
-        x = x.transpose(lead, lead + 1)
-    valid = _valid_positions(sorted_lengths, steps)
-    # Time-major rows; the sorted sequences active at step t are the first ones.
-    rows = valid.flatten().nonzero().squeeze(1).to(x.device)
-    data = x.narrow(lead, 0, steps).flatten(lead, lead + 1).index_select(lead, rows)
-    if lead:
-        data = VIReturn(data, log_probs)
-    unsorted_indices = None
-    if sorted_indices is not None:
-        unsorted_indices = torch.argsort(sorted_indices).to(x.device)
-        sorted_indices = sorted_indices.to(x.device)
-    return PackedSequence(data, valid.sum(1), sorted_indices, unsorted_indices)
-
-
-def pad_packed_sequence(
-    sequence: PackedSequence,
-    batch_first: bool = False,
-    padding_value: float = 0.0,
-    total_length: Optional[int] = None,
-) -> tuple[Tensor, Tensor]:
-    """:func:`torch.nn.utils.rnn.pad_packed_sequence` for Bayesian models.
-
-    Same arguments and results; it works inside a sampled forward (see
-    :func:`pack_padded_sequence`), and packed ``data`` with a leading sample
-    dimension (a :class:`~torch_blue.vi.VIReturn` ``(S, sum(lengths), *)``, as a
-    recurrent layer called as the outermost module on a packed sequence returns)
-    pads to a ``VIReturn`` ``(S, T, B, *)`` (``(S, B, T, *)`` with
-    ``batch_first``) with the same log-probabilities.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.vi.rnn import pack_padded_sequence, pad_packed_sequence
-    >>> x = torch.randn(4, 3, 2)
-    >>> padded, lengths = pad_packed_sequence(
-    ...     pack_padded_sequence(x, [2, 4, 1], enforce_sorted=False))
-    >>> padded.shape, lengths
-    (torch.Size([4, 3, 2]), tensor([2, 4, 1]))
-    """
-    data, batch_sizes, _, unsorted_indices = sequence
-    data, lead, log_probs = _split_samples(data)
-    steps = batch_sizes.numel()
-    batch = int(batch_sizes[0])
-    if total_length is not None:
-        if total_length < steps:
-            raise ValueError(
-                f"pad_packed_sequence: total_length ({total_length}) must be at least "
-                f"the longest sequence's length ({steps})"
-            )
-    else:
-        total_length = steps
-    sorted_lengths = (batch_sizes.unsqueeze(1) > torch.arange(batch)).sum(0)
-    valid = _valid_positions(sorted_lengths, steps).flatten()
-    # For every padded slot, the packed row holding it (padding reads row 0).
-    source = ((valid.cumsum(0) - 1).clamp(min=0) * valid).to(data.device)
-    mask = valid.to(data.device).view(-1, *(1,) * (data.dim() - 1 - lead))
-    samples = data.shape[:lead]
-    trailing = data.shape[lead + 1 :]
-    padded = torch.where(mask, data.index_select(lead, source), padding_value)
-    padded = padded.view(*samples, steps, batch, *trailing)
-    if total_length > steps:
-        filler = padded.new_full((*samples, total_length - steps, batch, *trailing),
-                                 padding_value)  # fmt: skip
-        padded = torch.cat([padded, filler], dim=lead)
-    lengths = sorted_lengths
-    if unsorted_indices is not None:
-        padded = padded.index_select(lead + 1, unsorted_indices)
-        lengths = sorted_lengths[unsorted_indices.cpu()]
-    if batch_first:
-        padded = padded.transpose(lead, lead + 1)
-    if lead:
-        padded = VIReturn(padded, log_probs)
-    return padded, lengths
+    x: Tensor  # (T, B, F) padded or (N, F) packed
+    batch: int
+    unbatched: bool
+    batch_sizes: Optional[list[int]]  # packed only
+    sorted_indices: Optional[Tensor]
+    unsorted_indices: Optional[Tensor]
 
 
 class _VIRNNBase(VIModule, EstimatorLayer):
@@ -304,7 +125,11 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         "bidirectional",
         "proj_size",
     ]
+    #: The cell: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
     mode: str
+    #: Constructor arguments of the torch twin beyond those all RNNs share.
+    _torch_options: ClassVar[tuple[str, ...]] = ()
+    _torch_twin: ClassVar[type[nn.RNNBase]]
     input_size: int
     hidden_size: int
     num_layers: int
@@ -316,7 +141,6 @@ class _VIRNNBase(VIModule, EstimatorLayer):
 
     def __init__(
         self,
-        mode: str,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
@@ -325,6 +149,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
+        *,
         variational_distribution: Union[
             VariationalDistribution, tuple[VariationalDistribution, ...]
         ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
@@ -338,17 +163,10 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         estimator: str = "reparameterization",
     ) -> None:
         name = type(self).__name__
-        input_size = check_int(name, "input_size", input_size)
-        hidden_size = check_int(name, "hidden_size", hidden_size)
-        num_layers = check_int(name, "num_layers", num_layers)
-        proj_size = check_int(
-            name, "proj_size", proj_size, 0, " (0 disables the projection)"
-        )
-        if proj_size >= hidden_size:
-            raise ValueError(
-                f"{name}: proj_size ({proj_size}) must be smaller than hidden_size "
-                f"({hidden_size})"
-            )
+        self.input_size = check_int(name, "input_size", input_size)
+        self.hidden_size = check_int(name, "hidden_size", hidden_size)
+        self.num_layers = check_int(name, "num_layers", num_layers)
+        self.proj_size = self._check_proj_size(proj_size)
         for arg, value in (
             ("bias", bias),
             ("batch_first", batch_first),
@@ -356,31 +174,10 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         ):
             if not isinstance(value, bool):
                 raise TypeError(f"{name}: {arg} must be a bool, got {value!r}")
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, numbers.Real)
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(
-                f"{name}: dropout must be a number in [0, 1] (the probability of "
-                f"zeroing an element between layers), got {dropout!r}"
-            )
-        if dropout > 0 and num_layers == 1:
-            warnings.warn(
-                f"{name}: dropout is applied between recurrent layers only, so a "
-                f"non-zero dropout expects num_layers > 1, got dropout={dropout} and "
-                f"num_layers={num_layers}",
-                stacklevel=3,
-            )
-        self.mode = mode
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
         self.bias = bias
         self.batch_first = batch_first
-        self.dropout = float(dropout)
         self.bidirectional = bidirectional
-        self.proj_size = proj_size
+        self.dropout = self._check_dropout(dropout)
         super().__init__(
             variable_shapes=self._variable_shapes(),
             variational_distribution=variational_distribution,
@@ -393,6 +190,43 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             dtype=dtype,
         )
         self._estimator = self._check_estimator(estimator)
+
+    def _check_proj_size(self, proj_size: int) -> int:
+        name = type(self).__name__
+        proj_size = check_int(
+            name, "proj_size", proj_size, 0, " (0 disables the projection)"
+        )
+        if proj_size and self.mode != "LSTM":
+            raise ValueError(
+                f"{name}: proj_size is only supported by VILSTM, got {proj_size}"
+            )
+        if proj_size >= self.hidden_size:
+            raise ValueError(
+                f"{name}: proj_size ({proj_size}) must be smaller than hidden_size "
+                f"({self.hidden_size})"
+            )
+        return proj_size
+
+    def _check_dropout(self, dropout: float) -> float:
+        name = type(self).__name__
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, numbers.Real)
+            or not 0 <= dropout <= 1
+        ):
+            raise ValueError(
+                f"{name}: dropout must be a number in [0, 1] (the probability of "
+                f"zeroing an element between layers), got {dropout!r}"
+            )
+        if dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                f"{name}: dropout is applied between recurrent layers only, so a "
+                f"non-zero dropout expects num_layers > 1, got dropout={dropout} and "
+                f"num_layers={self.num_layers}",
+                # the caller of the public constructor (VIRNN has its own __init__)
+                stacklevel=3 if type(self).__init__ is _VIRNNBase.__init__ else 4,
+            )
+        return float(dropout)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -410,7 +244,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
 
     def _variable_shapes(self) -> dict[str, tuple[int, ...]]:
         """The random variables, named, shaped and ordered like torch's parameters."""
-        gates = _GATES[self.mode] * self.hidden_size
+        gates = GATES[self.mode] * self.hidden_size
         shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):
             layer_input = (
@@ -461,11 +295,6 @@ class _VIRNNBase(VIModule, EstimatorLayer):
     # ------------------------------------------------------------------ twins
     @classmethod
     def _from_torch(cls, module: nn.RNNBase, **vikwargs: Any) -> "_VIRNNBase":
-        kwargs: dict[str, Any] = {}
-        if issubclass(cls, VIRNN):
-            kwargs["nonlinearity"] = module.nonlinearity
-        if issubclass(cls, VILSTM):
-            kwargs["proj_size"] = module.proj_size
         return cls(
             module.input_size,
             module.hidden_size,
@@ -476,12 +305,9 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             bidirectional=module.bidirectional,
             device=module.weight_ih_l0.device,
             dtype=module.weight_ih_l0.dtype,
-            **kwargs,
+            **{option: getattr(module, option) for option in cls._torch_options},
             **vikwargs,
         )
-
-    def _torch_kwargs(self) -> dict[str, Any]:
-        return {}
 
     def _to_torch(self) -> nn.RNNBase:
         with warnings.catch_warnings():  # the dropout warning was given already
@@ -494,68 +320,9 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                 batch_first=self.batch_first,
                 dropout=self.dropout,
                 bidirectional=self.bidirectional,
-                **self._torch_kwargs(),
+                **{option: getattr(self, option) for option in self._torch_options},
                 **self._factory_kwargs(),
             )
-
-    # ------------------------------------------------------------------ sampling
-    def _sampled(
-        self,
-        args: tuple,
-        kwargs: dict,
-        samples: Optional[int],
-        sampled_input: bool,
-        chunk_size: Optional[int] = None,
-    ) -> Any:
-        """Outermost call: hand packed inputs and LSTM states to the lanes in parts.
-
-        The autosampling maps over positional tensors only, and ``torch.vmap`` cannot
-        take a ``PackedSequence`` argument at all (its pytree is rebuilt with
-        placeholders, which the constructor rejects). So a packed input enters the
-        lanes by its ``data`` (mapped over if it is a ``VIReturn``) while
-        ``batch_sizes`` and the permutations are shared by all lanes and never gain
-        a sample dimension: the returned ``PackedSequence`` holds ``data`` of shape
-        ``(S, sum(lengths), *)``. An LSTM state ``(h_0, c_0)`` enters as two
-        positional tensors, so ``VIReturn`` states of an earlier call are mapped over
-        like a GRU's ``h_0``.
-        """
-        args = list(args)
-        layout = None
-        if args and isinstance(args[0], PackedSequence):
-            layout = tuple(args[0])[1:]
-            args[0] = args[0].data
-        split_state = (
-            len(args) > 1
-            and isinstance(args[1], (tuple, list))
-            and len(args[1]) == 2
-            and all(isinstance(t, Tensor) for t in args[1])
-        )
-        if split_state:
-            args[1:2] = list(args[1])
-        if layout is None and not split_state:
-            return super()._sampled(tuple(args), kwargs, samples, sampled_input, chunk_size)
-
-        def lane(input: Tensor, *lane_args: Any, **lane_kwargs: Any) -> Any:
-            if split_state:
-                lane_args = ((lane_args[0], lane_args[1]), *lane_args[2:])
-            if layout is not None:
-                input = PackedSequence(input, *layout)
-            output, state = nn.Module.__call__(self, input, *lane_args, **lane_kwargs)
-            return (output if layout is None else output.data), state
-
-        output, state = sampled_call(
-            self,
-            lane,
-            tuple(args),
-            kwargs,
-            samples,
-            sampled_input,
-            self._return_log_probs,
-            chunk_size,
-        )
-        if layout is not None:
-            output = PackedSequence(output, *layout)
-        return output, state
 
     # ------------------------------------------------------------------ forward
     def _shape_error(self, message: str) -> ShapeError:
@@ -592,10 +359,10 @@ class _VIRNNBase(VIModule, EstimatorLayer):
 
     def _affine(
         self, weight: str, bias: Optional[str], batch: int, flipout: bool, like: Tensor
-    ) -> _Affine:
+    ) -> Affine:
         """Draw the map ``weight``/``bias`` once for this forward (all time steps)."""
         if not flipout:
-            return _Affine(
+            return Affine(
                 getattr(self, weight), None if bias is None else getattr(self, bias)
             )
         state = current_state()
@@ -612,7 +379,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                 if variable is not None:
                     self._record_log_probs(variable, expected_log_probs(self, variable))
         out_size, in_size = w_mean.shape
-        return _Affine(
+        return Affine(
             w_mean,
             b_mean,
             delta_w,
@@ -626,63 +393,77 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         input: Union[Tensor, PackedSequence],
         hx: Any = None,
     ) -> tuple[Union[Tensor, PackedSequence], Any]:
-        """Run the recurrence with one weight draw for all time steps."""
-        name = type(self).__name__
-        packed = isinstance(input, PackedSequence)
-        sorted_indices = unsorted_indices = None
-        batch_sizes: Optional[list[int]] = None
-        if packed:
-            data, batch_sizes_tensor, sorted_indices, unsorted_indices = input
-            if data.dim() != 2 or data.shape[-1] != self.input_size:
-                raise self._shape_error(
-                    f"expected packed data of shape (sum of lengths, {self.input_size}), "
-                    f"got {tuple(data.shape)}"
-                )
-            # batch_sizes is a plain CPU tensor that never depends on the sample.
-            try:
-                batch_sizes = [int(b) for b in batch_sizes_tensor.tolist()]
-            except RuntimeError as error:  # per-sample batch_sizes from torch's packing
-                raise ShapeError(
-                    f"{name}: the PackedSequence's batch_sizes differ per weight sample "
-                    "(torch.nn.utils.rnn.pack_padded_sequence was applied to a tensor "
-                    "that depends on the sample); pack with "
-                    "torch_blue.vi.rnn.pack_padded_sequence instead"
-                ) from error
-            batch = batch_sizes[0]
-            unbatched = False
-            check_input_dtype(self, data)
-            x = data
-        else:
-            if not isinstance(input, Tensor):
-                raise TypeError(
-                    f"{name}: input must be a Tensor or a PackedSequence, got "
-                    f"{type(input).__name__}"
-                )
-            check_input_dtype(self, input)
-            if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
-                raise self._shape_error(
-                    "expected input of shape (L, input_size), (L, N, input_size) or, "
-                    f"with batch_first, (N, L, input_size) with input_size = "
-                    f"{self.input_size}, got {tuple(input.shape)}"
-                )
-            unbatched = input.dim() == 2
-            if unbatched:
-                x = input.unsqueeze(1)
-            else:
-                x = input.transpose(0, 1) if self.batch_first else input
-            if x.shape[0] == 0:
-                raise self._shape_error(
-                    f"the sequence is empty (length 0), got input {tuple(input.shape)}"
-                )
-            batch = x.shape[1]
+        """Run the recurrence for one weight sample, one draw for all time steps.
 
-        h0, c0 = self._initial_states(hx, batch, unbatched, x)
-        if sorted_indices is not None:
+        Returns ``(output, h_n)``; for the LSTM ``(output, (h_n, c_n))``.
+        """
+        layout = (
+            self._packed_layout(input)
+            if isinstance(input, PackedSequence)
+            else self._padded_layout(input)
+        )
+        h0, c0 = self._initial_states(hx, layout.batch, layout.unbatched)
+        if layout.sorted_indices is not None:
             # The user's states follow the original batch order; the packed data the
             # sorted one.
-            h0 = None if h0 is None else h0.index_select(1, sorted_indices)
-            c0 = None if c0 is None else c0.index_select(1, sorted_indices)
+            h0 = None if h0 is None else h0.index_select(1, layout.sorted_indices)
+            c0 = None if c0 is None else c0.index_select(1, layout.sorted_indices)
+        x, h_n, c_n = self._run_layers(layout, h0, c0)
+        return self._assemble(input, layout, x, h_n, c_n)
 
+    def _packed_layout(self, input: PackedSequence) -> "_Layout":
+        """The packed input's data and layout; its ``batch_sizes`` as ints."""
+        data, batch_sizes_tensor, sorted_indices, unsorted_indices = input
+        if data.dim() != 2 or data.shape[-1] != self.input_size:
+            raise self._shape_error(
+                f"expected packed data of shape (sum of lengths, {self.input_size}), "
+                f"got {tuple(data.shape)}"
+            )
+        # batch_sizes is a plain CPU tensor that never depends on the sample.
+        try:
+            batch_sizes = [int(b) for b in batch_sizes_tensor.tolist()]
+        except RuntimeError as error:  # per-sample batch_sizes from torch's packing
+            raise ShapeError(
+                f"{type(self).__name__}: the PackedSequence's batch_sizes differ per "
+                "weight sample (torch.nn.utils.rnn.pack_padded_sequence was applied to "
+                "a tensor that depends on the sample); pack with "
+                "torch_blue.vi.rnn.pack_padded_sequence instead"
+            ) from error
+        check_input_dtype(self, data)
+        return _Layout(
+            data, batch_sizes[0], False, batch_sizes, sorted_indices, unsorted_indices
+        )
+
+    def _padded_layout(self, input: Tensor) -> "_Layout":
+        """The padded input as ``(T, B, F)`` and its layout."""
+        if not isinstance(input, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: input must be a Tensor or a PackedSequence, "
+                f"got {type(input).__name__}"
+            )
+        check_input_dtype(self, input)
+        if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+            raise self._shape_error(
+                "expected input of shape (L, input_size), (L, N, input_size) or, "
+                f"with batch_first, (N, L, input_size) with input_size = "
+                f"{self.input_size}, got {tuple(input.shape)}"
+            )
+        unbatched = input.dim() == 2
+        if unbatched:
+            x = input.unsqueeze(1)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input
+        if x.shape[0] == 0:
+            raise self._shape_error(
+                f"the sequence is empty (length 0), got input {tuple(input.shape)}"
+            )
+        return _Layout(x, x.shape[1], unbatched, None, None, None)
+
+    def _run_layers(
+        self, layout: "_Layout", h0: Optional[Tensor], c0: Optional[Tensor]
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """All layers and directions: the last output, the final states."""
+        x, batch, batch_sizes = layout.x, layout.batch, layout.batch_sizes
         flipout = self._estimator in FLIPOUT_ESTIMATORS and not mean_weights_enabled()
         rows = None
         if flipout and batch_sizes is not None:
@@ -693,16 +474,12 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             outputs = []
             for direction in range(self._directions):
                 index = layer * self._directions + direction
+                state = (
+                    x.new_zeros(batch, self._output_size) if h0 is None else h0[index],
+                    self._initial_cell(c0, index, batch, x),
+                )
                 output, h_last, c_last = self._run_direction(
-                    x,
-                    layer,
-                    direction,
-                    None if h0 is None else h0[index],
-                    None if c0 is None else c0[index],
-                    batch,
-                    batch_sizes,
-                    flipout,
-                    rows,
+                    x, layer, direction, state, layout, flipout, rows
                 )
                 outputs.append(output)
                 h_n.append(h_last)
@@ -711,18 +488,35 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
+        return x, h_n, c_n
 
+    def _initial_cell(
+        self, c0: Optional[Tensor], index: int, batch: int, like: Tensor
+    ) -> Optional[Tensor]:
+        if self.mode != "LSTM":
+            return None
+        return like.new_zeros(batch, self.hidden_size) if c0 is None else c0[index]
+
+    def _assemble(
+        self,
+        input: Union[Tensor, PackedSequence],
+        layout: "_Layout",
+        x: Tensor,
+        h_n: list[Tensor],
+        c_n: list[Tensor],
+    ) -> tuple[Union[Tensor, PackedSequence], Any]:
+        """The output in the input's layout and the final states in the batch order."""
         h_stack = torch.stack(h_n)
         c_stack = torch.stack(c_n) if c_n else None
-        if unsorted_indices is not None:
-            h_stack = h_stack.index_select(1, unsorted_indices)
+        if layout.unsorted_indices is not None:
+            h_stack = h_stack.index_select(1, layout.unsorted_indices)
             if c_stack is not None:
-                c_stack = c_stack.index_select(1, unsorted_indices)
-        if packed:
+                c_stack = c_stack.index_select(1, layout.unsorted_indices)
+        if isinstance(input, PackedSequence):
             output: Union[Tensor, PackedSequence] = PackedSequence(
-                x, batch_sizes_tensor, sorted_indices, unsorted_indices
+                x, input.batch_sizes, layout.sorted_indices, layout.unsorted_indices
             )
-        elif unbatched:
+        elif layout.unbatched:
             output = x.squeeze(1)
             h_stack = h_stack.squeeze(1)
             c_stack = None if c_stack is None else c_stack.squeeze(1)
@@ -733,7 +527,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         return output, h_stack
 
     def _initial_states(
-        self, hx: Any, batch: int, unbatched: bool, like: Tensor
+        self, hx: Any, batch: int, unbatched: bool
     ) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """Validate ``hx``; ``None`` entries mean zeros."""
         if hx is None:
@@ -754,133 +548,36 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         x: Tensor,
         layer: int,
         direction: int,
-        h0: Optional[Tensor],
-        c0: Optional[Tensor],
-        batch: int,
-        batch_sizes: Optional[list[int]],
+        state: tuple[Tensor, Optional[Tensor]],
+        layout: "_Layout",
         flipout: bool,
         rows: Optional[Tensor],
     ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """One layer, one direction: ``(output, h_last, c_last)``.
 
-        ``x`` is ``(T, B, F)`` (padded) or ``(N, F)`` (packed, with ``batch_sizes``).
+        ``x`` is ``(T, B, F)`` (padded) or ``(N, F)`` (packed, with ``batch_sizes``);
+        ``state`` is ``(h_0, c_0)``.
         """
         suffix = f"_l{layer}{self._suffix(direction)}"
-        ih = self._affine(
-            f"weight_ih{suffix}", f"bias_ih{suffix}" if self.bias else None, batch,
-            flipout, x,
-        )  # fmt: skip
-        hh = self._affine(
-            f"weight_hh{suffix}", f"bias_hh{suffix}" if self.bias else None, batch,
-            flipout, x,
-        )  # fmt: skip
+        batch = layout.batch
+        ih, hh = (
+            self._affine(
+                f"weight_{kind}{suffix}",
+                f"bias_{kind}{suffix}" if self.bias else None,
+                batch,
+                flipout,
+                x,
+            )
+            for kind in ("ih", "hh")
+        )
         hr = None
         if self.proj_size > 0:
             hr = self._affine(f"weight_hr{suffix}", None, batch, flipout, x)
         # Input projections of all time steps at once; the loop only recurs.
         projected = ih(x, rows)
-        if h0 is None:
-            h0 = x.new_zeros(batch, self._output_size)
-        if self.mode == "LSTM" and c0 is None:
-            c0 = x.new_zeros(batch, self.hidden_size)
-        reverse = direction == 1
-        if batch_sizes is None:
-            steps = projected.unbind(0)
-            order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
-            h, c = h0, c0
-            outs = []
-            for t in order:
-                h, c = self._cell(steps[t], h, c, hh, hr, None)
-                outs.append(h)
-            if reverse:
-                outs.reverse()
-            return torch.stack(outs), h, c
-        return self._run_packed(projected, h0, c0, hh, hr, batch_sizes, reverse)
-
-    def _run_packed(
-        self,
-        projected: Tensor,
-        h0: Tensor,
-        c0: Optional[Tensor],
-        hh: _Affine,
-        hr: Optional[_Affine],
-        batch_sizes: list[int],
-        reverse: bool,
-    ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """Recurrence over packed rows: the active sequences shrink (or grow) in time.
-
-        Sequences are sorted by decreasing length, so at step ``t`` the first
-        ``batch_sizes[t]`` of them are active; torch's kernels do the same.
-        """
-        offsets = [0]
-        for n in batch_sizes:
-            offsets.append(offsets[-1] + n)
-        full = batch_sizes[0]
-        outs = []
-        if not reverse:
-            h, c = h0, c0
-            active = full
-            finished_h, finished_c = [], []
-            for t, n in enumerate(batch_sizes):
-                if n < active:  # sequences active..n ended at the previous step
-                    finished_h.append(h[n:])
-                    h = h[:n]
-                    if c is not None:
-                        finished_c.append(c[n:])
-                        c = c[:n]
-                    active = n
-                step = projected[offsets[t] : offsets[t + 1]]
-                h, c = self._cell(step, h, c, hh, hr, None if n == full else n)
-                outs.append(h)
-            h_last = torch.cat([h, *reversed(finished_h)]) if finished_h else h
-            c_last = c
-            if c is not None and finished_c:
-                c_last = torch.cat([c, *reversed(finished_c)])
-            return torch.cat(outs), h_last, c_last
-        active = batch_sizes[-1]
-        h = h0[:active]
-        c = None if c0 is None else c0[:active]
-        for t in range(len(batch_sizes) - 1, -1, -1):
-            n = batch_sizes[t]
-            if n > active:  # sequences active..n start here, from their h_0
-                h = torch.cat([h, h0[active:n]])
-                if c is not None:
-                    c = torch.cat([c, c0[active:n]])
-                active = n
-            step = projected[offsets[t] : offsets[t + 1]]
-            h, c = self._cell(step, h, c, hh, hr, None if n == full else n)
-            outs.append(h)
-        outs.reverse()
-        return torch.cat(outs), h, c
-
-    def _cell(
-        self,
-        gates_x: Tensor,
-        h: Tensor,
-        c: Optional[Tensor],
-        hh: _Affine,
-        hr: Optional[_Affine],
-        rows: Optional[int],
-    ) -> tuple[Tensor, Optional[Tensor]]:
-        """One time step; the operations follow torch's CPU kernels in order."""
-        gates_h = hh(h, rows)
-        if self.mode == "LSTM":
-            gates = gates_h + gates_x
-            i, f, g, o = gates.chunk(4, -1)
-            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-            h = o.sigmoid() * c.tanh()
-            if hr is not None:
-                h = hr(h, rows)
-            return h, c
-        if self.mode == "GRU":
-            x_r, x_z, x_n = gates_x.chunk(3, -1)
-            h_r, h_z, h_n = gates_h.chunk(3, -1)
-            reset = (h_r + x_r).sigmoid()
-            update = (h_z + x_z).sigmoid()
-            new = (x_n + h_n * reset).tanh()
-            return (h - new) * update + new, None
-        pre = gates_h + gates_x
-        return (pre.tanh() if self.mode == "RNN_TANH" else pre.relu()), None
+        return recur(
+            self.mode, projected, state, (hh, hr), layout.batch_sizes, direction == 1
+        )
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``, like torch's RNNs."""
@@ -908,26 +605,27 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         return text
 
 
-class VIRNN(_VIRNNBase):
-    r"""Bayesian Elman RNN, the twin of :class:`torch.nn.RNN`.
+def _rnn_doc(summary: str, parameters: str, shape: str, example: str) -> str:
+    """A recurrent layer's docstring: the parameters all of them share filled in.
 
-    :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})` (or
-    ReLU), with the random variables ``weight_ih_l{k}``, ``weight_hh_l{k}``,
-    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for the backward
-    direction). Each sample draws the weights once and uses them at every time step
-    (see :mod:`torch_blue.vi.rnn`).
+    ``parameters`` holds the first ones (up to ``num_layers`` and the layer's own);
+    ``example`` the doctest lines.
+    """
+    return (
+        f"{summary}\n\n    Parameters\n    ----------\n{parameters}{_VI_PARAMETERS}\n"
+        f"{shape}\n    Examples\n    --------\n{example}"
+    )
 
-    Parameters
-    ----------
-    input_size : int
+
+_SIZES = """    input_size : int
         Number of features of each input step.
     hidden_size : int
-        Number of features of the hidden state.
+        Number of features of the {state} state.
     num_layers : int, default: 1
-        Number of stacked recurrent layers.
-    nonlinearity : str, default: "tanh"
-        ``"tanh"`` or ``"relu"``.
-    bias : bool, default: True
+        Number of stacked {layers} layers.
+"""
+
+_SHARED_PARAMETERS = """    bias : bool, default: True
         Whether the layers have (random) biases.
     batch_first : bool, default: False
         Input and output as ``(N, L, *)`` instead of ``(L, N, *)`` (not the states).
@@ -935,7 +633,9 @@ class VIRNN(_VIRNNBase):
         Dropout on the outputs of every layer but the last, in training mode.
     bidirectional : bool, default: False
         Whether the layers also run backwards in time.
-    variational_distribution, prior : distribution or sequence of them
+"""
+
+_VI_PARAMETERS = r"""    variational_distribution, prior : distribution or sequence of them
         VIkwargs of :class:`~torch_blue.vi.VIModule` (keyword-only here, like all
         below); a sequence gives one per random variable, in the order of torch's
         ``named_parameters()``.
@@ -950,8 +650,9 @@ class VIRNN(_VIRNNBase):
     estimator : str, default: "reparameterization"
         ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
         :mod:`torch_blue.vi.rnn`).
+"""
 
-    Shape
+_ONE_STATE_SHAPE = """    Shape
     -----
     - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
       ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
@@ -961,18 +662,94 @@ class VIRNN(_VIRNNBase):
       the input's layout, or packed) and ``h_n`` shaped like ``hx``; each (for a packed
       output, its ``data``) with a leading sample dimension ``S`` when called as the
       outermost module.
+"""
 
-    Examples
-    --------
-    >>> import torch
+
+_VIRNN_DOC = _rnn_doc(
+    r"""Bayesian Elman RNN, the twin of :class:`torch.nn.RNN`.
+
+    :math:`h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})` (or
+    ReLU), with the random variables ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for the backward
+    direction). Each sample draws the weights once and uses them at every time step
+    (see :mod:`torch_blue.vi.rnn`).""",
+    _SIZES.format(state="hidden", layers="recurrent")
+    + """    nonlinearity : str, default: "tanh"
+        ``"tanh"`` or ``"relu"``.
+"""
+    + _SHARED_PARAMETERS,
+    _ONE_STATE_SHAPE,
+    """    >>> import torch
     >>> from torch_blue.vi.rnn import VIRNN
     >>> rnn = VIRNN(10, 20, num_layers=2)
     >>> output, h_n = rnn(torch.randn(5, 3, 10), samples=4)
     >>> output.shape, h_n.shape
     (torch.Size([4, 5, 3, 20]), torch.Size([4, 2, 3, 20]))
-    """
+    """,
+)
+
+_VILSTM_DOC = _rnn_doc(
+    r"""Bayesian LSTM, the twin of :class:`torch.nn.LSTM` (with ``proj_size``).
+
+    Gates in torch's order (input, forget, cell, output) with the random variables
+    ``weight_ih_l{k}`` ``(4 * hidden_size, in)``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` and, with ``proj_size > 0``, ``weight_hr_l{k}``
+    ``(proj_size, hidden_size)`` (suffix ``_reverse`` for the backward direction).
+    Each sample draws the weights once and uses them at every time step (see
+    :mod:`torch_blue.vi.rnn`).""",
+    _SIZES.format(state="cell", layers="LSTM")
+    + _SHARED_PARAMETERS
+    + """    proj_size : int, default: 0
+        If positive, project the hidden state to this size (LSTM with projections).
+""",
+    """    Shape
+    -----
+    - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
+      ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
+      ``hx = (h_0, c_0)`` with ``h_0`` ``(D * num_layers, N, H_out)`` and ``c_0``
+      ``(D * num_layers, N, hidden_size)`` (without ``N`` unbatched), default zeros;
+      ``H_out = proj_size or hidden_size``, ``D = 2`` if bidirectional else 1.
+    - Output: ``(output, (h_n, c_n))`` with ``output`` ``(L, N, D * H_out)`` (or as
+      the input's layout, or packed) and ``h_n``, ``c_n`` shaped like ``h_0``,
+      ``c_0``; each (for a packed output, its ``data``) with a leading sample
+      dimension ``S`` when called as the outermost module.
+""",
+    """    >>> import torch
+    >>> from torch_blue.vi.rnn import VILSTM
+    >>> lstm = VILSTM(10, 20, batch_first=True, bidirectional=True)
+    >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10), samples=4)
+    >>> output.shape, h_n.shape, c_n.shape
+    (torch.Size([4, 3, 5, 40]), torch.Size([4, 2, 3, 20]), torch.Size([4, 2, 3, 20]))
+    """,
+)
+
+_VIGRU_DOC = _rnn_doc(
+    r"""Bayesian GRU, the twin of :class:`torch.nn.GRU`.
+
+    Gates in torch's order (reset, update, new) with
+    :math:`n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn}))`
+    and the random variables ``weight_ih_l{k}`` ``(3 * hidden_size, in)``,
+    ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for
+    the backward direction). Each sample draws the weights once and uses them at
+    every time step (see :mod:`torch_blue.vi.rnn`).""",
+    _SIZES.format(state="hidden", layers="GRU") + _SHARED_PARAMETERS,
+    _ONE_STATE_SHAPE,
+    """    >>> import torch
+    >>> from torch_blue.vi.rnn import VIGRU
+    >>> gru = VIGRU(10, 20)
+    >>> output, h_n = gru(torch.randn(5, 10), samples=4)  # one unbatched sequence
+    >>> output.shape, h_n.shape, h_n.log_probs.shape
+    (torch.Size([4, 5, 20]), torch.Size([4, 1, 20]), torch.Size([4, 2]))
+    """,
+)
+
+
+class VIRNN(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
+    __doc__ = _VIRNN_DOC
 
     _torch_twin = nn.RNN
+    _torch_options = ("nonlinearity",)
+    mode = "RNN_TANH"
 
     def __init__(
         self,
@@ -984,18 +761,7 @@ class VIRNN(_VIRNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        *,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
+        **vikwargs: Any,
     ) -> None:
         modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
         if nonlinearity not in modes:
@@ -1003,273 +769,23 @@ class VIRNN(_VIRNNBase):
                 f"VIRNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
             )
         self.nonlinearity = nonlinearity
+        self.mode = modes[nonlinearity]
         super().__init__(
-            modes[nonlinearity],
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            bias=bias,
-            batch_first=batch_first,
-            dropout=dropout,
-            bidirectional=bidirectional,
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
-            estimator=estimator,
-        )
-
-    def _torch_kwargs(self) -> dict[str, Any]:
-        return {"nonlinearity": self.nonlinearity}
-
-    def forward(
-        self,
-        input: Union[Tensor, PackedSequence],
-        hx: Optional[Tensor] = None,
-    ) -> tuple[Union[Tensor, PackedSequence], Tensor]:
-        """Run the RNN for one weight sample: ``(output, h_n)``."""
-        return super().forward(input, hx)
+            input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, **vikwargs,
+        )  # fmt: skip
 
 
-class VILSTM(_VIRNNBase):
-    r"""Bayesian LSTM, the twin of :class:`torch.nn.LSTM` (with ``proj_size``).
-
-    Gates in torch's order (input, forget, cell, output) with the random variables
-    ``weight_ih_l{k}`` ``(4 * hidden_size, in)``, ``weight_hh_l{k}``,
-    ``bias_ih_l{k}``, ``bias_hh_l{k}`` and, with ``proj_size > 0``, ``weight_hr_l{k}``
-    ``(proj_size, hidden_size)`` (suffix ``_reverse`` for the backward direction).
-    Each sample draws the weights once and uses them at every time step (see
-    :mod:`torch_blue.vi.rnn`).
-
-    Parameters
-    ----------
-    input_size : int
-        Number of features of each input step.
-    hidden_size : int
-        Number of features of the cell state.
-    num_layers : int, default: 1
-        Number of stacked LSTM layers.
-    bias : bool, default: True
-        Whether the layers have (random) biases.
-    batch_first : bool, default: False
-        Input and output as ``(N, L, *)`` instead of ``(L, N, *)`` (not the states).
-    dropout : float, default: 0.0
-        Dropout on the outputs of every layer but the last, in training mode.
-    bidirectional : bool, default: False
-        Whether the layers also run backwards in time.
-    proj_size : int, default: 0
-        If positive, project the hidden state to this size (LSTM with projections).
-    variational_distribution, prior : distribution or sequence of them
-        VIkwargs of :class:`~torch_blue.vi.VIModule` (keyword-only here, like all
-        below); a sequence gives one per random variable, in the order of torch's
-        ``named_parameters()``.
-    rescale_prior, kaiming_initialization, prior_initialization : bool
-        VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
-        the initial standard deviations and rescaled priors.
-    return_log_probs : bool, default: True
-        Record the weights' log-probabilities (needed by the KL losses).
-    device, dtype
-        Factory arguments, as in ``torch.nn``.
-    estimator : str, default: "reparameterization"
-        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
-        :mod:`torch_blue.vi.rnn`).
-
-    Shape
-    -----
-    - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
-      ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
-      ``hx = (h_0, c_0)`` with ``h_0`` ``(D * num_layers, N, H_out)`` and ``c_0``
-      ``(D * num_layers, N, hidden_size)`` (without ``N`` unbatched), default zeros;
-      ``H_out = proj_size or hidden_size``, ``D = 2`` if bidirectional else 1.
-    - Output: ``(output, (h_n, c_n))`` with ``output`` ``(L, N, D * H_out)`` (or as
-      the input's layout, or packed) and ``h_n``, ``c_n`` shaped like ``h_0``,
-      ``c_0``; each (for a packed output, its ``data``) with a leading sample
-      dimension ``S`` when called as the outermost module.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.vi.rnn import VILSTM
-    >>> lstm = VILSTM(10, 20, batch_first=True, bidirectional=True)
-    >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10), samples=4)
-    >>> output.shape, h_n.shape, c_n.shape
-    (torch.Size([4, 3, 5, 40]), torch.Size([4, 2, 3, 20]), torch.Size([4, 2, 3, 20]))
-    """
+class VILSTM(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
+    __doc__ = _VILSTM_DOC
 
     _torch_twin = nn.LSTM
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        *,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            "LSTM",
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            bias=bias,
-            batch_first=batch_first,
-            dropout=dropout,
-            bidirectional=bidirectional,
-            proj_size=proj_size,
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
-            estimator=estimator,
-        )
-
-    def _torch_kwargs(self) -> dict[str, Any]:
-        return {"proj_size": self.proj_size}
-
-    def forward(
-        self,
-        input: Union[Tensor, PackedSequence],
-        hx: Optional[tuple[Tensor, Tensor]] = None,
-    ) -> tuple[Union[Tensor, PackedSequence], tuple[Tensor, Tensor]]:
-        """Run the LSTM for one weight sample: ``(output, (h_n, c_n))``."""
-        return super().forward(input, hx)
+    mode = "LSTM"
+    _torch_options = ("proj_size",)
 
 
-class VIGRU(_VIRNNBase):
-    r"""Bayesian GRU, the twin of :class:`torch.nn.GRU`.
-
-    Gates in torch's order (reset, update, new) with
-    :math:`n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn}))`
-    and the random variables ``weight_ih_l{k}`` ``(3 * hidden_size, in)``,
-    ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (suffix ``_reverse`` for
-    the backward direction). Each sample draws the weights once and uses them at
-    every time step (see :mod:`torch_blue.vi.rnn`).
-
-    Parameters
-    ----------
-    input_size : int
-        Number of features of each input step.
-    hidden_size : int
-        Number of features of the hidden state.
-    num_layers : int, default: 1
-        Number of stacked GRU layers.
-    bias : bool, default: True
-        Whether the layers have (random) biases.
-    batch_first : bool, default: False
-        Input and output as ``(N, L, *)`` instead of ``(L, N, *)`` (not the states).
-    dropout : float, default: 0.0
-        Dropout on the outputs of every layer but the last, in training mode.
-    bidirectional : bool, default: False
-        Whether the layers also run backwards in time.
-    variational_distribution, prior : distribution or sequence of them
-        VIkwargs of :class:`~torch_blue.vi.VIModule` (keyword-only here, like all
-        below); a sequence gives one per random variable, in the order of torch's
-        ``named_parameters()``.
-    rescale_prior, kaiming_initialization, prior_initialization : bool
-        VIkwargs. The means start like torch's weights (uniform with bound
-        :math:`1/\sqrt{\mathrm{hidden\_size}}`), which is also the fan-in used to scale
-        the initial standard deviations and rescaled priors.
-    return_log_probs : bool, default: True
-        Record the weights' log-probabilities (needed by the KL losses).
-    device, dtype
-        Factory arguments, as in ``torch.nn``.
-    estimator : str, default: "reparameterization"
-        ``"reparameterization"``, ``"flipout"`` or ``"shared_flipout"`` (see
-        :mod:`torch_blue.vi.rnn`).
-
-    Shape
-    -----
-    - Input: ``(L, N, input_size)``, ``(N, L, input_size)`` with ``batch_first``,
-      ``(L, input_size)`` unbatched, or a :class:`~torch.nn.utils.rnn.PackedSequence`;
-      ``hx``: ``(D * num_layers, N, hidden_size)`` (``(D * num_layers,
-      hidden_size)`` unbatched), default zeros; ``D = 2`` if bidirectional else 1.
-    - Output: ``(output, h_n)`` with ``output`` ``(L, N, D * hidden_size)`` (or as
-      the input's layout, or packed) and ``h_n`` shaped like ``hx``; each (for a packed
-      output, its ``data``) with a leading sample dimension ``S`` when called as the
-      outermost module.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch_blue.vi.rnn import VIGRU
-    >>> gru = VIGRU(10, 20)
-    >>> output, h_n = gru(torch.randn(5, 10), samples=4)  # one unbatched sequence
-    >>> output.shape, h_n.shape, h_n.log_probs.shape
-    (torch.Size([4, 5, 20]), torch.Size([4, 1, 20]), torch.Size([4, 2]))
-    """
+class VIGRU(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
+    __doc__ = _VIGRU_DOC
 
     _torch_twin = nn.GRU
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        *,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        estimator: str = "reparameterization",
-    ) -> None:
-        super().__init__(
-            "GRU",
-            input_size,
-            hidden_size,
-            num_layers=num_layers,
-            bias=bias,
-            batch_first=batch_first,
-            dropout=dropout,
-            bidirectional=bidirectional,
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
-            estimator=estimator,
-        )
-
-    def forward(
-        self,
-        input: Union[Tensor, PackedSequence],
-        hx: Optional[Tensor] = None,
-    ) -> tuple[Union[Tensor, PackedSequence], Tensor]:
-        """Run the GRU for one weight sample: ``(output, h_n)``."""
-        return super().forward(input, hx)
+    mode = "GRU"

@@ -12,22 +12,26 @@ them alone (e.g. ``x @ mean.T`` of a first layer) run once, not S times. A
 ``VIReturn`` input already carries its sample dimension: it is mapped over instead of
 being sampled again, and its log-probabilities are added to the output's, so chains of
 independent top-level calls (VI layers inside a plain ``nn.Sequential``) work.
+
+Inputs and outputs are pytrees: tensors nested in tuples, lists and dicts are found
+and put back, and a ``PackedSequence`` travels by its ``data`` while its
+``batch_sizes`` and permutations stay shared by all samples. The engine knows no
+particular layer: modules that need something done around the lanes (the lane-safe
+batch norm of :mod:`torch_blue.vi._lane_norm`, the attention routing of
+:mod:`torch_blue.vi._lane_attention`) register a lane rule
+(:func:`register_lane_rule`) when they are imported.
 """
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import partial
-from types import MethodType
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F  # noqa: N812
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.rnn import PackedSequence
 
-from .._compat import tree_flatten, tree_unflatten
-from ._lane_attention import lane_attention
+from .._compat import is_batched, tree_flatten, tree_unflatten
 from .utils.checks import check_int
 from .utils.errors import ShapeError
 from .utils.precision import log_prob_dtype
@@ -35,12 +39,14 @@ from .utils.vi_return import VIReturn
 
 __all__ = [
     "DEFAULT_SAMPLES",
+    "LaneRule",
     "SamplingState",
-    "batch_norm_in_lanes",
     "current_state",
     "fused_pays_off",
     "mean_weights",
+    "lane_rules",
     "mean_weights_enabled",
+    "register_lane_rule",
     "sampled_call",
 ]
 
@@ -101,8 +107,8 @@ def current_state() -> Optional[SamplingState]:
 
 #: Fewest elements (per call, over all lanes) for which the fused autograd functions
 #: of torch_blue (Normal draws, local reparameterisation, lane convolutions) beat the
-#: plain formulas. Their ``vmap`` rules run in Python and cost about 0.7 ms a call on a
-#: CPU, while they save about 7 ns per element; small layers keep the plain path.
+#: plain formulas. Their ``vmap`` rules run in Python, a fixed cost per call, while
+#: they save a little per element; small layers keep the plain path.
 FUSED_MIN_ELEMENTS = 2**17
 
 
@@ -176,99 +182,194 @@ def _check_samples(owner: str, samples: Any) -> int:
     return samples
 
 
-def batch_norm_in_lanes(
-    module: torch.nn.Module,
-    input_: Tensor,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-) -> Tensor:
-    """Train-mode batch norm that works inside the sample lanes.
+#: A lane rule: ``rule(model)`` gives a context entered around ``model``'s lanes.
+LaneRule = Callable[[torch.nn.Module], AbstractContextManager]
 
-    ``F.batch_norm`` updates the running statistics in place, which vmap forbids for
-    per-lane inputs. Instead every lane is normalised with its own batch statistics,
-    and ``module``'s running statistics (``running_mean``, ``running_var``,
-    ``num_batches_tracked``, ``momentum``, ``eps`` as in ``torch.nn``) are updated once
-    after the call from the lanes' average (:meth:`SamplingState.defer`), or at once
-    outside a sampled forward. Used by plain ``nn.BatchNorm`` layers inside a model
-    and by :class:`~torch_blue.vi.VIBatchNorm1d`.
+# name -> rule, registered by the modules that own the layer knowledge
+_LANE_RULES: dict[str, LaneRule] = {}
+
+
+def register_lane_rule(name: str, rule: LaneRule) -> None:
+    """Enter ``rule(model)`` around the lanes of every sampled forward of a model.
+
+    The engine knows no particular layer: a module that needs something done while
+    the lanes run (plain batch norms given a lane-safe forward, attention routed to
+    one kernel call for all lanes) registers a rule under its ``name`` on import.
+    Registering a name again replaces its rule.
+
+    Examples
+    --------
+    >>> from contextlib import nullcontext
+    >>> register_lane_rule("example", lambda model: nullcontext())
+    >>> "example" in lane_rules()
+    True
+    >>> del _LANE_RULES["example"]
     """
-    output = F.batch_norm(input_, None, None, weight, bias, True, 0.0, module.eps)
-    if module.track_running_stats:
-        dims = [0, *range(2, input_.dim())]
-        var, mean = torch.var_mean(input_.detach(), dim=dims, correction=1)
-        stats = torch.stack([mean, var])
-        state = current_state()
-        if state is None:
-            _update_running_stats(module, stats.unsqueeze(0))
-        else:
-            state.defer(partial(_update_running_stats, module), stats)
-    return output
+    _LANE_RULES[name] = rule
 
 
-def _lane_safe_batch_norm(self: _BatchNorm, input_: Tensor) -> Tensor:
-    """Forward given to plain ``nn.BatchNorm`` layers while a model containing them runs.
-
-    Inside a sampled forward of this thread, a training norm tracking running
-    statistics normalises lane-safely; everywhere else (other threads, eval mode) the
-    class's own forward runs.
-    """
-    if current_state() is None or not (self.training and self.track_running_stats):
-        return type(self).forward(self, input_)
-    self._check_input_dim(input_)
-    return batch_norm_in_lanes(self, input_, self.weight, self.bias)
-
-
-def _update_running_stats(module: torch.nn.Module, lane_stats: Tensor) -> None:
-    """Momentum update of ``module`` from ``(S, 2, C)`` per-lane (mean, variance)."""
-    mean, var = lane_stats.mean(dim=0)
-    with torch.no_grad():
-        module.num_batches_tracked.add_(1)
-        if module.momentum is None:  # cumulative moving average
-            factor = 1.0 / float(module.num_batches_tracked)
-        else:
-            factor = module.momentum
-        module.running_mean.mul_(1 - factor).add_(
-            mean.to(module.running_mean), alpha=factor
-        )
-        module.running_var.mul_(1 - factor).add_(var.to(module.running_var), alpha=factor)
-
-
-# id(norm) -> sampled forwards (of any thread) running with its forward replaced
-_patched_norms: dict[int, int] = {}
-_patch_lock = threading.Lock()
+def lane_rules() -> dict[str, LaneRule]:
+    """The registered lane rules by name (a copy, in registration order)."""
+    return dict(_LANE_RULES)
 
 
 @contextmanager
-def _lane_safe_batch_norms(module: torch.nn.Module) -> Iterator[None]:
-    """Give the plain batch norms inside ``module`` a lane-safe forward.
-
-    The replacement is an instance attribute, shared by threads calling the same
-    model at once: it is installed by the first call and removed by the last
-    (counted under a lock), and decides per call and thread what to run. A forward
-    the user set on the instance is left alone.
-    """
-    norms = []
-    with _patch_lock:
-        for norm in module.modules():
-            if not isinstance(norm, _BatchNorm):
-                continue
-            own = norm.__dict__.get("forward")
-            if own is None:
-                norm.forward = MethodType(_lane_safe_batch_norm, norm)
-            elif getattr(own, "__func__", None) is not _lane_safe_batch_norm:
-                continue
-            _patched_norms[id(norm)] = _patched_norms.get(id(norm), 0) + 1
-            norms.append(norm)
-    try:
+def _in_lane_rules(module: torch.nn.Module) -> Iterator[None]:
+    """Enter every registered lane rule for ``module``."""
+    with ExitStack() as stack:
+        for rule in list(_LANE_RULES.values()):
+            stack.enter_context(rule(module))
         yield
-    finally:
-        with _patch_lock:
-            for norm in norms:
-                users = _patched_norms.pop(id(norm)) - 1
-                if users:
-                    _patched_norms[id(norm)] = users
-                else:
-                    del norm.forward
+
+
+def _is_packed(leaf: Any) -> bool:
+    return isinstance(leaf, PackedSequence)
+
+
+class _Inputs:
+    """The arguments of one call, flattened to leaves; which of them are sampled.
+
+    A ``PackedSequence`` is a leaf whose ``data`` may be sampled; its ``batch_sizes``
+    and permutations are shared by all lanes and never gain a sample dimension.
+    """
+
+    def __init__(self, owner: str, args: tuple, kwargs: dict, sampled_input: bool):
+        self.leaves, self.spec = tree_flatten((args, kwargs), is_leaf=_is_packed)
+        positional = len(tree_flatten(args, is_leaf=_is_packed)[0])
+        self.layouts: dict[int, tuple] = {}  # leaf index -> PackedSequence metadata
+        self.sampled: list[int] = []  # indices of the sampled leaves
+        self.tensors: list[Tensor] = []  # their plain data, (S, ...)
+        self.incoming: list[Tensor] = []  # log-probs of VIReturn inputs, each once
+        self.sizes: set[int] = set()
+        for index, leaf in enumerate(self.leaves):
+            data = leaf.data if _is_packed(leaf) else leaf
+            if isinstance(data, Tensor) and (
+                isinstance(data, VIReturn) or (sampled_input and index < positional)
+            ):
+                if _is_packed(leaf):
+                    self.layouts[index] = tuple(leaf)[1:]
+                self.sampled.append(index)
+                self.tensors.append(self._sample_data(owner, data))
+
+    def _sample_data(self, owner: str, tensor: Tensor) -> Tensor:
+        if tensor.dim() == 0:
+            raise ShapeError(
+                f"{owner}: a sampled input needs a leading sample dimension, got a "
+                "0-d tensor"
+            )
+        if isinstance(tensor, VIReturn):
+            log_probs = tensor.log_probs
+            if log_probs is not None and all(log_probs is not t for t in self.incoming):
+                self.incoming.append(log_probs)
+            tensor = tensor.as_plain()
+        self.sizes.add(tensor.shape[0])
+        return tensor
+
+    def tensor_leaves(self) -> Iterator[Tensor]:
+        """Every input tensor (of a ``PackedSequence``: its ``data``)."""
+        for leaf in self.leaves:
+            data = leaf.data if _is_packed(leaf) else leaf
+            if isinstance(data, Tensor):
+                yield data
+
+    def rebuild(self, tensors: tuple[Tensor, ...]) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` for one lane, given its slices of the sampled leaves."""
+        leaves = list(self.leaves)
+        for index, tensor in zip(self.sampled, tensors):
+            layout = self.layouts.get(index)
+            leaves[index] = tensor if layout is None else PackedSequence(tensor, *layout)
+        return tree_unflatten(leaves, self.spec)
+
+
+def _resolve_samples(owner: str, samples: Optional[int], sizes: set[int]) -> int:
+    """S: the sampled inputs' sample count, ``samples`` or the default."""
+    if len(sizes) > 1:
+        raise ShapeError(
+            f"{owner}: sampled inputs disagree on the number of samples: {sorted(sizes)}"
+        )
+    if sizes:
+        (size,) = sizes
+        if samples is not None and samples != size:
+            raise ShapeError(
+                f"{owner}: samples={samples} but the sampled input carries {size} samples"
+            )
+        return size
+    if samples is None:
+        return 1 if mean_weights_enabled() else DEFAULT_SAMPLES
+    return samples
+
+
+class _Outputs:
+    """The structure of a lane's output: its tensor leaves travel through vmap.
+
+    A ``PackedSequence`` output travels by its ``data``; its ``batch_sizes`` and
+    permutations, which must not depend on the sample, are kept as they are.
+    """
+
+    def __init__(self, owner: str, output: Any) -> None:
+        self.leaves, self.spec = tree_flatten(output, is_leaf=_is_packed)
+        for leaf in self.leaves:
+            if _is_packed(leaf) and any(
+                isinstance(t, Tensor) and is_batched(t) for t in tuple(leaf)[1:]
+            ):
+                raise ShapeError(
+                    f"{owner}: a PackedSequence output's batch_sizes or permutations "
+                    "differ per weight sample; only its data may depend on the sample"
+                )
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The tensor leaves (of a ``PackedSequence``: its ``data``), in order."""
+        datas = (leaf.data if _is_packed(leaf) else leaf for leaf in self.leaves)
+        return tuple(data for data in datas if isinstance(data, Tensor))
+
+    def wrap(self, tensors: tuple[Tensor, ...], log_probs: Optional[Tensor]) -> Any:
+        """The output with every tensor leaf, stacked over the lanes, a ``VIReturn``."""
+        wrapped = iter(VIReturn(t, log_probs) for t in tensors)
+        leaves = []
+        for leaf in self.leaves:
+            if _is_packed(leaf) and isinstance(leaf.data, Tensor):
+                leaf = PackedSequence(next(wrapped), *tuple(leaf)[1:])
+            elif isinstance(leaf, Tensor):
+                leaf = next(wrapped)
+            leaves.append(leaf)
+        return tree_unflatten(leaves, self.spec)
+
+
+class _Lane:
+    """The function vmapped over the lanes: one sample of ``call``."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        call: Callable[..., Any],
+        inputs: _Inputs,
+        record: bool,
+        lanes: int,
+    ) -> None:
+        self.module = module
+        self.call = call
+        self.inputs = inputs
+        self.record = record
+        self.lanes = lanes
+        self.outputs: Optional[_Outputs] = None  # set by the (last) traced call
+        self.callbacks: list[Callable[[Tensor], None]] = []
+
+    def __call__(self, lane: Tensor, *sampled: Tensor) -> tuple[Any, ...]:
+        state = SamplingState(self.record, self.lanes)
+        previous = current_state()
+        _local.state = state
+        args, kwargs = self.inputs.rebuild(sampled)
+        try:
+            output = self.call(*args, **kwargs)
+        finally:
+            _local.state = previous
+        self.outputs = _Outputs(type(self.module).__name__, output)
+        log_probs = state.total() if self.record else None
+        if log_probs is None:
+            log_probs = lane.new_zeros(2, dtype=_log_prob_dtype(self.module))
+        self.callbacks = [callback for callback, _ in state.deferred]
+        deferred = tuple(value for _, value in state.deferred)
+        return self.outputs.tensors(), log_probs, deferred
 
 
 # Dynamo cannot yet trace graph breaks inside vmap, so a compiled model runs its
@@ -289,13 +390,14 @@ def sampled_call(
     Parameters
     ----------
     module : nn.Module
-        The outermost module (used in error messages).
+        The outermost module (used in error messages and by the lane rules).
     call : callable
         Runs the module for one sample (``nn.Module.__call__``).
     args, kwargs
-        The inputs. Tensors that are ``VIReturn`` (positional or keyword) and, if
-        ``sampled_input``, all positional tensors carry a leading sample dimension;
-        other keyword arguments are shared by all samples.
+        The inputs, nested tuples, lists, dicts and ``PackedSequence`` s of them
+        included. Tensors that are ``VIReturn`` (anywhere) and, if ``sampled_input``,
+        all tensors in ``args`` carry a leading sample dimension (of a
+        ``PackedSequence``: its ``data``); the other inputs are shared by all samples.
     samples : int or None
         S; ``None`` takes it from sampled inputs or uses :data:`DEFAULT_SAMPLES`.
     sampled_input : bool
@@ -305,103 +407,48 @@ def sampled_call(
     chunk_size : int, optional
         Run the samples in chunks of this many lanes to bound the memory of
         intermediate results (most useful for prediction with many samples).
+
+    Returns
+    -------
+    The output of ``call`` with every tensor leaf (of a ``PackedSequence``: its
+    ``data``) a :class:`~torch_blue.vi.VIReturn` with the sample dimension first.
     """
     owner = type(module).__name__
     if samples is not None:
         samples = _check_samples(owner, samples)
     if chunk_size is not None:
         chunk_size = check_int(owner, "chunk_size", chunk_size)
-    _check_devices(module, owner, args, kwargs)
-    # Keyword arguments that are VIReturns are sampled inputs too: they travel to the
-    # lanes as extra positional arguments and are put back by name there.
-    sampled_names = [k for k, v in kwargs.items() if isinstance(v, VIReturn)]
-    shared_kwargs = {k: v for k, v in kwargs.items() if k not in sampled_names}
-    positional = len(args)
-    in_dims = []
-    inputs = []
-    incoming: list[Tensor] = []
-    sizes = set()
-    for index, arg in enumerate((*args, *(kwargs[k] for k in sampled_names))):
-        if isinstance(arg, Tensor) and (
-            (sampled_input and index < positional) or isinstance(arg, VIReturn)
-        ):
-            if arg.dim() == 0:
-                raise ShapeError(
-                    f"{owner}: a sampled input needs a leading sample dimension, got a "
-                    "0-d tensor"
-                )
-            if isinstance(arg, VIReturn):
-                if arg.log_probs is not None and all(
-                    arg.log_probs is not t for t in incoming
-                ):
-                    incoming.append(arg.log_probs)
-                arg = arg.as_plain()
-            sizes.add(arg.shape[0])
-            in_dims.append(0)
-        else:
-            in_dims.append(None)
-        inputs.append(arg)
-    if len(sizes) > 1:
-        raise ShapeError(
-            f"{owner}: sampled inputs disagree on the number of samples: {sorted(sizes)}"
-        )
-    if sizes:
-        (size,) = sizes
-        if samples is not None and samples != size:
-            raise ShapeError(
-                f"{owner}: samples={samples} but the sampled input carries {size} samples"
-            )
-        samples = size
-    elif samples is None:
-        samples = 1 if mean_weights_enabled() else DEFAULT_SAMPLES
+    inputs = _Inputs(owner, args, kwargs, sampled_input)
+    _check_devices(module, owner, inputs.tensor_leaves())
+    samples = _resolve_samples(owner, samples, inputs.sizes)
     record = record and not mean_weights_enabled()
-
-    structure: dict[str, Any] = {}
-
-    def one_sample(_lane: Tensor, *lane_args: Any) -> tuple[Any, ...]:
-        state = SamplingState(record, min(samples, chunk_size or samples))
-        previous = current_state()
-        _local.state = state
-        lane_kwargs = dict(zip(sampled_names, lane_args[positional:]), **shared_kwargs)
-        try:
-            output = call(*lane_args[:positional], **lane_kwargs)
-        finally:
-            _local.state = previous
-        leaves, spec = tree_flatten(output)
-        structure["spec"] = spec
-        structure["leaves"] = leaves
-        tensors = tuple(leaf for leaf in leaves if isinstance(leaf, Tensor))
-        log_probs = state.total() if record else None
-        if log_probs is None:
-            log_probs = _lane.new_zeros(2, dtype=_log_prob_dtype(module))
-        structure["callbacks"] = [callback for callback, _ in state.deferred]
-        return tensors, log_probs, tuple(value for _, value in state.deferred)
-
-    device = next((a.device for a in inputs if isinstance(a, Tensor)), None)
-    lane = torch.empty(samples, 0, device=device)
-    with _lane_safe_batch_norms(module), lane_attention(module):
-        tensors, log_probs, deferred = torch.vmap(
-            one_sample,
-            in_dims=(0, *in_dims),
-            randomness="different",
-            chunk_size=chunk_size,
-        )(lane, *inputs)
-    for callback, values in zip(structure["callbacks"], deferred):
-        callback(values)
-
+    lane = _Lane(module, call, inputs, record, min(samples, chunk_size or samples))
+    tensors, log_probs = _run_lanes(module, lane, samples, chunk_size)
     if record:
-        for extra in incoming:
+        for extra in inputs.incoming:
             log_probs = log_probs + extra.to(log_probs)
     else:
         log_probs = None
-    wrapped = iter(VIReturn(t, log_probs) for t in tensors)
-    leaves = [
-        next(wrapped) if isinstance(leaf, Tensor) else leaf for leaf in structure["leaves"]
-    ]
-    return tree_unflatten(leaves, structure["spec"])
+    return lane.outputs.wrap(tensors, log_probs)
 
 
-def _check_devices(module: torch.nn.Module, owner: str, args: tuple, kwargs: dict) -> None:
+def _run_lanes(
+    module: torch.nn.Module, lane: _Lane, samples: int, chunk_size: Optional[int]
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Run ``lane`` over S lanes (vmap) under the lane rules, then the deferred updates."""
+    tensors = lane.inputs.tensors
+    device = next((t.device for t in lane.inputs.tensor_leaves()), None)
+    lanes = torch.empty(samples, 0, device=device)
+    with _in_lane_rules(module):
+        outputs, log_probs, deferred = torch.vmap(
+            lane, randomness="different", chunk_size=chunk_size
+        )(lanes, *tensors)
+    for callback, values in zip(lane.callbacks, deferred):
+        callback(values)
+    return outputs, log_probs
+
+
+def _check_devices(module: torch.nn.Module, owner: str, tensors: Iterator[Tensor]) -> None:
     """Raise for input tensors on the meta device given to a model that is not (or back).
 
     Other device mismatches raise in the first operation that mixes them; a meta
@@ -411,8 +458,8 @@ def _check_devices(module: torch.nn.Module, owner: str, args: tuple, kwargs: dic
     if parameter is None:
         return
     meta = parameter.device.type == "meta"
-    for leaf in (*args, *kwargs.values()):
-        if isinstance(leaf, Tensor) and (leaf.device.type == "meta") != meta:
+    for leaf in tensors:
+        if (leaf.device.type == "meta") != meta:
             raise RuntimeError(
                 f"{owner}: an input is on device {leaf.device} but the parameters are "
                 f"on {parameter.device}; move the model or the input"
