@@ -18,8 +18,8 @@ from torch import nn
 
 from torch_blue import vi
 from torch_blue.vi import KullbackLeiblerLoss, VILinear, VIModule, VISequential
-from torch_blue.vi import transformer as transformer_module
 from torch_blue.vi.distributions import MeanFieldNormal, NonBayesian
+from torch_blue.vi.functional import attention as functional_attention
 from torch_blue.vi.transformer import (
     VIMultiheadAttention,
     VITransformer,
@@ -184,7 +184,7 @@ CORE_INPUTS = (
 def cpu_attention_kernel(request, monkeypatch):
     """Run sampled attention on CPU with each kernel, whatever the sequence lengths."""
     limit = 2**62 if request.param == "matmul" else 0
-    monkeypatch.setattr(transformer_module, "MATMUL_MAX_POSITIONS", limit)
+    monkeypatch.setattr(functional_attention, "MATMUL_MAX_POSITIONS", limit)
     return request.param
 
 
@@ -1002,7 +1002,7 @@ def test_fully_masked_padding_row_stays_finite_and_trains(monkeypatch, fused_ker
     # An empty document (every key masked) attends to nothing, as in torch's
     # kernels; a NaN there turned every attention parameter NaN after one step.
     if fused_kernel:
-        monkeypatch.setattr(transformer_module, "MATMUL_MAX_POSITIONS", 0)
+        monkeypatch.setattr(functional_attention, "MATMUL_MAX_POSITIONS", 0)
     torch.manual_seed(0)
     layer = VITransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
     x = torch.randn(2, 3, 8)
