@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
+from ._transformer_checks import check_probability
 from .base import VIModule
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
@@ -56,16 +57,6 @@ _OWN_VARIABLES = (
 
 
 # ---------------------------------------------------------------------- checks
-def _probability(owner: str, name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0.0 <= value <= 1.0
-    ):
-        raise ValueError(f"{owner}: {name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
 def _check_mask_dtype(owner: str, name: str, mask: Tensor) -> None:
     if not isinstance(mask, Tensor):
         raise TypeError(f"{owner}: {name} must be a Tensor, got {type(mask).__name__}")
@@ -205,7 +196,7 @@ class VIMultiheadAttention(VIModule):
         self._set_dimensions(embed_dim, num_heads, kdim, vdim)
         self.batch_first = bool(batch_first)
         self.add_zero_attn = bool(add_zero_attn)
-        self.dropout = _probability("VIMultiheadAttention", "dropout", dropout)
+        self.dropout = check_probability("VIMultiheadAttention", "dropout", dropout)
         own_variational, out_variational = self._split(
             "variational_distribution", variational_distribution
         )
@@ -450,12 +441,7 @@ class VIMultiheadAttention(VIModule):
         """
         batched = self._check_inputs(query, key, value, attn_mask, key_padding_mask)
         if is_causal and attn_mask is None:
-            attn_mask = torch.ones(
-                sequence_length(query, self.batch_first),
-                sequence_length(key, self.batch_first),
-                dtype=torch.bool,
-                device=query.device,
-            ).triu(1)
+            attn_mask = self._causal_mask(query, key)
         sampled = not mean_weights_enabled()
         late_out_proj = (
             sampled
@@ -472,22 +458,8 @@ class VIMultiheadAttention(VIModule):
         if flip:
             query, key, value = transpose_qkv(query, key, value)
         if own_core:
-            output = sampled_attention(
-                query,
-                key,
-                value,
-                self.num_heads,
-                drawn.in_proj,
-                drawn.in_proj_bias,
-                drawn.bias_k,
-                drawn.bias_v,
-                self.add_zero_attn,
-                self.dropout if self.training else 0.0,
-                drawn.out_weight,
-                drawn.out_bias,
-                attn_mask,
-                key_padding_mask,
-                is_causal,
+            output = self._own_attention(
+                query, key, value, drawn, attn_mask, key_padding_mask, is_causal
             )
             weights = None
         else:
@@ -508,6 +480,15 @@ class VIMultiheadAttention(VIModule):
             output = self.out_proj(output)
         return output, weights if need_weights else None
 
+    def _causal_mask(self, query: Tensor, key: Tensor) -> Tensor:
+        """The bool causal mask (``True`` = masked), top-left aligned."""
+        return torch.ones(
+            sequence_length(query, self.batch_first),
+            sequence_length(key, self.batch_first),
+            dtype=torch.bool,
+            device=query.device,
+        ).triu(1)
+
     def _draw_weights(self, late_out_proj: bool) -> _Drawn:
         """Draw one sample's weights, in a fixed order (``out_proj``'s first).
 
@@ -526,12 +507,41 @@ class VIMultiheadAttention(VIModule):
             in_proj, self.in_proj_bias, self.bias_k, self.bias_v, out_weight, out_bias
         )
 
+    def _own_attention(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        drawn: _Drawn,
+        attn_mask: Optional[Tensor],
+        key_padding_mask: Optional[Tensor],
+        is_causal: bool,
+    ) -> Tensor:
+        """Attend with :func:`~torch_blue.vi.functional.attention.sampled_attention`."""
+        return sampled_attention(
+            query,
+            key,
+            value,
+            self.num_heads,
+            drawn.in_proj,
+            drawn.in_proj_bias,
+            drawn.bias_k,
+            drawn.bias_v,
+            self.add_zero_attn,
+            self.dropout if self.training else 0.0,
+            drawn.out_weight,
+            drawn.out_bias,
+            attn_mask,
+            key_padding_mask,
+            is_causal,
+        )
+
     def _torch_attention(
         self,
         query: Tensor,
         key: Tensor,
         value: Tensor,
-        drawn: "_Drawn",
+        drawn: _Drawn,
         attn_mask: Optional[Tensor],
         key_padding_mask: Optional[Tensor],
         need_weights: bool,

@@ -37,27 +37,34 @@ Dropout
 """
 
 import copy
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
 
-from .attention import VIMultiheadAttention, _probability
+from ._transformer_checks import (
+    activation_function,
+    check_estimator,
+    check_module,
+    check_positive_float,
+    check_probability,
+    check_sequences,
+    check_single_distribution,
+)
+from .attention import VIMultiheadAttention
 from .base import VIModule
 from .deterministic import to_deterministic
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
-from .estimators import ESTIMATORS, flat_linear
+from .estimators import flat_linear
 from .functional.attention import (  # MATMUL_MAX_POSITIONS: the old path (read only)
     MATMUL_MAX_POSITIONS,  # noqa: F401
     is_causal_mask,
     sequence_length,
 )
 from .linear import VILinear
-from .utils.checks import check_input_dtype, check_int
+from .utils.checks import check_int
 from .utils.convert import convert_to_vimodule
 from .utils.errors import ShapeError
 
@@ -71,78 +78,6 @@ __all__ = [
 ]
 
 _Activation = Union[str, nn.Module, Callable[[Tensor], Tensor]]
-
-
-# ---------------------------------------------------------------------- validation
-def _positive_float(owner: str, name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{owner}: {name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _estimator(owner: str, estimator: Any) -> str:
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"{owner}: estimator must be one of {ESTIMATORS}, got {estimator!r}"
-        )
-    return estimator
-
-
-def _activation(owner: str, activation: Any) -> Callable[[Tensor], Tensor]:
-    by_name = {"relu": F.relu, "gelu": F.gelu}
-    if isinstance(activation, str) and activation in by_name:
-        return by_name[activation]
-    if callable(activation):
-        return activation
-    error = ValueError if isinstance(activation, str) else TypeError
-    shown = repr(activation) if isinstance(activation, str) else type(activation).__name__
-    raise error(
-        f"{owner}: activation must be 'relu', 'gelu', an nn.Module or a callable, "
-        f"got {shown}"
-    )
-
-
-def _single_distribution(owner: str, argument: str, value: Any) -> None:
-    if isinstance(value, (tuple, list)):
-        raise TypeError(
-            f"{owner}: {argument} must be one distribution for all weights, got a "
-            f"{type(value).__name__}; give per-variable distributions to the sub-layers"
-        )
-
-
-def _check_module(owner: str, name: str, value: Any) -> None:
-    if value is not None and not isinstance(value, nn.Module):
-        raise TypeError(
-            f"{owner}: {name} must be an nn.Module or None, got {type(value).__name__}"
-        )
-
-
-def _check_sequences(module: VIModule, d_model: int, **sequences: Any) -> None:
-    """Check the named inputs' types, shapes and dtypes; all batched or none."""
-    owner = type(module).__name__
-    for name, x in sequences.items():
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{owner}: {name} must be a Tensor, got {type(x).__name__}")
-        if x.dim() not in (2, 3) or x.shape[-1] != d_model:
-            raise ShapeError(
-                f"{owner}(d_model={d_model}): expected {name} of shape (L, {d_model}) "
-                f"unbatched or (N, L, {d_model}) / (L, N, {d_model}) batched, got shape "
-                f"{tuple(x.shape)}"
-            )
-    for x in sequences.values():
-        check_input_dtype(module, x)
-    (first_name, first), *others = sequences.items()
-    for name, x in others:
-        if x.dim() != first.dim():
-            raise ShapeError(
-                f"{owner}: {first_name} and {name} must both be batched or both "
-                f"unbatched, got shapes {tuple(first.shape)} and {tuple(x.shape)}"
-            )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -237,12 +172,14 @@ class _VITransformerLayer(VIModule):
         d_model = check_int(owner, "d_model", d_model)
         nhead = check_int(owner, "nhead", nhead)
         dim_feedforward = check_int(owner, "dim_feedforward", dim_feedforward)
-        layer_norm_eps = _positive_float(owner, "layer_norm_eps", layer_norm_eps)
-        dropout = _probability(owner, "dropout", dropout)
-        activation = _activation(owner, activation)
-        _estimator(owner, estimator)
-        _single_distribution(owner, "variational_distribution", variational_distribution)
-        _single_distribution(owner, "prior", prior)
+        layer_norm_eps = check_positive_float(owner, "layer_norm_eps", layer_norm_eps)
+        dropout = check_probability(owner, "dropout", dropout)
+        activation = activation_function(owner, activation)
+        check_estimator(owner, estimator)
+        check_single_distribution(
+            owner, "variational_distribution", variational_distribution
+        )
+        check_single_distribution(owner, "prior", prior)
         super().__init__(return_log_probs=return_log_probs)
         vikwargs = {
             "variational_distribution": variational_distribution,
@@ -433,7 +370,7 @@ class VITransformerEncoderLayer(_VITransformerLayer):
         ``is_causal`` is a hint that ``src_mask`` is the causal mask; without a mask
         it applies the causal mask.
         """
-        _check_sequences(self, self.d_model, src=src)
+        check_sequences(self, self.d_model, src=src)
         masks = (src_mask, src_key_padding_mask, is_causal)
         x = self._residual(src, self.norm1, self._attention_block, None, *masks)
         return self._residual(x, self.norm2, self._ff_block, self.dropout2)
@@ -517,7 +454,7 @@ class VITransformerDecoderLayer(_VITransformerLayer):
         memory_is_causal: bool = False,
     ) -> Tensor:
         """Pass ``tgt`` (attending to ``memory``) through the layer, one weight sample."""
-        _check_sequences(self, self.d_model, tgt=tgt, memory=memory)
+        check_sequences(self, self.d_model, tgt=tgt, memory=memory)
         self_masks = (tgt_mask, tgt_key_padding_mask, tgt_is_causal)
         memory_masks = (memory_mask, memory_key_padding_mask, memory_is_causal)
         x = self._residual(tgt, self.norm1, self._attention_block, None, *self_masks)
@@ -545,7 +482,7 @@ class _VITransformerStack(VIModule):
                 f"{type(layer).__name__}"
             )
         check_int(owner, "num_layers", num_layers)
-        _check_module(owner, "norm", norm)
+        check_module(owner, "norm", norm)
         super().__init__(return_log_probs=return_log_probs)
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.num_layers = num_layers
@@ -733,23 +670,14 @@ class VITransformerDecoder(_VITransformerStack):
 
 
 def _new_stack(
-    stack: type[_VITransformerStack],
-    layer: type[_VITransformerLayer],
-    d_model: int,
-    nhead: int,
-    num_layers: int,
-    layer_kwargs: dict[str, Any],
+    stack: type[_VITransformerStack], layer: _VITransformerLayer, num_layers: int
 ) -> _VITransformerStack:
-    """A stack of new layers ending in a layer norm; its layers start different."""
-    first = layer(d_model, nhead, **layer_kwargs)
-    norm = nn.LayerNorm(
-        d_model,
-        eps=layer_kwargs["layer_norm_eps"],
-        bias=layer_kwargs["bias"],
-        device=layer_kwargs["device"],
-        dtype=layer_kwargs["dtype"],
-    )
-    new = stack(first, num_layers, norm, layer_kwargs["return_log_probs"])
+    """A stack of copies of a new ``layer`` ending in a layer norm like the layer's.
+
+    The copies are re-initialised so they start different, as in ``nn.Transformer``.
+    """
+    norm = copy.deepcopy(layer.norm1)
+    new = stack(layer, num_layers, norm, layer.return_log_probs)
     _reinitialize(new)
     return new
 
@@ -826,30 +754,18 @@ class VITransformer(VIModule):
         num_encoder_layers = check_int(owner, "num_encoder_layers", num_encoder_layers)
         num_decoder_layers = check_int(owner, "num_decoder_layers", num_decoder_layers)
         dim_feedforward = check_int(owner, "dim_feedforward", dim_feedforward)
-        _estimator(owner, estimator)
-        _check_module(owner, "custom_encoder", custom_encoder)
-        _check_module(owner, "custom_decoder", custom_decoder)
+        check_estimator(owner, estimator)
+        check_module(owner, "custom_encoder", custom_encoder)
+        check_module(owner, "custom_decoder", custom_decoder)
         super().__init__(return_log_probs=return_log_probs)
         arguments = locals()
         layer_kwargs = {name: arguments[name] for name in _LAYER_OPTIONS}
         if custom_encoder is None:
-            custom_encoder = _new_stack(
-                VITransformerEncoder,
-                VITransformerEncoderLayer,
-                d_model,
-                nhead,
-                num_encoder_layers,
-                layer_kwargs,
-            )
+            layer = VITransformerEncoderLayer(d_model, nhead, **layer_kwargs)
+            custom_encoder = _new_stack(VITransformerEncoder, layer, num_encoder_layers)
         if custom_decoder is None:
-            custom_decoder = _new_stack(
-                VITransformerDecoder,
-                VITransformerDecoderLayer,
-                d_model,
-                nhead,
-                num_decoder_layers,
-                layer_kwargs,
-            )
+            layer = VITransformerDecoderLayer(d_model, nhead, **layer_kwargs)
+            custom_decoder = _new_stack(VITransformerDecoder, layer, num_decoder_layers)
         self.encoder = custom_encoder
         self.decoder = custom_decoder
         self.d_model = d_model
@@ -920,7 +836,7 @@ class VITransformer(VIModule):
         )
 
     def _check_inputs(self, src: Tensor, tgt: Tensor) -> None:
-        _check_sequences(self, self.d_model, src=src, tgt=tgt)
+        check_sequences(self, self.d_model, src=src, tgt=tgt)
         owner = type(self).__name__
         batch = 0 if self.batch_first else 1
         if src.dim() == 3 and src.shape[batch] != tgt.shape[batch]:
