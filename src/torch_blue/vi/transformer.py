@@ -58,8 +58,8 @@ from .deterministic import to_deterministic
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import flat_linear
-from .functional.attention import (  # MATMUL_MAX_POSITIONS: the old path (read only)
-    MATMUL_MAX_POSITIONS,  # noqa: F401
+from .functional.attention import (
+    MATMUL_MAX_POSITIONS,  # noqa: F401  (its old path; the core reads functional's)
     is_causal_mask,
     sequence_length,
 )
