@@ -192,22 +192,36 @@ class _VITransformerLayer(VIModule):
             "dtype": dtype,
         }
         attention = {"bias": bias, "batch_first": batch_first, "dropout": dropout}
-        self.self_attn = VIMultiheadAttention(d_model, nhead, **attention, **vikwargs)
-        if self._cross_attention:
-            self.multihead_attn = VIMultiheadAttention(
-                d_model, nhead, **attention, **vikwargs
-            )
-        self.linear1 = VILinear(d_model, dim_feedforward, bias=bias, **vikwargs)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = VILinear(dim_feedforward, d_model, bias=bias, **vikwargs)
+        self._add_attention_and_feedforward(
+            d_model, nhead, dim_feedforward, attention, vikwargs
+        )
         self.norm_first = bool(norm_first)
         self._add_block_norms_and_dropouts(d_model, layer_norm_eps, bias, dropout, vikwargs)
         self.activation = activation
         if estimator != "reparameterization":
             self.estimator = estimator
 
+    def _add_attention_and_feedforward(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
+        attention: dict[str, Any],
+        vikwargs: dict[str, Any],
+    ) -> None:
+        """Add ``self_attn`` (``multihead_attn``), ``linear1``, ``dropout``, ``linear2``."""
+        self.self_attn = VIMultiheadAttention(d_model, nhead, **attention, **vikwargs)
+        if self._cross_attention:
+            self.multihead_attn = VIMultiheadAttention(
+                d_model, nhead, **attention, **vikwargs
+            )
+        bias = attention["bias"]
+        self.linear1 = VILinear(d_model, dim_feedforward, bias=bias, **vikwargs)
+        self.dropout = nn.Dropout(attention["dropout"])
+        self.linear2 = VILinear(dim_feedforward, d_model, bias=bias, **vikwargs)
+
     def _add_block_norms_and_dropouts(
-        self, d_model: int, eps: float, bias: bool, dropout: float, vikwargs: dict
+        self, d_model: int, eps: float, bias: bool, dropout: float, vikwargs: dict[str, Any]
     ) -> None:
         """Add ``norm1``, ``norm2`` (``norm3``), then ``dropout1``.. in torch's order."""
         factory = {"device": vikwargs["device"], "dtype": vikwargs["dtype"]}
