@@ -43,7 +43,7 @@ from torch import nn
 from tqdm import tqdm
 
 from torch_blue.vi import VITransformerEncoder, VITransformerEncoderLayer
-from torch_blue.vi.transformer import VIMultiheadAttention
+from torch_blue.vi.attention import VIMultiheadAttention
 
 D_MODEL, HEADS, FEEDFORWARD, LAYERS, BATCH = 64, 4, 128, 2, 32
 FORMS = ("plain", "weights path", "core")

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from torch_blue import vi
-from torch_blue.vi import transformer
 from torch_blue.vi.distributions import Categorical
+from torch_blue.vi.functional import attention as functional_attention
 
 
 def _setup(estimator):
@@ -94,7 +94,7 @@ def _mixed_step(tokens: torch.Tensor, y: torch.Tensor):
 @pytest.mark.parametrize("attention", ["matmul", "fused"])
 def test_compiled_training_step_of_every_layer_family_matches_eager(attention, monkeypatch):
     if attention == "fused":  # the attention core's kernel for long sequences
-        monkeypatch.setattr(transformer, "MATMUL_MAX_POSITIONS", 0)
+        monkeypatch.setattr(functional_attention, "MATMUL_MAX_POSITIONS", 0)
     torch._dynamo.reset()
     tokens = torch.randint(0, 10, (4, 4))
     y = torch.randint(0, 3, (4,))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from torch_blue.vi.transformer import VIMultiheadAttention
+from torch_blue.vi.attention import VIMultiheadAttention
 
 from ..conftest import loaded_script
 
@@ -28,9 +28,9 @@ def test_quick_run_prints_one_row_per_length(lengths, capsys):
 
 
 def test_weights_path_is_forced_and_restored(lengths, graph_node_names, monkeypatch):
-    from torch_blue.vi import transformer
+    from torch_blue.vi.functional import attention
 
-    monkeypatch.setattr(transformer, "MATMUL_MAX_POSITIONS", 0)  # core: fused kernel
+    monkeypatch.setattr(attention, "MATMUL_MAX_POSITIONS", 0)  # core: fused kernel
     forward = VIMultiheadAttention.forward
     attention = VIMultiheadAttention(8, 2)
     x = torch.randn(2, 5, 8)
