@@ -4,6 +4,8 @@ Swap ``nn.Linear`` for :class:`VILinear`, ``nn.Sequential`` for :class:`VISequen
 and ``nn.CrossEntropyLoss`` for ``KullbackLeiblerLoss(Categorical(), dataset_size)``.
 """
 
+# Modules that register lane rules with the engine, and upstream's module paths.
+from . import _lane_attention, _lane_norm  # noqa: F401
 from .analytical_kl_loss import (
     AnalyticalKullbackLeiblerLoss,
     ClosedFormKL,
@@ -45,6 +47,7 @@ from .transformer import (
     VITransformerEncoder,
     VITransformerEncoderLayer,
 )
+from .utils import convert as _upstream_convert_path  # noqa: F401
 from .utils.common_types import VIkwargs
 from .utils.vi_return import VIReturn
 

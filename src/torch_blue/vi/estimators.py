@@ -62,6 +62,7 @@ from ._fused_linear import local_linear, preactivation_std
 from .distributions import MeanFieldNormal
 from .distributions._fused_normal import ScaledNoise, SharedNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
+from .functional.linear import flat_linear
 from .sampling import current_state, fused_pays_off, mean_weights_enabled
 from .utils.errors import UnsupportedDistributionError
 from .utils.precision import widened
@@ -142,31 +143,6 @@ def expected_log_probs(
     per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
     neg_entropy = -log_std.sum() - per_element * log_std.numel()
     return torch.stack([neg_entropy - kl, neg_entropy])
-
-
-def flat_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """``F.linear`` on ``x`` flattened to ``(-1, in_features)``, reshaped back.
-
-    The same values; the difference is speed under ``vmap`` with a weight per sample.
-    There ``F.linear`` on an input with more than one leading dimension that cannot
-    be flattened as a view (e.g. a transposed sequence) broadcasts the weight over
-    the first one: a copy of the weight and a small matrix product per position.
-    Flattening copies the input once at most.
-
-    Examples
-    --------
-    >>> import torch
-    >>> _ = torch.manual_seed(0)
-    >>> x, w = torch.randn(5, 3, 4).transpose(0, 1), torch.randn(2, 4)
-    >>> from torch_blue.vi.estimators import flat_linear
-    >>> # (equal up to the order of the float summation)
-    >>> torch.allclose(flat_linear(x, w, None), torch.nn.functional.linear(x, w))
-    True
-    """
-    if x.dim() <= 2:
-        return F.linear(x, weight, bias)
-    out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
-    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def local_reparameterization(

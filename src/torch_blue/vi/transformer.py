@@ -54,18 +54,17 @@ from ._transformer_checks import (
 )
 from .attention import VIMultiheadAttention
 from .base import VIModule
-from .deterministic import to_deterministic
+from .convert import convert_to_vimodule, to_deterministic
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
-from .estimators import flat_linear
 from .functional.attention import (
     MATMUL_MAX_POSITIONS,  # noqa: F401  (its old path; the core reads functional's)
     is_causal_mask,
     sequence_length,
 )
+from .functional.linear import flat_linear
 from .linear import VILinear
 from .utils.checks import check_int
-from .utils.convert import convert_to_vimodule
 from .utils.errors import ShapeError
 
 __all__ = [

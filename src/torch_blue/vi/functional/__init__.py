@@ -2,9 +2,13 @@
 
 As ``torch.nn.functional`` holds the math of ``torch.nn``'s modules, this package
 holds the computations of torch_blue's layers that take tensors, not modules:
-:mod:`~torch_blue.vi.functional.attention` has the multi-head attention core of
-:class:`~torch_blue.vi.VIMultiheadAttention` and its mask helpers (its kernel
-bound ``MATMUL_MAX_POSITIONS`` lives there: set it on that module).
+
+* :mod:`~torch_blue.vi.functional.attention`: the multi-head attention core of
+  :class:`~torch_blue.vi.VIMultiheadAttention` and its mask helpers (its kernel
+  bound ``MATMUL_MAX_POSITIONS`` lives there: set it on that module);
+* :mod:`~torch_blue.vi.functional.rnn`: the recurrent cells and their recurrence,
+  and packing and padding of variable-length sequences;
+* :mod:`~torch_blue.vi.functional.linear`: the dense product of the layers.
 """
 
 from .attention import (
@@ -15,8 +19,17 @@ from .attention import (
     sequence_length,
     transpose_qkv,
 )
+from .linear import flat_linear
+from .rnn import GATES, Affine, pack_padded_sequence, pad_packed_sequence, recur, rnn_cell
 
 __all__ = [
+    "GATES",
+    "Affine",
+    "flat_linear",
+    "pack_padded_sequence",
+    "pad_packed_sequence",
+    "recur",
+    "rnn_cell",
     "additive_mask",
     "is_causal_mask",
     "safe_softmax",

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from .. import _lane_attention
-from ..estimators import flat_linear
+from .linear import flat_linear
 
 __all__ = [
     "MATMUL_MAX_POSITIONS",
@@ -259,7 +259,7 @@ def sampled_attention(
     Inputs are batch first, ``(N, L, E)`` or unbatched ``(L, E)``; ``in_proj`` is the
     packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None`` skips
     the output projection. Returns the output in the query's layout. The
-    projections use :func:`~torch_blue.vi.estimators.flat_linear` (an input transposed
+    projections use :func:`~torch_blue.vi.functional.flat_linear` (an input transposed
     from sequence first would otherwise multiply a copy of the weight per position).
 
     Examples

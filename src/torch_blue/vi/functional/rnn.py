@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from ..estimators import flat_linear
 from ..utils.errors import ShapeError
 from ..utils.vi_return import VIReturn
+from .linear import flat_linear
 
 __all__ = [
     "GATES",
