@@ -1,5 +1,7 @@
 """Tests of scripts/benchmarks/attention_lengths.py (a quick run and its parts)."""
 
+import math
+
 import pytest
 import torch
 
@@ -22,9 +24,10 @@ def test_quick_run_prints_one_row_per_length(lengths, capsys):
     assert len(rows) == 2
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        # Timings are noise on a shared machine: check only that ratios are printed.
-        assert all(cell.endswith("x") for cell in cells[1:])
-        [float(cell.rstrip("x")) for cell in cells[1:]]
+        # Timings are noise on a shared machine: check only that numbers are printed,
+        # the two ratios to plain with their "x".
+        assert cells[1].endswith("x") and cells[2].endswith("x")
+        assert all(math.isfinite(float(cell.rstrip("x"))) for cell in cells[1:])
 
 
 def test_weights_path_is_forced_and_restored(lengths, graph_node_names, monkeypatch):
