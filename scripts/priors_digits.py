@@ -8,8 +8,8 @@ as one Markdown table, with the training time. The rows:
 * ``Normal(0, 1)``: the default prior, ``MeanFieldNormal()``;
 * ``Normal, rescale_prior``: the same with ``rescale_prior=True`` (std
   ``1/sqrt(3 fan_in)`` per layer, the spread of ``nn.Linear``'s initialisation);
-* ``scale mixture``: ``ScaleMixtureNormal()`` (pi 1/2, sigma_1 1, sigma_2 e^-6);
-* ``Laplace``, ``Student-t``, ``Normal-Gamma``, ``horseshoe``: ``Laplace()``,
+* ``scale mixture``: ``ScaleMixtureNormalPrior()`` (pi 1/2, sigma_1 1, sigma_2 e^-6);
+* ``Laplace``, ``Student-t``, ``Normal-Gamma``, ``horseshoe``: ``LaplacePrior()``,
   ``StudentTPrior()`` (3 degrees of freedom), ``NormalGammaPrior()`` (hierarchical,
   one unknown mean and precision per weight tensor), ``HorseshoePrior()`` (global
   scale 1), all with their default hyperparameters;
@@ -83,20 +83,20 @@ from torch_blue.vi import (
     VILinear,
     VISequential,
     convert_to_vimodule,
+    moped,
 )
 from torch_blue.vi.distributions import (
     Categorical,
     HorseshoePrior,
-    Laplace,
+    LaplacePrior,
     LogUniformPrior,
     MeanFieldNormal,
     NormalGammaPrior,
     Prior,
     RadialNormal,
-    ScaleMixtureNormal,
+    ScaleMixtureNormalPrior,
     StudentTPrior,
     VariationalDistribution,
-    moped,
 )
 from torch_blue.vi.schedules import LinearKLWarmup
 
@@ -130,8 +130,8 @@ class Config:
 CONFIGS = [
     Config("normal", "Normal(0, 1)"),
     Config("normal-rescaled", "Normal, rescale_prior", rescale_prior=True),
-    Config("scale-mixture", "scale mixture", ScaleMixtureNormal),
-    Config("laplace", "Laplace", Laplace),
+    Config("scale-mixture", "scale mixture", ScaleMixtureNormalPrior),
+    Config("laplace", "Laplace", LaplacePrior),
     Config("student-t", "Student-t", StudentTPrior),
     Config("normal-gamma", "Normal-Gamma", NormalGammaPrior),
     Config("log-uniform", "log-uniform", LogUniformPrior, log_alpha_sparsity=True),

@@ -24,7 +24,7 @@ Configurations (``--configs``; every other setting is the library's default):
   MeanFieldNormal(std=...)``, times ``1 / sqrt(fan_in)``; 1.0 is upstream 1.1's start.
 * ``prior-3``, ``prior-10``, ``prior-0.1``: ``prior=MeanFieldNormal(std=...)``.
 * ``prior-he``: ``prior=MeanFieldNormal(std=sqrt(2 / fan_in))`` per layer (He's scale).
-* ``prior-mixture``: ``prior=ScaleMixtureNormal()`` (Blundell et al. 2015).
+* ``prior-mixture``: ``prior=ScaleMixtureNormalPrior()`` (Blundell et al. 2015).
 * ``prior-fitted``: a zero-mean Normal prior per weight tensor whose scale is fitted to
   the posterior (empirical Bayes, :class:`FittedScaleNormal`).
 * ``radial``: ``variational_distribution=RadialNormal()`` (its default std is 1:
@@ -77,7 +77,7 @@ from torch_blue.vi.distributions import (
     Categorical,
     MeanFieldNormal,
     RadialNormal,
-    ScaleMixtureNormal,
+    ScaleMixtureNormalPrior,
 )
 
 SPEC = ROWS["digits-mlp"]  # network, batch size, samples per step, Adam's lr
@@ -147,7 +147,7 @@ CONFIGS = {
     "prior-10": _with(prior=MeanFieldNormal(std=10.0)),
     "prior-0.1": _with(prior=MeanFieldNormal(std=0.1)),
     "prior-he": Config(layer_arguments=_he_prior),
-    "prior-mixture": _with(prior=ScaleMixtureNormal()),
+    "prior-mixture": _with(prior=ScaleMixtureNormalPrior()),
     "prior-fitted": _with(prior=FittedScaleNormal()),
     "radial": _with(variational_distribution=RadialNormal()),
     "sgd": Config(sgd=True),
