@@ -64,10 +64,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.rnn import PackedSequence
+from typing_extensions import Unpack
 
 from .base import VIModule
-from .distributions import Prior, VariationalDistribution
-from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import (
     FLIPOUT_ESTIMATORS,
     EstimatorLayer,
@@ -85,6 +84,7 @@ from .functional.rnn import (
 )
 from .sampling import current_state, mean_weights_enabled
 from .utils.checks import check_input_dtype, check_int
+from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = [
@@ -150,17 +150,8 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         bidirectional: bool = False,
         proj_size: int = 0,
         *,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
         estimator: str = "reparameterization",
+        **vikwargs: Unpack[VIkwargs],
     ) -> None:
         name = type(self).__name__
         self.input_size = check_int(name, "input_size", input_size)
@@ -179,15 +170,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         self.bidirectional = bidirectional
         self.dropout = self._check_dropout(dropout)
         super().__init__(
-            variable_shapes=self._variable_shapes(),
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            variable_shapes=self._variable_shapes(), **check_vi_kwargs(name, vikwargs)
         )
         self._estimator = self._check_estimator(estimator)
 
