@@ -206,34 +206,14 @@ class _VIBatchNormNd(_VIAffineNorm):
         # statistics are updated once, after the sampled call.
         return batch_norm_in_lanes(self, input_, weight, bias)
 
-    @classmethod
-    def _from_torch(cls, module: nn.Module, **vikwargs: Any) -> "_VIBatchNormNd":
-        reference = module.weight if module.weight is not None else module.running_mean
-        factory: dict[str, Any] = {}
-        if reference is not None:
-            factory = {"device": reference.device, "dtype": reference.dtype}
-        return cls(
-            module.num_features,
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
-            bias=getattr(module, "bias", None) is not None or not module.affine,
-            **factory,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.Module:
-        return self._torch_twin(
-            self.num_features,
-            eps=self.eps,
-            momentum=self.momentum,
-            affine=self.affine,
-            track_running_stats=self.track_running_stats,
-            # Passed only when needed: older torch versions have no bias argument.
-            **({} if self._has_bias() else {"bias": False}),
-            **self._factory_kwargs(),
-        )
+    _twin_arguments = (
+        "num_features",
+        "eps",
+        "momentum",
+        "affine",
+        "track_running_stats",
+        "bias",
+    )
 
     def _has_bias(self) -> bool:
         return not self.affine or self.variational_distribution["bias"] is not None
@@ -398,28 +378,7 @@ class VILayerNorm(_VIAffineNorm):
             )
         return F.layer_norm(input_, self.normalized_shape, self.weight, self.bias, self.eps)
 
-    @classmethod
-    def _from_torch(cls, module: nn.LayerNorm, **vikwargs: Any) -> "VILayerNorm":
-        factory: dict[str, Any] = {}
-        if module.weight is not None:
-            factory = {"device": module.weight.device, "dtype": module.weight.dtype}
-        return cls(
-            module.normalized_shape,
-            eps=module.eps,
-            elementwise_affine=module.elementwise_affine,
-            bias=module.bias is not None,
-            **factory,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.LayerNorm:
-        return nn.LayerNorm(
-            self.normalized_shape,
-            eps=self.eps,
-            elementwise_affine=self.elementwise_affine,
-            bias=self.variational_distribution["bias"] is not None,
-            **self._factory_kwargs(),
-        )
+    _twin_arguments = ("normalized_shape", "eps", "elementwise_affine", "bias")
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""

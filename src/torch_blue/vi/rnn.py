@@ -128,7 +128,15 @@ class _VIRNNBase(VIModule, EstimatorLayer):
     #: The cell: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
     mode: str
     #: Constructor arguments of the torch twin beyond those all RNNs share.
-    _torch_options: ClassVar[tuple[str, ...]] = ()
+    _twin_arguments: ClassVar[tuple[str, ...]] = (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+    )
     _torch_twin: ClassVar[type[nn.RNNBase]]
     input_size: int
     hidden_size: int
@@ -276,36 +284,13 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         """
 
     # ------------------------------------------------------------------ twins
-    @classmethod
-    def _from_torch(cls, module: nn.RNNBase, **vikwargs: Any) -> "_VIRNNBase":
-        return cls(
-            module.input_size,
-            module.hidden_size,
-            num_layers=module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=module.dropout,
-            bidirectional=module.bidirectional,
-            device=module.weight_ih_l0.device,
-            dtype=module.weight_ih_l0.dtype,
-            **{option: getattr(module, option) for option in cls._torch_options},
-            **vikwargs,
-        )
+    def _has_bias(self) -> bool:
+        return self.bias
 
     def _to_torch(self) -> nn.RNNBase:
         with warnings.catch_warnings():  # the dropout warning was given already
             warnings.simplefilter("ignore", UserWarning)
-            return self._torch_twin(
-                self.input_size,
-                self.hidden_size,
-                num_layers=self.num_layers,
-                bias=self.bias,
-                batch_first=self.batch_first,
-                dropout=self.dropout,
-                bidirectional=self.bidirectional,
-                **{option: getattr(self, option) for option in self._torch_options},
-                **self._factory_kwargs(),
-            )
+            return super()._to_torch()
 
     # ------------------------------------------------------------------ forward
     def _shape_error(self, message: str) -> ShapeError:
@@ -731,7 +716,7 @@ class VIRNN(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
     __doc__ = _VIRNN_DOC
 
     _torch_twin = nn.RNN
-    _torch_options = ("nonlinearity",)
+    _twin_arguments = (*_VIRNNBase._twin_arguments, "nonlinearity")
     mode = "RNN_TANH"
 
     def __init__(
@@ -764,7 +749,7 @@ class VILSTM(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
 
     _torch_twin = nn.LSTM
     mode = "LSTM"
-    _torch_options = ("proj_size",)
+    _twin_arguments = (*_VIRNNBase._twin_arguments, "proj_size")
 
 
 class VIGRU(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
