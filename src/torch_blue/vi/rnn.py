@@ -114,20 +114,10 @@ class _Layout(NamedTuple):
 class _VIRNNBase(VIModule, EstimatorLayer):
     """Shared machinery of the recurrent layers (not public)."""
 
-    __constants__: ClassVar[list[str]] = [
-        "mode",
-        "input_size",
-        "hidden_size",
-        "num_layers",
-        "bias",
-        "batch_first",
-        "dropout",
-        "bidirectional",
-        "proj_size",
-    ]
     #: The cell: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
     mode: str
-    #: Constructor arguments of the torch twin beyond those all RNNs share.
+    #: Constructor arguments all recurrent layers share with their torch twin (the
+    #: subclasses add their own).
     _twin_arguments: ClassVar[tuple[str, ...]] = (
         "input_size",
         "hidden_size",
@@ -137,6 +127,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         "dropout",
         "bidirectional",
     )
+    __constants__: ClassVar[list[str]] = ["mode", *_twin_arguments, "proj_size"]
     _torch_twin: ClassVar[type[nn.RNNBase]]
     input_size: int
     hidden_size: int
