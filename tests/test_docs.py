@@ -25,7 +25,7 @@ def test_docs_build_without_warnings(tmp_path):
     # heading once sent "see Migrating" to "Gradient estimators").
     index = (out / "index.html").read_text(encoding="utf-8")
     assert (
-        'href="concepts.html#migrating"><span class="std std-ref">Migrating from upstream'
+        'href="migration.html#migrating"><span class="std std-ref">Migrating from upstream'
         in index
     )
     assert "evidence.html" in index
