@@ -12,8 +12,8 @@ gradients):
     ``(batch, features)`` inputs sample the pre-activations instead: the per-example
     predictive distribution is exactly the same and no weight matrix is drawn.
     Convolutions, sequences and embeddings keep drawing weights, because positions of
-    one example share a draw (upstream torch_blue samples them per position, which
-    changes the predictive distribution).
+    one example share a draw (sampling per position would change the predictive
+    distribution).
 ``"local_reparameterization"`` (Kingma, Salimans & Welling 2015)
     Sample the pre-activations :math:`\mathcal N(x\mu^\top, x^2 (\sigma^2)^\top)`
     directly, independently per example. Much cheaper (no weight draws) and
