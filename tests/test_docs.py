@@ -39,7 +39,7 @@ def test_docs_build_without_warnings(tmp_path):
         "torch_blue.vi.KullbackLeiblerLoss",
         "torch_blue.vi.distributions.MeanFieldNormal",
         "torch_blue.vi.distributions.register_kl",
-        "torch_blue.vi.utils.TorchBlueError",
+        "torch_blue.errors.TorchBlueError",
         "torch_blue.vi.VILSTM",
         "torch_blue.vi.VITransformer",
         "torch_blue.vi.VIEmbedding",
