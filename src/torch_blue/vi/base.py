@@ -124,14 +124,9 @@ class VIModule(Module):
         """
         if not cls._twin_arguments:
             raise NotImplementedError(f"{cls.__name__} cannot be built from a torch module")
-        kwargs = {
-            name: (
-                getattr(module, "bias", None) is not None
-                if name == "bias"
-                else getattr(module, name)
-            )
-            for name in cls._twin_arguments
-        }
+        kwargs = {name: getattr(module, name) for name in cls._twin_arguments}
+        if "bias" in kwargs and not isinstance(kwargs["bias"], bool):
+            kwargs["bias"] = kwargs["bias"] is not None  # a parameter or None
         floating = (b for b in module.buffers(recurse=False) if b.is_floating_point())
         reference = next(chain(module.parameters(recurse=False), floating), None)
         if reference is not None:

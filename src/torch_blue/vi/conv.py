@@ -38,6 +38,29 @@ def _check_channels(
     return in_channels, out_channels, groups
 
 
+def set_geometry(
+    layer: nn.Module,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    dilation: IntOrTuple,
+    groups: int,
+) -> None:
+    """Check a (transposed) convolution's sizes and store them on ``layer``.
+
+    Sizes are one int per spatial dimension (``layer._dims``), as ``torch.nn``
+    stores them.
+    """
+    name, dims = type(layer).__name__, layer._dims
+    layer.in_channels, layer.out_channels, layer.groups = _check_channels(
+        name, in_channels, out_channels, groups
+    )
+    layer.kernel_size = int_tuple(name, "kernel_size", kernel_size, dims, 1)
+    layer.stride = int_tuple(name, "stride", stride, dims, 1)
+    layer.dilation = int_tuple(name, "dilation", dilation, dims, 1)
+
+
 def _check_padding(owner: str, padding: Any, stride: tuple[int, ...], dims: int) -> Any:
     """``'same'``, ``'valid'`` or one int per spatial dimension, or a ``ValueError``."""
     if not isinstance(padding, str):
@@ -94,33 +117,25 @@ class _VIConvNd(VIModule, EstimatorLayer):
         estimator: str = "reparameterization",
     ) -> None:
         name = type(self).__name__
-        in_channels, out_channels, groups = _check_channels(
-            name, in_channels, out_channels, groups
-        )
         if padding_mode not in _PADDING_MODES:
             raise ValueError(
                 f"{name}: padding_mode must be one of {_PADDING_MODES}, got "
                 f"{padding_mode!r}"
             )
-        kernel_size = int_tuple(name, "kernel_size", kernel_size, self._dims, 1)
-        stride = int_tuple(name, "stride", stride, self._dims, 1)
-        dilation = int_tuple(name, "dilation", dilation, self._dims, 1)
-        padding = _check_padding(name, padding, stride, self._dims)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
-        self.dilation = dilation
-        self.groups = groups
+        set_geometry(self, in_channels, out_channels, kernel_size, stride, dilation, groups)
+        self.padding = _check_padding(name, padding, self.stride, self._dims)
         self.padding_mode = padding_mode
         self._reversed_padding_repeated_twice = _reversed_padding(
-            padding, dilation, kernel_size
+            self.padding, self.dilation, self.kernel_size
         )
         super().__init__(
             variable_shapes={
-                "weight": (out_channels, in_channels // groups, *kernel_size),
-                "bias": (out_channels,) if bias else None,
+                "weight": (
+                    self.out_channels,
+                    self.in_channels // self.groups,
+                    *self.kernel_size,
+                ),
+                "bias": (self.out_channels,) if bias else None,
             },
             **vi_kwargs(locals()),
         )

@@ -18,7 +18,7 @@ from torch.nn import functional as F  # noqa: N812
 from typing_extensions import Unpack
 
 from .base import VIModule
-from .conv import _check_channels, _VIConvNd, conv_doc
+from .conv import _VIConvNd, conv_doc, set_geometry
 from .estimators import EstimatorLayer, check_estimator
 from .utils.checks import int_tuple
 from .utils.common_types import IntOrTuple, VIkwargs, check_vi_kwargs
@@ -69,9 +69,6 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
     ) -> None:
         name = type(self).__name__
         n = self._dims
-        in_channels, out_channels, groups = _check_channels(
-            name, in_channels, out_channels, groups
-        )
         if padding_mode != "zeros":
             raise ValueError(
                 f"{name}: only padding_mode='zeros' is supported (as for "
@@ -82,25 +79,21 @@ class _VIConvTransposeNd(VIModule, EstimatorLayer):
                 f"{name}: padding must be a non-negative int or tuple of ints (string "
                 f"paddings are not defined for transposed convolutions), got {padding!r}"
             )
-        kernel_size = int_tuple(name, "kernel_size", kernel_size, n, 1)
-        stride = int_tuple(name, "stride", stride, n, 1)
-        dilation = int_tuple(name, "dilation", dilation, n, 1)
-        padding = int_tuple(name, "padding", padding, n, 0)
-        output_padding = _check_output_padding(name, output_padding, stride, dilation)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
-        self.output_padding = output_padding
-        self.dilation = dilation
-        self.groups = groups
+        set_geometry(self, in_channels, out_channels, kernel_size, stride, dilation, groups)
+        self.padding = int_tuple(name, "padding", padding, n, 0)
+        self.output_padding = _check_output_padding(
+            name, output_padding, self.stride, self.dilation
+        )
         self.padding_mode = padding_mode
         super().__init__(
             variable_shapes={
                 # torch's layout for transposed convolutions: input channels first.
-                "weight": (in_channels, out_channels // groups, *kernel_size),
-                "bias": (out_channels,) if bias else None,
+                "weight": (
+                    self.in_channels,
+                    self.out_channels // self.groups,
+                    *self.kernel_size,
+                ),
+                "bias": (self.out_channels,) if bias else None,
             },
             **check_vi_kwargs(name, vikwargs),
         )

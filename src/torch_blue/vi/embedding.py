@@ -145,15 +145,6 @@ class VIEmbedding(VIModule, EstimatorLayer):
     True
     """
 
-    __constants__: ClassVar[list[str]] = [
-        "num_embeddings",
-        "embedding_dim",
-        "padding_idx",
-        "max_norm",
-        "norm_type",
-        "scale_grad_by_freq",
-        "sparse",
-    ]
     _torch_twin = nn.Embedding
     _twin_arguments = (
         "num_embeddings",
@@ -163,6 +154,7 @@ class VIEmbedding(VIModule, EstimatorLayer):
         "norm_type",
         "scale_grad_by_freq",
     )
+    __constants__: ClassVar[list[str]] = [*_twin_arguments, "sparse"]
 
     def __init__(
         self,

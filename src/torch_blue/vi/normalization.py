@@ -35,11 +35,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn import init
+from typing_extensions import Unpack
 
 from ._lane_norm import batch_norm_in_lanes
 from .base import VIModule
-from .distributions import MeanFieldNormal, Prior, VariationalDistribution
+from .distributions import MeanFieldNormal
 from .utils.checks import check_input_dtype, check_int
+from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = ["VIBatchNorm1d", "VIBatchNorm2d", "VIBatchNorm3d", "VILayerNorm"]
@@ -48,15 +50,20 @@ __all__ = ["VIBatchNorm1d", "VIBatchNorm2d", "VIBatchNorm3d", "VILayerNorm"]
 # (Kaiming scaling by 1/sqrt(fan_in) = 1/100 of the distribution's default scale).
 _AFFINE_INIT_FAN_IN = 10_000
 
-_Vardist = Union[VariationalDistribution, Sequence[VariationalDistribution]]
-_Prior = Optional[Union[Prior, Sequence[Prior]]]
 
+def _norm_vikwargs(owner: str, vikwargs: dict[str, Any]) -> dict[str, Any]:
+    """A norm's VIkwargs with its own defaults.
 
-def _default_priors(prior: _Prior) -> Union[Prior, Sequence[Prior]]:
-    """The affine priors: scale centred at 1, shift at 0, unless ``prior`` is given."""
-    if prior is None:
-        return (MeanFieldNormal(mean=1.0), MeanFieldNormal())
-    return prior
+    The variational distribution defaults to ``MeanFieldNormal()``, the priors to a
+    scale prior centred at 1 and a shift prior at 0; ``rescale_prior`` is accepted
+    and has no effect (see the module docstring).
+    """
+    kwargs = check_vi_kwargs(owner, vikwargs)
+    kwargs.setdefault("variational_distribution", MeanFieldNormal())
+    if kwargs.get("prior") is None:
+        kwargs["prior"] = (MeanFieldNormal(mean=1.0), MeanFieldNormal())
+    kwargs["rescale_prior"] = False
+    return kwargs
 
 
 def _check_eps(name: str, eps: float) -> float:
@@ -120,16 +127,9 @@ class _VIBatchNormNd(_VIAffineNorm):
         momentum: Optional[float] = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = None,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
         *,
         bias: bool = True,
+        **vikwargs: Unpack[VIkwargs],
     ) -> None:
         name = type(self).__name__
         self.num_features = check_int(name, "num_features", num_features)
@@ -146,21 +146,15 @@ class _VIBatchNormNd(_VIAffineNorm):
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
+        vikwargs = _norm_vikwargs(name, vikwargs)
         super().__init__(
             variable_shapes={
                 "weight": (num_features,) if affine else None,
                 "bias": (num_features,) if affine and bias else None,
             },
-            variational_distribution=variational_distribution,
-            prior=_default_priors(prior),
-            rescale_prior=False,  # see the module docstring
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            **vikwargs,
         )
-        self._register_running_stats(device, dtype)
+        self._register_running_stats(vikwargs.get("device"), vikwargs.get("dtype"))
 
     def _register_running_stats(
         self, device: Optional[torch.device], dtype: Optional[torch.dtype]
@@ -212,34 +206,14 @@ class _VIBatchNormNd(_VIAffineNorm):
         # statistics are updated once, after the sampled call.
         return batch_norm_in_lanes(self, input_, weight, bias)
 
-    @classmethod
-    def _from_torch(cls, module: nn.Module, **vikwargs: Any) -> "_VIBatchNormNd":
-        reference = module.weight if module.weight is not None else module.running_mean
-        factory: dict[str, Any] = {}
-        if reference is not None:
-            factory = {"device": reference.device, "dtype": reference.dtype}
-        return cls(
-            module.num_features,
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
-            bias=getattr(module, "bias", None) is not None or not module.affine,
-            **factory,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.Module:
-        return self._torch_twin(
-            self.num_features,
-            eps=self.eps,
-            momentum=self.momentum,
-            affine=self.affine,
-            track_running_stats=self.track_running_stats,
-            # Passed only when needed: older torch versions have no bias argument.
-            **({} if self._has_bias() else {"bias": False}),
-            **self._factory_kwargs(),
-        )
+    _twin_arguments = (
+        "num_features",
+        "eps",
+        "momentum",
+        "affine",
+        "track_running_stats",
+        "bias",
+    )
 
     def _has_bias(self) -> bool:
         return not self.affine or self.variational_distribution["bias"] is not None
@@ -361,14 +335,7 @@ class VILayerNorm(_VIAffineNorm):
         eps: float = 1e-5,
         elementwise_affine: bool = True,
         bias: bool = True,
-        variational_distribution: _Vardist = MeanFieldNormal(),
-        prior: _Prior = None,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
+        **vikwargs: Unpack[VIkwargs],
     ) -> None:
         name = type(self).__name__
         if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
@@ -394,14 +361,7 @@ class VILayerNorm(_VIAffineNorm):
                 "weight": shape if elementwise_affine else None,
                 "bias": shape if elementwise_affine and bias else None,
             },
-            variational_distribution=variational_distribution,
-            prior=_default_priors(prior),
-            rescale_prior=False,  # see the module docstring
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            **_norm_vikwargs(name, vikwargs),
         )
 
     def forward(self, input_: Tensor) -> Tensor:
@@ -418,28 +378,7 @@ class VILayerNorm(_VIAffineNorm):
             )
         return F.layer_norm(input_, self.normalized_shape, self.weight, self.bias, self.eps)
 
-    @classmethod
-    def _from_torch(cls, module: nn.LayerNorm, **vikwargs: Any) -> "VILayerNorm":
-        factory: dict[str, Any] = {}
-        if module.weight is not None:
-            factory = {"device": module.weight.device, "dtype": module.weight.dtype}
-        return cls(
-            module.normalized_shape,
-            eps=module.eps,
-            elementwise_affine=module.elementwise_affine,
-            bias=module.bias is not None,
-            **factory,
-            **vikwargs,
-        )
-
-    def _to_torch(self) -> nn.LayerNorm:
-        return nn.LayerNorm(
-            self.normalized_shape,
-            eps=self.eps,
-            elementwise_affine=self.elementwise_affine,
-            bias=self.variational_distribution["bias"] is not None,
-            **self._factory_kwargs(),
-        )
+    _twin_arguments = ("normalized_shape", "eps", "elementwise_affine", "bias")
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""

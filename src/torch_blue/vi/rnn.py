@@ -64,10 +64,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils.rnn import PackedSequence
+from typing_extensions import Unpack
 
 from .base import VIModule
-from .distributions import Prior, VariationalDistribution
-from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import (
     FLIPOUT_ESTIMATORS,
     EstimatorLayer,
@@ -85,6 +84,7 @@ from .functional.rnn import (
 )
 from .sampling import current_state, mean_weights_enabled
 from .utils.checks import check_input_dtype, check_int
+from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
 __all__ = [
@@ -114,8 +114,11 @@ class _Layout(NamedTuple):
 class _VIRNNBase(VIModule, EstimatorLayer):
     """Shared machinery of the recurrent layers (not public)."""
 
-    __constants__: ClassVar[list[str]] = [
-        "mode",
+    #: The cell: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
+    mode: str
+    #: Constructor arguments all recurrent layers share with their torch twin (the
+    #: subclasses add their own).
+    _twin_arguments: ClassVar[tuple[str, ...]] = (
         "input_size",
         "hidden_size",
         "num_layers",
@@ -123,12 +126,8 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         "batch_first",
         "dropout",
         "bidirectional",
-        "proj_size",
-    ]
-    #: The cell: "RNN_TANH", "RNN_RELU", "LSTM" or "GRU".
-    mode: str
-    #: Constructor arguments of the torch twin beyond those all RNNs share.
-    _torch_options: ClassVar[tuple[str, ...]] = ()
+    )
+    __constants__: ClassVar[list[str]] = ["mode", *_twin_arguments, "proj_size"]
     _torch_twin: ClassVar[type[nn.RNNBase]]
     input_size: int
     hidden_size: int
@@ -150,17 +149,8 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         bidirectional: bool = False,
         proj_size: int = 0,
         *,
-        variational_distribution: Union[
-            VariationalDistribution, tuple[VariationalDistribution, ...]
-        ] = DEFAULT_VARIATIONAL_DISTRIBUTION,
-        prior: Union[Prior, tuple[Prior, ...]] = DEFAULT_PRIOR,
-        rescale_prior: bool = False,
-        kaiming_initialization: bool = True,
-        prior_initialization: bool = False,
-        return_log_probs: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
         estimator: str = "reparameterization",
+        **vikwargs: Unpack[VIkwargs],
     ) -> None:
         name = type(self).__name__
         self.input_size = check_int(name, "input_size", input_size)
@@ -179,15 +169,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         self.bidirectional = bidirectional
         self.dropout = self._check_dropout(dropout)
         super().__init__(
-            variable_shapes=self._variable_shapes(),
-            variational_distribution=variational_distribution,
-            prior=prior,
-            rescale_prior=rescale_prior,
-            kaiming_initialization=kaiming_initialization,
-            prior_initialization=prior_initialization,
-            return_log_probs=return_log_probs,
-            device=device,
-            dtype=dtype,
+            variable_shapes=self._variable_shapes(), **check_vi_kwargs(name, vikwargs)
         )
         self._estimator = self._check_estimator(estimator)
 
@@ -293,36 +275,13 @@ class _VIRNNBase(VIModule, EstimatorLayer):
         """
 
     # ------------------------------------------------------------------ twins
-    @classmethod
-    def _from_torch(cls, module: nn.RNNBase, **vikwargs: Any) -> "_VIRNNBase":
-        return cls(
-            module.input_size,
-            module.hidden_size,
-            num_layers=module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=module.dropout,
-            bidirectional=module.bidirectional,
-            device=module.weight_ih_l0.device,
-            dtype=module.weight_ih_l0.dtype,
-            **{option: getattr(module, option) for option in cls._torch_options},
-            **vikwargs,
-        )
+    def _has_bias(self) -> bool:
+        return self.bias
 
     def _to_torch(self) -> nn.RNNBase:
         with warnings.catch_warnings():  # the dropout warning was given already
             warnings.simplefilter("ignore", UserWarning)
-            return self._torch_twin(
-                self.input_size,
-                self.hidden_size,
-                num_layers=self.num_layers,
-                bias=self.bias,
-                batch_first=self.batch_first,
-                dropout=self.dropout,
-                bidirectional=self.bidirectional,
-                **{option: getattr(self, option) for option in self._torch_options},
-                **self._factory_kwargs(),
-            )
+            return super()._to_torch()
 
     # ------------------------------------------------------------------ forward
     def _shape_error(self, message: str) -> ShapeError:
@@ -748,7 +707,7 @@ class VIRNN(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
     __doc__ = _VIRNN_DOC
 
     _torch_twin = nn.RNN
-    _torch_options = ("nonlinearity",)
+    _twin_arguments = (*_VIRNNBase._twin_arguments, "nonlinearity")
     mode = "RNN_TANH"
 
     def __init__(
@@ -781,7 +740,7 @@ class VILSTM(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)
 
     _torch_twin = nn.LSTM
     mode = "LSTM"
-    _torch_options = ("proj_size",)
+    _twin_arguments = (*_VIRNNBase._twin_arguments, "proj_size")
 
 
 class VIGRU(_VIRNNBase):  # noqa: D101 (docstring from _rnn_doc)

@@ -43,7 +43,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .base import _LOG_2PI
+from ..functional.densities import LOG_2PI
 
 __all__ = ["NormalDraw", "ScaledNoise", "SharedNoise"]
 
@@ -82,8 +82,8 @@ class NormalDraw(torch.autograd.Function):
         log_q = -0.5 * noise_sq - log_std_sum
         log_p = -0.5 * (sample_sq / prior_variance + count * math.log(prior_variance))
         if constants:
-            log_q = log_q - 0.5 * _LOG_2PI * count
-            log_p = log_p - 0.5 * _LOG_2PI * count
+            log_q = log_q - 0.5 * LOG_2PI * count
+            log_p = log_p - 0.5 * LOG_2PI * count
         return sample, log_p, log_q
 
     @staticmethod
@@ -270,6 +270,6 @@ def normal_draw_reference(
         + count * math.log(prior_variance)
     )
     if constants:
-        log_q = log_q - 0.5 * _LOG_2PI * count
-        log_p = log_p - 0.5 * _LOG_2PI * count
+        log_q = log_q - 0.5 * LOG_2PI * count
+        log_p = log_p - 0.5 * LOG_2PI * count
     return sample, log_p, log_q

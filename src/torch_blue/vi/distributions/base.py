@@ -81,8 +81,6 @@ class Distribution(ABC):
 
 
 #: log(2 pi) and half of it, the normalisation constants of Normal densities.
-_LOG_2PI = math.log(2 * math.pi)
-_HALF_LOG_2PI = 0.5 * _LOG_2PI
 
 #: Distribution arguments are stored as float32 tensors: the range they must fit.
 _FLOAT32 = torch.finfo(torch.float32)

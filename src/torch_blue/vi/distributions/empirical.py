@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..functional.densities import LOG_2PI
 from ..utils.errors import NoVariablesError, ShapeError, UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _LOG_2PI, Prior, VariationalDistribution, _non_negative
+from .base import Prior, VariationalDistribution, _non_negative
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import VIModule
@@ -194,7 +195,7 @@ class EmpiricalNormalPrior(Prior):
         variance = torch.exp(2 * log_std) + self.eps
         result = -0.5 * ((sample - mean).square() / variance + torch.log(variance))
         if norm_constants_enabled():
-            result = result - 0.5 * _LOG_2PI
+            result = result - 0.5 * LOG_2PI
         return result
 
     def variational_values(

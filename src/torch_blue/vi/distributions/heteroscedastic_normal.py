@@ -4,9 +4,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
+from ..functional.densities import HALF_LOG_2PI
 from ..utils.errors import ShapeError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _HALF_LOG_2PI, PredictiveDistribution, _non_negative
+from .base import PredictiveDistribution, _non_negative
 
 __all__ = ["HeteroscedasticNormal"]
 
@@ -93,7 +94,7 @@ class HeteroscedasticNormal(PredictiveDistribution):
         mean, std = parameters
         result = -0.5 * ((sample - mean) / std).square() - torch.log(std)
         if norm_constants_enabled():
-            result = result - _HALF_LOG_2PI
+            result = result - HALF_LOG_2PI
         return result
 
     def predictive_parameters_from_samples(self, samples: Tensor) -> tuple[Tensor, Tensor]:

@@ -30,10 +30,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from ..functional.densities import LOG_2PI
 from ..utils.checks import check_int
 from ..utils.errors import UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _LOG_2PI, Prior, VariationalDistribution
+from .base import Prior, VariationalDistribution
 from .empirical import EmpiricalNormalPrior
 from .laplace import LaplacePrior
 from .log_uniform import LogUniformPrior
@@ -241,7 +242,7 @@ def _normal_negative_entropy(log_std: Tensor) -> Tensor:
     """Element-wise -H of a Normal, with or without the normalisation constant."""
     value = -log_std - 0.5
     if norm_constants_enabled():
-        value = value - 0.5 * _LOG_2PI
+        value = value - 0.5 * LOG_2PI
     return value
 
 
@@ -463,7 +464,7 @@ def _radial_normal_cross_entropy(
     second_moment = (mean - prior_mean).square() + torch.exp(2 * log_std) / dimension
     value = prior_log_std + 0.5 * second_moment * torch.exp(-2 * prior_log_std)
     if norm_constants_enabled():
-        value = value + 0.5 * _LOG_2PI
+        value = value + 0.5 * LOG_2PI
     return value.expand(mean.shape).sum()
 
 

@@ -6,10 +6,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..functional.densities import HALF_LOG_2PI
 from ..utils.checks import check_int
 from ..utils.errors import ShapeError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _HALF_LOG_2PI, PredictiveDistribution, _positive
+from .base import PredictiveDistribution, _positive
 
 __all__ = ["LearnedNoiseNormal"]
 
@@ -103,7 +104,7 @@ class LearnedNoiseNormal(PredictiveDistribution, nn.Module):
     def _log_density(sample: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
         result = -0.5 * ((sample - mean) * torch.exp(-log_std)).square() - log_std
         if norm_constants_enabled():
-            result = result - _HALF_LOG_2PI
+            result = result - HALF_LOG_2PI
         return result
 
     def predictive_parameters_from_samples(self, samples: Tensor) -> tuple[Tensor, Tensor]:

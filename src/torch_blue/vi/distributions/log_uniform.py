@@ -23,8 +23,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..functional.densities import HALF_LOG_2PI
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _HALF_LOG_2PI, Prior
+from .base import Prior
 
 __all__ = ["LogUniformPrior"]
 
@@ -76,7 +77,7 @@ class LogUniformPrior(Prior):
     def constant() -> float:
         r"""The constant :math:`C` of :math:`\log p(w) = -\log|w| - C` (see the class)."""
         if norm_constants_enabled():
-            return _CONSTANT_WITHOUT_2PI + _HALF_LOG_2PI
+            return _CONSTANT_WITHOUT_2PI + HALF_LOG_2PI
         return _CONSTANT_WITHOUT_2PI
 
     def log_prob(self, sample: Tensor, parameters: tuple[Tensor, ...] = ()) -> Tensor:

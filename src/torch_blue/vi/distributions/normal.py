@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
+from ..functional.densities import LOG_2PI
 from ..sampling import fused_pays_off
 from ..utils.use_norm_constants import norm_constants_enabled
 from ._fused_normal import NormalDraw
 from .base import (
-    _LOG_2PI,
     PredictiveDistribution,
     Prior,
     VariationalDistribution,
@@ -140,7 +140,7 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         variance = torch.exp(2 * log_std) + self.eps
         result = -0.5 * ((sample - mean) ** 2 / variance + torch.log(variance))
         if norm_constants_enabled():
-            result = result - 0.5 * _LOG_2PI
+            result = result - 0.5 * LOG_2PI
         return result
 
     def sample(self, parameters: tuple[Tensor, Tensor]) -> Tensor:
@@ -162,7 +162,7 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         sample = torch.addcmul(mean, torch.exp(log_std), noise)
         log_prob = -0.5 * torch.linalg.vector_norm(noise).square() - log_std.sum()
         if norm_constants_enabled():
-            log_prob = log_prob - 0.5 * _LOG_2PI * mean.numel()
+            log_prob = log_prob - 0.5 * LOG_2PI * mean.numel()
         return sample, log_prob
 
     def sample_and_log_probs(
@@ -212,7 +212,7 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         variance = torch.exp(2 * self.log_std.to(sample)) + self.eps
         log_norm = torch.log(variance)
         if norm_constants_enabled():
-            log_norm = log_norm + _LOG_2PI
+            log_norm = log_norm + LOG_2PI
         # A zero-mean prior (the usual case) saves a full pass over the S weight draws.
         # (The autosampled forward runs outside torch.compile, so float() is fine.)
         centred = sample if float(self.mean) == 0.0 else sample - self.mean.to(sample)

@@ -21,8 +21,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..functional.densities import LOG_2PI
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _LOG_2PI, Prior, _finite, _positive
+from .base import Prior, _finite, _positive
 
 __all__ = ["KnownMeanNormalGammaPrior", "NormalGammaPrior"]
 
@@ -132,7 +133,7 @@ class KnownMeanNormalGammaPrior(_GammaPrecisionPrior):
         beta_k = beta + (torch.cumsum(half_squares, 0) - half_squares)
         result = _student_t(x, alpha_k, beta_k)
         if not norm_constants_enabled():
-            result = result + 0.5 * _LOG_2PI
+            result = result + 0.5 * LOG_2PI
         return result.reshape(sample.shape)
 
     def prior_log_prob_sum(
@@ -151,7 +152,7 @@ class KnownMeanNormalGammaPrior(_GammaPrecisionPrior):
             - (alpha + 0.5 * n) * torch.log(beta + 0.5 * squares)
         )
         if norm_constants_enabled():
-            result = result - 0.5 * n * _LOG_2PI
+            result = result - 0.5 * n * LOG_2PI
         return result
 
 
@@ -239,7 +240,7 @@ class NormalGammaPrior(_GammaPrecisionPrior):
         beta_scale = beta_k * (kappa_k + 1) / kappa_k
         result = _student_t(x - mean_k, alpha_k, beta_scale)
         if not norm_constants_enabled():
-            result = result + 0.5 * _LOG_2PI
+            result = result + 0.5 * LOG_2PI
         return result.reshape(sample.shape)
 
     def prior_log_prob_sum(
@@ -267,5 +268,5 @@ class NormalGammaPrior(_GammaPrecisionPrior):
             + 0.5 * torch.log(kappa / kappa_n)
         )
         if norm_constants_enabled():
-            result = result - 0.5 * n * _LOG_2PI
+            result = result - 0.5 * n * LOG_2PI
         return result

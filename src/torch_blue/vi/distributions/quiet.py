@@ -3,15 +3,9 @@
 import torch
 from torch import Tensor
 
+from ..functional.densities import LOG_2PI
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import (
-    _LOG_2PI,
-    Prior,
-    VariationalDistribution,
-    _finite,
-    _non_negative,
-    _positive,
-)
+from .base import Prior, VariationalDistribution, _finite, _non_negative, _positive
 
 __all__ = ["BasicQuietPrior"]
 
@@ -90,7 +84,7 @@ class BasicQuietPrior(Prior):
             + torch.log(torch.as_tensor(mean_variance))
         )
         if norm_constants_enabled():
-            result = result - _LOG_2PI
+            result = result - LOG_2PI
         return result
 
     def variational_values(

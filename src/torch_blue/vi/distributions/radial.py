@@ -26,8 +26,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..functional.densities import HALF_LOG_2PI
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _HALF_LOG_2PI, VariationalDistribution, _finite, _positive
+from .base import VariationalDistribution, _finite, _positive
 
 __all__ = ["RadialNormal"]
 
@@ -43,7 +44,7 @@ def _radial_constant(dimension: int) -> float:
     )
     constant = 0.5 * math.log(2.0 / math.pi) - log_area
     if not norm_constants_enabled():
-        constant += dimension * _HALF_LOG_2PI
+        constant += dimension * HALF_LOG_2PI
     return constant
 
 

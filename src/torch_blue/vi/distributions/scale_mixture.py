@@ -5,8 +5,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..functional.densities import LOG_2PI
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import _LOG_2PI, Prior, _positive
+from .base import Prior, _positive
 
 __all__ = ["ScaleMixtureNormal", "ScaleMixtureNormalPrior"]
 
@@ -102,7 +103,7 @@ class ScaleMixtureNormalPrior(Prior):
         )
         result = torch.logaddexp(wide, narrow)
         if norm_constants_enabled():
-            result = result - 0.5 * _LOG_2PI
+            result = result - 0.5 * LOG_2PI
         return result
 
 

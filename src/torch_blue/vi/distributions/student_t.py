@@ -7,38 +7,10 @@ import torch
 from torch import Tensor
 
 from ..._compat import standard_gamma
-from ..utils.use_norm_constants import norm_constants_enabled
+from ..functional.densities import student_t_log_density
 from .base import VariationalDistribution, _finite, _positive
 
 __all__ = ["MeanFieldStudentT", "StudentT", "student_t_log_density"]
-
-
-def student_t_log_density(
-    sample: Tensor, loc: Tensor, log_scale: Tensor, degrees_of_freedom: float
-) -> Tensor:
-    r"""Element-wise log-density of a Student-t with location, log-scale and :math:`\nu`.
-
-    The normalisation constant is included while
-    :func:`~torch_blue.vi.utils.use_norm_constants` is on. The one formula behind
-    :class:`MeanFieldStudentT`, :class:`StudentTPrior` and :class:`StudentTLikelihood`.
-
-    Examples
-    --------
-    >>> import torch
-    >>> x = torch.tensor([0.0, 1.5])
-    >>> want = torch.distributions.StudentT(3.0, 0.5, 2.0).log_prob(x)
-    >>> got = student_t_log_density(x, torch.tensor(0.5), torch.tensor(2.0).log(), 3.0)
-    >>> torch.allclose(got, want)
-    True
-    """
-    nu = degrees_of_freedom
-    z = (sample - loc) * torch.exp(-log_scale)
-    result = -0.5 * (nu + 1.0) * torch.log1p(z.square() / nu) - log_scale
-    if norm_constants_enabled():
-        result = result + (
-            math.lgamma((nu + 1.0) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
-        )
-    return result
 
 
 class MeanFieldStudentT(VariationalDistribution):
