@@ -25,7 +25,7 @@ def test_docs_build_without_warnings(tmp_path):
     # heading once sent "see Migrating" to "Gradient estimators").
     index = (out / "index.html").read_text(encoding="utf-8")
     assert (
-        'href="concepts.html#migrating"><span class="std std-ref">Migrating from upstream'
+        'href="migration.html#migrating"><span class="std std-ref">Migrating from upstream'
         in index
     )
     assert "evidence.html" in index
@@ -39,7 +39,7 @@ def test_docs_build_without_warnings(tmp_path):
         "torch_blue.vi.KullbackLeiblerLoss",
         "torch_blue.vi.distributions.MeanFieldNormal",
         "torch_blue.vi.distributions.register_kl",
-        "torch_blue.vi.utils.TorchBlueError",
+        "torch_blue.errors.TorchBlueError",
         "torch_blue.vi.VILSTM",
         "torch_blue.vi.VITransformer",
         "torch_blue.vi.VIEmbedding",

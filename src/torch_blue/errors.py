@@ -52,7 +52,7 @@ class UncertaintyInputError(TorchBlueError, ValueError):
     Raised for probabilities outside ``[0, 1]`` or not summing to one, targets that
     are not integer class indices or lie out of range, negative standard deviations,
     ``n_bins < 1`` and a ``level`` outside ``(0, 1)``. Inputs of the wrong shape raise
-    :class:`~torch_blue.vi.utils.ShapeError` instead.
+    :class:`ShapeError` instead.
 
     Examples
     --------

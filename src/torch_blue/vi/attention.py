@@ -117,10 +117,11 @@ class VIMultiheadAttention(VIModule):
     module's state dict. Each sample draws all of them once; the in-projection always
     draws weights, ``out_proj`` follows its ``estimator``.
 
-    The arguments are those of the torch module with upstream torch_blue's order and
-    defaults (``batch_first=True``; ``rescale_prior=True``) plus the VIkwargs of
-    :class:`~torch_blue.vi.VIModule`. The attention dropout rate ``dropout`` (torch's
-    third argument) is a trailing keyword here, default 0.
+    The arguments are those of the torch module, with ``batch_first=True`` by default,
+    plus the VIkwargs of :class:`~torch_blue.vi.VIModule` (``rescale_prior=True`` by
+    default). The attention dropout rate ``dropout`` (torch's third argument) is a
+    trailing keyword here, default 0 (:ref:`upstream's signature
+    <upstream-signatures>`).
 
     Parameters
     ----------
@@ -139,8 +140,8 @@ class VIMultiheadAttention(VIModule):
     batch_first : bool, default: True
         Batched inputs are ``(N, L, E)`` instead of ``(L, N, E)``.
     variational_distribution, prior
-        One distribution for all weights, or a sequence of nine in upstream's variable
-        order ``in_proj_weight, q_proj_weight, k_proj_weight, v_proj_weight,
+        One distribution for all weights, or a sequence of nine, one per variable in
+        the order ``in_proj_weight, q_proj_weight, k_proj_weight, v_proj_weight,
         out_proj_weight, in_proj_bias, out_proj_bias, bias_k, bias_v`` (entries of
         absent variables are ignored).
     rescale_prior : bool, default: True
@@ -428,7 +429,7 @@ class VIMultiheadAttention(VIModule):
         """Attend from ``query`` to ``key``/``value`` with one weight sample.
 
         The masks and flags mean what they mean for ``nn.MultiheadAttention`` (note
-        that ``attn_mask`` comes before ``key_padding_mask`` here, as upstream; pass
+        that ``attn_mask`` comes before ``key_padding_mask`` here, unlike torch; pass
         them by keyword). ``is_causal`` is a hint that ``attn_mask`` is the causal
         mask; unlike torch, ``is_causal=True`` without a mask applies the causal mask
         (top-left aligned). ``need_weights=False`` returns ``None`` as weights.

@@ -1,18 +1,19 @@
 """Conversion between ``torch.nn`` models and Bayesian ones, both ways, and MOPED.
 
-* :func:`convert_to_vimodule` turns any ``torch.nn`` model Bayesian in one call.
-  Modules with a built-in twin (``nn.Linear`` -> ``VILinear``, ``nn.Conv2d`` ->
-  ``VIConv2d``, ``nn.Sequential`` -> ``VISequential``, ...) become that twin; any
-  other module with parameters gets a generated class whose parameters are random
-  variables of the same names and shapes and whose ``forward`` is the original one;
-  modules without parameters stay as they are, and containers holding Bayesian
-  modules become Bayesian containers so that the whole model samples once per call.
-  Normalisation layers stay deterministic unless :func:`convert_norms` says
-  otherwise; :func:`ban_convert` controls the rest.
-* :func:`to_deterministic` goes back: a plain ``torch.nn`` copy with the mean
-  weights, for ``torch.jit.trace``, ``torch.export``, ONNX or any PyTorch runtime.
-* :func:`moped` starts variational inference from a trained deterministic network
-  (empirical priors centred on its weights).
+* :func:`~torch_blue.vi.convert_to_vimodule` turns any ``torch.nn`` model Bayesian in
+  one call. Modules with a built-in twin (``nn.Linear`` -> ``VILinear``,
+  ``nn.Conv2d`` -> ``VIConv2d``, ``nn.Sequential`` -> ``VISequential``, ...) become
+  that twin; any other module with parameters gets a generated class whose
+  parameters are random variables of the same names and shapes and whose
+  ``forward`` is the original one; modules without parameters stay as they are, and
+  containers holding Bayesian modules become Bayesian containers so that the whole
+  model samples once per call. Normalisation layers stay deterministic unless
+  :func:`convert_norms` says otherwise; :func:`ban_convert` controls the rest.
+* :func:`~torch_blue.vi.to_deterministic` goes back: a plain ``torch.nn`` copy with
+  the mean weights, for ``torch.jit.trace``, ``torch.export``, ONNX or any PyTorch
+  runtime.
+* :func:`~torch_blue.vi.moped` starts variational inference from a trained
+  deterministic network (empirical priors centred on its weights).
 
 A layer takes part by naming its twin and the constructor arguments it shares with
 it (``_torch_twin`` and ``_twin_arguments``, see :class:`~torch_blue.vi.VIModule`);
@@ -86,7 +87,7 @@ _DEFAULT_PRIOR = DEFAULT_PRIOR
 
 
 def convert_norms(mode: bool = True) -> None:
-    """Set whether :func:`convert_to_vimodule` converts ``torch.nn`` norm layers.
+    """Set whether :func:`~torch_blue.vi.convert_to_vimodule` converts norm layers.
 
     Norms are there for stability and stay deterministic by default. With
     ``mode=True`` the norms with a Bayesian twin (batch and layer norms) become it and
@@ -112,7 +113,7 @@ def ban_convert(
     ban_mode: str = "ban",
     unban: bool = False,
 ) -> None:
-    """Exclude module classes from parts of :func:`convert_to_vimodule`.
+    """Exclude module classes from parts of :func:`~torch_blue.vi.convert_to_vimodule`.
 
     Parameters
     ----------
@@ -172,15 +173,15 @@ def convert_to_vimodule(
     the same names and shapes. Parameter-free modules stay as they are; containers
     holding Bayesian modules become Bayesian containers, so the converted model draws
     its samples once per call. Norm layers stay deterministic unless
-    :func:`convert_norms` is on. The original devices and dtypes are kept per
-    parameter.
+    :func:`~torch_blue.vi.convert.convert_norms` is on. The original devices and
+    dtypes are kept per parameter.
 
     The conversion is in place, so references to the model and its submodules stay
     valid; the model is also returned. Convert first, then wrap in
     ``DistributedDataParallel``, then build the optimizer. A generated class runs the
     original ``forward`` under ``torch.vmap``: forwards that write to parameters or
     keep parameter references (as ``nn.LSTM`` does, which therefore has a twin) need
-    a twin or :func:`ban_convert`.
+    a twin or :func:`~torch_blue.vi.convert.ban_convert`.
 
     Parameters
     ----------

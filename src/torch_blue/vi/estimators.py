@@ -12,8 +12,8 @@ gradients):
     ``(batch, features)`` inputs sample the pre-activations instead: the per-example
     predictive distribution is exactly the same and no weight matrix is drawn.
     Convolutions, sequences and embeddings keep drawing weights, because positions of
-    one example share a draw (upstream torch_blue samples them per position, which
-    changes the predictive distribution).
+    one example share a draw (sampling per position would change the predictive
+    distribution).
 ``"local_reparameterization"`` (Kingma, Salimans & Welling 2015)
     Sample the pre-activations :math:`\mathcal N(x\mu^\top, x^2 (\sigma^2)^\top)`
     directly, independently per example. Much cheaper (no weight draws) and
@@ -216,10 +216,10 @@ def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
 
     Draws 64 signs per call of the random number generator: full-range 64-bit
     integers, read byte by byte through a table of each byte's eight bits as signs.
-    On a CPU that is about 20 times cheaper than one ``randint(0, 2)`` per sign,
-    which cost Flipout more than its normal draws (below 16,384 signs the single
-    draws are used: fewer operations matter more there). Inside
-    ``vmap(randomness="different")`` every lane draws its own.
+    On a CPU that is much cheaper than one ``randint(0, 2)`` per sign, which cost
+    Flipout more than its normal draws (the benchmarks page has the measurement);
+    below 16,384 signs the single draws are used: fewer operations matter more there.
+    Inside ``vmap(randomness="different")`` every lane draws its own.
     """
     count = math.prod(shape)
     if count < 2**14:  # few signs: fewer operations beat fewer random numbers

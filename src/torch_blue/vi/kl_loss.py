@@ -100,8 +100,8 @@ def data_fitting(
     ``"elbo"``: :math:`-N \cdot \mathrm{mean}_b\, \mathrm{mean}_s \log p(y_b \mid
     f(x_b, w_s))`, the expected log-likelihood of the textbook ELBO.
     ``"log_mean_predictive"``: :math:`-N \cdot \mathrm{mean}_b \log \mathrm{mean}_s\,
-    p(y_b \mid f(x_b, w_s))`, the log of the sample-averaged predictive (upstream
-    torch_blue's choice; a tighter but biased objective).
+    p(y_b \mid f(x_b, w_s))`, the log of the sample-averaged predictive (a tighter
+    but biased objective).
     """
     if objective == "elbo":
         log_likelihood = predictive.sample_log_likelihood(target, samples).mean()
@@ -197,9 +197,9 @@ class KullbackLeiblerLoss(_NegativeELBO):
     by :math:`N`: the negative ELBO per training example, on the scale of
     ``nn.CrossEntropyLoss`` and ``nn.GaussianNLLLoss``, so that the optimiser and
     learning rate of a deterministic recipe carry over (``reduction="sum"`` gives the
-    full-data negative ELBO, upstream torch_blue's scale; both have the same
-    minimiser). The second term is the Monte Carlo estimate of
-    :math:`\mathrm{KL}(q\,\|\,p)` from the model output's ``log_probs``.
+    full-data negative ELBO; both have the same minimiser). The second term is the
+    Monte Carlo estimate of :math:`\mathrm{KL}(q\,\|\,p)` from the model output's
+    ``log_probs``.
 
     Parameters
     ----------
@@ -215,12 +215,12 @@ class KullbackLeiblerLoss(_NegativeELBO):
         Record the loss components in :attr:`log`.
     objective : {"elbo", "log_mean_predictive"}, default: "elbo"
         Data term: the expected log-likelihood (textbook ELBO) or the log of the
-        sample-averaged predictive (upstream torch_blue 1.1's choice).
+        sample-averaged predictive (:ref:`upstream's data term <migrating>`).
     reduction : {"mean", "sum"}, default: "mean"
         ``"mean"``: the negative ELBO per training example (divided by
-        ``dataset_size``). ``"sum"``: the full-data negative ELBO, upstream torch_blue
-        1.1's scale, which is ``dataset_size`` times larger: with plain SGD it needs
-        a learning rate that much smaller.
+        ``dataset_size``). ``"sum"``: the full-data negative ELBO
+        (:ref:`upstream's scale <migrating-defaults>`), which is ``dataset_size``
+        times larger: with plain SGD it needs a learning rate that much smaller.
 
     Examples
     --------

@@ -3,8 +3,8 @@ r"""Bayesian transformers: twins of ``torch.nn``'s transformer layers and stacks
 :class:`VITransformerEncoderLayer`, :class:`VITransformerDecoderLayer`,
 :class:`VITransformerEncoder`, :class:`VITransformerDecoder` and
 :class:`VITransformer` (and :class:`~torch_blue.vi.attention.VIMultiheadAttention`,
-re-exported here) mirror their ``torch.nn`` namesakes: same arguments (with upstream
-torch_blue's defaults), same submodule and weight names (``in_proj_weight``,
+re-exported here) mirror their ``torch.nn`` namesakes: same arguments (with the defaults
+each class lists), same submodule and weight names (``in_proj_weight``,
 ``out_proj``, ``linear1``, ``norm1``, ...), so :func:`~torch_blue.vi.convert_to_vimodule`
 and :func:`~torch_blue.vi.to_deterministic` map weights by name and the mean network
 computes exactly what the ``torch.nn`` module computes.
@@ -28,12 +28,11 @@ How attention is computed
     weights, so with sampled weights they run the attention core of
     :mod:`torch_blue.vi.functional.attention`; the mean network runs torch's function.
 Layer norms
-    stay deterministic ``nn.LayerNorm`` modules, like upstream torch_blue.
+    stay deterministic ``nn.LayerNorm`` modules.
 Dropout
-    Upstream torch_blue has no dropout argument (weight sampling already
-    regularises); the layers here accept ``dropout`` as a trailing keyword argument,
-    default ``0.0``. ``torch.nn``'s default is ``0.1``; conversion carries a torch
-    module's rate across in both directions.
+    The layers accept ``dropout`` as a trailing keyword argument, default ``0.0``
+    (weight sampling already regularises; ``torch.nn``'s default is ``0.1``);
+    conversion carries a torch module's rate across in both directions.
 """
 
 import copy
@@ -324,10 +323,10 @@ class VITransformerEncoderLayer(_VITransformerLayer):
     ``norm_first``; ``dropout1``/``dropout2`` act on the block outputs. Children are
     named as in torch.
 
-    Arguments follow upstream torch_blue (``dim_feedforward=512``,
-    ``batch_first=True``, ``activation=nn.ReLU()``, no dropout) plus the VIkwargs of
-    :class:`~torch_blue.vi.VIModule`; torch's ``dropout`` is a trailing keyword,
-    default 0 (torch: 0.1).
+    The arguments are torch's, with the defaults ``dim_feedforward=512``,
+    ``batch_first=True`` and ``activation=nn.ReLU()`` (:ref:`upstream's signature
+    <upstream-signatures>`), plus the VIkwargs of :class:`~torch_blue.vi.VIModule`;
+    ``dropout`` is a trailing keyword, default 0 (torch: 0.1).
 
     Parameters
     ----------
@@ -396,8 +395,9 @@ class VITransformerDecoderLayer(_VITransformerLayer):
     (``multihead_attn``), both :class:`VIMultiheadAttention`, and the feed-forward
     block (``linear1``, ``linear2``), each with a residual connection and a
     deterministic layer norm (``norm1``..``norm3``); ``dropout1``..``dropout3`` act on
-    the block outputs. Arguments as :class:`VITransformerEncoderLayer` (note
-    upstream's order: ``norm_first`` before ``batch_first``).
+    the block outputs. Arguments as :class:`VITransformerEncoderLayer`, but
+    ``norm_first`` comes before ``batch_first`` (:ref:`upstream's order
+    <upstream-signatures>`): pass them by keyword.
 
     Parameters
     ----------
@@ -701,8 +701,9 @@ class VITransformer(VIModule):
     ``encoder`` is a :class:`VITransformerEncoder` and ``decoder`` a
     :class:`VITransformerDecoder`, each ending in a deterministic ``nn.LayerNorm``
     (or the given ``custom_encoder``/``custom_decoder``). The layers it builds are
-    re-initialised independently, as ``nn.Transformer`` does. Defaults are upstream
-    torch_blue's (``d_model=32``, ``nhead=1``, one layer each, ``batch_first=False``);
+    re-initialised independently, as ``nn.Transformer`` does. Defaults:
+    ``d_model=32``, ``nhead=1``, one layer each, ``dim_feedforward=256``,
+    ``batch_first=False`` (:ref:`upstream's signature <upstream-signatures>`);
     ``dropout`` (default 0, torch: 0.1) and ``estimator`` are trailing keywords.
 
     Parameters

@@ -231,9 +231,9 @@ def _sum_to_size(tensor: Tensor, shape: torch.Size) -> Tensor:
     """``tensor.sum_to_size(shape)``, fast for the layouts gradients arrive in.
 
     The gradient of a weight used as ``x @ W.T`` arrives transposed, and PyTorch's
-    CPU reduction over the leading dimension of such a tensor is about 20 times
-    slower than over a contiguous one. Summing a permuted view whose dimensions
-    follow the memory order, and permuting back, avoids it.
+    CPU reduction over the leading dimension of such a tensor is much slower than over
+    a contiguous one (the benchmarks page has the measurement). Summing a permuted
+    view whose dimensions follow the memory order, and permuting back, avoids it.
     """
     if (
         tensor.dim() == len(shape) + 1

@@ -8,11 +8,10 @@ measurements behind it, is in the documentation page "Defaults" (``docs/defaults
 
 * :data:`DEFAULT_VARIATIONAL_DISTRIBUTION`: :class:`MeanFieldNormal` whose scales start
   at ``0.1 / sqrt(fan_in)`` (with the layers' default Kaiming scaling), a tenth of the
-  spread of the initial means. Upstream torch_blue 1.1 starts at ``1 / sqrt(fan_in)``:
-  the weight noise is then larger than the signal of the means and the network starts
-  as a random function. Pass ``MeanFieldNormal()`` for that start.
-* :data:`DEFAULT_PRIOR`: the standard Normal :math:`\mathcal N(0, 1)` per weight, as
-  upstream.
+  spread of the initial means. ``MeanFieldNormal()`` starts at ``1 / sqrt(fan_in)``
+  (:ref:`upstream's default <migrating-defaults>`): the weight noise is then larger
+  than the signal of the means and the network starts as a random function.
+* :data:`DEFAULT_PRIOR`: the standard Normal :math:`\mathcal N(0, 1)` per weight.
 
 Examples
 --------
@@ -20,8 +19,8 @@ Examples
 >>> from torch_blue.vi.distributions import MeanFieldNormal
 >>> VILinear(4, 2).variational_distribution["weight"]
 MeanFieldNormal(mean=0, std=0.1)
->>> upstream_start = VILinear(4, 2, variational_distribution=MeanFieldNormal())
->>> round(upstream_start._weight_log_std.exp().mean().item(), 3)  # 1 / sqrt(4)
+>>> wide_start = VILinear(4, 2, variational_distribution=MeanFieldNormal())
+>>> round(wide_start._weight_log_std.exp().mean().item(), 3)  # 1 / sqrt(4)
 0.5
 """
 

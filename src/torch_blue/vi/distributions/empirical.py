@@ -36,7 +36,7 @@ class EmpiricalNormalPrior(Prior):
 
     ``mean`` and ``std`` are tensors broadcastable to the weight's shape, e.g. the
     weights of a trained network and a fraction of their magnitude
-    (:func:`moped`). The KL divergence with a
+    (:func:`~torch_blue.vi.moped`). The KL divergence with a
     :class:`~torch_blue.vi.distributions.MeanFieldNormal` or
     :class:`~torch_blue.vi.distributions.RadialNormal` variational distribution has
     a closed form. The hyperparameters are data, not a scale choice, so
@@ -48,9 +48,9 @@ class EmpiricalNormalPrior(Prior):
     layer (``_{variable}_prior_mean``, ``_{variable}_prior_log_std``) and reads them
     from there: they move with ``.to()``, are saved in and restored from the state
     dict and are copied by ``copy.deepcopy``. (To load such a checkpoint into a
-    freshly built model, run :func:`moped` or :meth:`attach` on it first, so that the
-    buffers exist.) An unattached prior keeps its tensors and moves them to the
-    weights' device at every use.
+    freshly built model, run :func:`~torch_blue.vi.moped` or :meth:`attach` on it
+    first, so that the buffers exist.) An unattached prior keeps its tensors and
+    moves them to the weights' device at every use.
 
     Parameters
     ----------

@@ -73,8 +73,8 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
     learn_noise : bool, optional
         As predictive distribution, fit the observation noise during training (see
         above) instead of keeping it at ``std``. Default: fit it when ``std`` is not
-        given. ``MeanFieldNormal(std=1.0)`` or ``learn_noise=False`` is upstream's
-        fixed unit noise.
+        given. ``MeanFieldNormal(std=1.0)`` or ``learn_noise=False`` keeps the noise
+        fixed at 1 (:ref:`upstream's default <migrating-defaults>`).
 
     Examples
     --------

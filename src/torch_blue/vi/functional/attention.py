@@ -259,8 +259,9 @@ def sampled_attention(
     Inputs are batch first, ``(N, L, E)`` or unbatched ``(L, E)``; ``in_proj`` is the
     packed ``(3E, E)`` weight or the three separate ones; ``out_weight=None`` skips
     the output projection. Returns the output in the query's layout. The
-    projections use :func:`~torch_blue.vi.functional.flat_linear` (an input transposed
-    from sequence first would otherwise multiply a copy of the weight per position).
+    projections use :func:`~torch_blue.vi.functional.linear.flat_linear` (an input
+    transposed from sequence first would otherwise multiply a copy of the weight per
+    position).
 
     Examples
     --------

@@ -1,6 +1,8 @@
 """Recurrent computations on tensors: packing, padding and the cell steps.
 
-The pure tensor side of :mod:`torch_blue.vi.rnn`: :func:`pack_padded_sequence` and
+The pure tensor side of the recurrent layers (:class:`~torch_blue.vi.VIRNN`,
+:class:`~torch_blue.vi.VILSTM`, :class:`~torch_blue.vi.VIGRU`):
+:func:`pack_padded_sequence` and
 :func:`pad_packed_sequence` (torch's, working inside a sampled forward), one sampled
 affine map (:class:`Affine`) and the recurrences of the RNN, LSTM and GRU cells over
 padded and packed steps, written in plain tensor operations that follow torch's CPU

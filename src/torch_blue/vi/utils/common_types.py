@@ -65,8 +65,8 @@ _FORWARDED = tuple(_VIkwargs.__annotations__)
 def vi_kwargs(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The VIkwargs among a layer constructor's ``arguments``, to pass on.
 
-    Layers spell the VIkwargs out in their signatures (upstream's order, and what
-    an editor shows) and hand them to :class:`~torch_blue.vi.VIModule` with
+    Layers spell the VIkwargs out in their signatures (so that positional calls keep
+    working and an editor shows them) and hand them to :class:`~torch_blue.vi.VIModule` with
     ``super().__init__(variable_shapes, **vi_kwargs(locals()))``. ``estimator`` is
     not among them: a layer with estimators checks it itself.
 
@@ -85,7 +85,7 @@ def check_vi_kwargs(owner: str, vikwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The ``**vikwargs`` a layer received, or a ``TypeError`` naming unknown ones.
 
     For layers that take the VIkwargs as ``**vikwargs: Unpack[VIkwargs]`` (those
-    without an upstream signature to keep).
+    with no positional signature to keep).
 
     Examples
     --------

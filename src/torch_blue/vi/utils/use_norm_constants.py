@@ -20,8 +20,8 @@ def use_norm_constants(mode: bool = True) -> None:
 
     The constants (e.g. ``-0.5 * log(2 * pi)`` per element of a Normal) do not depend
     on any parameter, so they never change a gradient, only the reported value of the
-    loss. Set ``False`` to reproduce the loss values of upstream torch_blue 1.1. Prefer
-    the context manager :func:`norm_constants` for a temporary change.
+    loss. Set ``False`` for the loss values of :ref:`upstream torch_blue 1.1
+    <migrating>`. Prefer the context manager :func:`norm_constants` for a temporary change.
 
     Parameters
     ----------
