@@ -1,6 +1,7 @@
 """The tutorial is PyTorch's Quickstart with a handful of lines changed, and it runs."""
 
 import difflib
+import os
 import re
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def test_the_tutorial_trains_on_the_digits_and_prints_sane_metrics(tmp_path):
         [sys.executable, str(TUTORIAL), "--data-dir", str(tmp_path), "--epochs", "2",
          "--model-path", str(tmp_path / "model.pth")],
         capture_output=True, text=True, check=True, timeout=300, cwd=tmp_path,
+        # one thread: the test workers already use both cores
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert "sudo apt-get install dataset-fashion-mnist" in result.stderr
     assert "Falling back to scikit-learn's 8x8 digits" in result.stderr
