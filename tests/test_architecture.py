@@ -30,7 +30,7 @@ ROOMS = {
     "datasets": ("torch_blue.datasets",),
     "utils": ("torch_blue.vi.utils",),
     "functional": ("torch_blue.vi.functional",),
-    "engine": ("torch_blue.vi.sampling",),
+    "engine": ("torch_blue.vi.sampling", "torch_blue.vi._stacked"),
     "kernels": (
         "torch_blue.vi._fused_linear",
         "torch_blue.vi._lane_conv",

@@ -120,9 +120,16 @@ PEER_REQUIREMENTS = (
     "blitz-bayesian-pytorch==0.2.8",
 )
 
-TRAIN_TASKS = ("mlp", "lenet5", "transformer", "encoder")
-TASKS = (*TRAIN_TASKS, "prediction", "gradient-variance")
-BATCH_SIZES = {"mlp": 128, "lenet5": 64, "transformer": 32, "encoder": 32}
+TRAIN_TASKS = ("mlp", "lenet5", "transformer", "encoder", "small")
+TASKS = (*TRAIN_TASKS, "prediction", "latency", "gradient-variance")
+BATCH_SIZES = {"mlp": 128, "lenet5": 64, "transformer": 32, "encoder": 32, "small": 32}
+#: The small network (a UCI-sized MLP): inputs and hidden width.
+SMALL_IN, SMALL_HIDDEN = 13, 50
+#: The latency task: batch sizes and sample counts of the deployed small MLP.
+LATENCY_BATCHES = (1, 64)
+LATENCY_SAMPLES = (1, 10, 100)
+#: Timed calls per latency configuration, per ``--steps``.
+LATENCY_CALLS_PER_STEP = 10
 DATASET_SIZE = 60_000  # N of the loss for the timing runs (random data)
 NUM_CLASSES = 10
 PREDICTION_SAMPLES = 100
@@ -155,6 +162,8 @@ class Mode:
         Whether the mode takes part in the prediction benchmark.
     tasks : tuple of str
         Training tasks the library can run.
+    deploys : bool
+        Whether the mode takes part in the latency benchmark.
     """
 
     name: str
@@ -162,11 +171,16 @@ class Mode:
     variant: str = ""
     predicts: bool = False
     tasks: tuple[str, ...] = TRAIN_TASKS
+    deploys: bool = False
+
+
+#: The tasks of the libraries without transformer layers.
+DENSE_TASKS = ("mlp", "lenet5", "small")
 
 
 MODES = (
-    Mode("plain", "plain", predicts=True),
-    Mode("torch_blue", "torch_blue", "reparameterization", predicts=True),
+    Mode("plain", "plain", predicts=True, deploys=True),
+    Mode("torch_blue", "torch_blue", "reparameterization", predicts=True, deploys=True),
     Mode("torch_blue-local_reparameterization", "torch_blue", "local_reparameterization"),
     Mode("torch_blue-flipout", "torch_blue", "flipout"),
     Mode("torch_blue-shared_flipout", "torch_blue", "shared_flipout"),
@@ -176,13 +190,27 @@ MODES = (
         DENSE_LOCAL,
         tasks=("lenet5",),
     ),
-    Mode("upstream", "upstream", "sampled", predicts=True),
+    Mode("upstream", "upstream", "sampled", predicts=True, deploys=True),
     Mode("upstream-analytical", "upstream", "analytical"),
-    Mode("bayesian-torch", "bayesian_torch", "reparameterization", True, ("mlp", "lenet5")),
-    Mode("bayesian-torch-flipout", "bayesian_torch", "flipout", False, ("mlp", "lenet5")),
-    Mode("blitz", "blitz", "", True, ("mlp", "lenet5")),
+    Mode(
+        "bayesian-torch",
+        "bayesian_torch",
+        "reparameterization",
+        predicts=True,
+        tasks=DENSE_TASKS,
+        deploys=True,
+    ),
+    Mode("bayesian-torch-flipout", "bayesian_torch", "flipout", tasks=DENSE_TASKS),
+    Mode("blitz", "blitz", predicts=True, tasks=DENSE_TASKS, deploys=True),
     *(
-        Mode(f"hand-written-{estimator}", "reference", estimator, False, ("mlp", "lenet5"))
+        Mode(
+            f"hand-written-{estimator}",
+            "reference",
+            estimator,
+            tasks=DENSE_TASKS,
+            # (prediction samples the pre-activations, as torch_blue's does)
+            deploys=estimator == "local_reparameterization",
+        )
         for estimator in ("reparameterization", "local_reparameterization", "flipout")
     ),
 )
@@ -195,7 +223,7 @@ def layer_spec(task: str, in_features: int = 784) -> list[tuple]:
 
     Parameters
     ----------
-    task : {"mlp", "lenet5"}
+    task : {"mlp", "lenet5", "small"}
         The network.
     in_features : int, default: 784
         Input width of the MLP.
@@ -214,6 +242,14 @@ def layer_spec(task: str, in_features: int = 784) -> list[tuple]:
             ("linear", 400, 400),
             ("relu",),
             ("linear", 400, NUM_CLASSES),
+        ]
+    if task == "small":
+        return [
+            ("linear", SMALL_IN, SMALL_HIDDEN),
+            ("relu",),
+            ("linear", SMALL_HIDDEN, SMALL_HIDDEN),
+            ("relu",),
+            ("linear", SMALL_HIDDEN, NUM_CLASSES),
         ]
     if task == "lenet5":
         return [
@@ -459,6 +495,7 @@ def task_data(
         "lenet5": (batch, 1, 28, 28),
         "transformer": (batch, SEQ_LEN, D_MODEL),
         "encoder": (batch, ENCODER_SEQ_LEN, D_MODEL),
+        "small": (batch, SMALL_IN),
     }[task]
     x = torch.randn(shape, generator=generator)
     y = torch.randint(0, NUM_CLASSES, (batch,), generator=generator)
@@ -604,6 +641,69 @@ def make_predict_step(
     return step
 
 
+def make_latency_step(
+    mode: Mode, batch: int, samples: int, device: torch.device, seed: int
+) -> Callable[[], None]:
+    """Return a closure predicting S outputs of the small MLP for ``batch`` inputs.
+
+    The deployed call: ``no_grad``, torch_blue and upstream with
+    ``return_log_probs = False``, the hand-written network by local
+    reparameterisation without its KL term, peers by their loop over the samples,
+    ``plain`` on the stacked ``samples * batch`` rows.
+    """
+    torch.manual_seed(seed)
+    x, _ = task_data("small", batch, device, seed)
+    if mode.library == "plain":
+        model = build_plain("small").to(device)
+        x = stacked(x, samples)
+
+        def predict() -> Any:
+            return model(x)
+
+    elif mode.library in ("torch_blue", "upstream"):
+        model = build_torch_blue("small", None).to(device)
+        model.return_log_probs = False
+
+        def predict() -> Any:
+            return model(x, samples=samples)
+
+    elif mode.library == "reference":
+        import reference_steps  # (next to this script, first on sys.path when run)
+
+        spec = layer_spec("small")
+        model = reference_steps.ReferenceNetwork(spec, mode.variant).to(device)
+
+        def predict() -> Any:
+            return model(x, samples, with_kl=False)
+
+    elif mode.library == "bayesian_torch":
+        model = KLChain(build_bayesian_torch("small", False).layers).to(device)
+
+        def predict() -> Any:
+            return [model(x, return_kl=False)[0] for _ in range(samples)]
+
+    elif mode.library == "blitz":
+        model = build_blitz("small").to(device)
+
+        def predict() -> Any:
+            return [model(x) for _ in range(samples)]
+
+    else:  # pragma: no cover - guarded by MODES
+        raise ValueError(f"unknown library {mode.library!r}")
+    model.eval()
+
+    def step() -> None:
+        with torch.no_grad():
+            predict()
+
+    return step
+
+
+def latency_key(batch: int, samples: int) -> str:
+    """The pseudo-task of one latency configuration in the tables."""
+    return f"latency B={batch} S={samples}"
+
+
 def max_rss_mib() -> float:
     """Maximum resident set size of this process so far, in MiB (Linux: KiB units)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -712,6 +812,16 @@ def run_worker(args: argparse.Namespace) -> int:
         }
     else:
         mode = MODES_BY_NAME[args.mode]
+        if args.worker == "latency":
+            calls = args.steps * LATENCY_CALLS_PER_STEP
+            result = {}
+            for batch in LATENCY_BATCHES:
+                for samples in LATENCY_SAMPLES:
+                    step = make_latency_step(mode, batch, samples, device, args.seed)
+                    key = latency_key(batch, samples)
+                    result[key] = time_steps(step, args.warmup * 10, calls, device)
+            print(json.dumps(result))
+            return 0
         if args.worker == "train":
             step = make_train_step(mode, args.task, args.samples, device, args.seed)
         else:
@@ -944,7 +1054,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--gv-draws", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument(
         "--worker",
-        choices=("train", "predict", "gradient-variance"),
+        choices=("train", "predict", "latency", "gradient-variance"),
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--task", help=argparse.SUPPRESS)
@@ -998,11 +1108,30 @@ def run_rounds(
                 print(f"{label}: {error}", file=sys.stderr)
                 continue
             runs[task, mode.name][round_] = result
+            if kind == "latency":
+                print(f"{label}: {len(result)} configurations", file=sys.stderr)
+                continue
             print(
                 f"{label}: {result['ms']:.2f} ms, peak {result['peak_mib']:.1f} MiB",
                 file=sys.stderr,
             )
-    return runs
+    return split_latency(runs)
+
+
+def split_latency(
+    runs: dict[tuple[str, str], list[Optional[dict]]],
+) -> dict[tuple[str, str], list[Optional[dict]]]:
+    """Runs with each latency worker's result split into one pseudo-task per setting."""
+    split = {}
+    for (task, mode), results in runs.items():
+        if task != "latency":
+            split[task, mode] = results
+            continue
+        for batch in LATENCY_BATCHES:
+            for samples in LATENCY_SAMPLES:
+                key = latency_key(batch, samples)
+                split[key, mode] = [r[key] if r else None for r in results]
+    return split
 
 
 def ratio_cells(summary: dict[str, Any]) -> list[str]:
@@ -1139,6 +1268,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ]
     if "prediction" in args.task_list:
         jobs += [("predict", "prediction", m) for m in available if m.predicts]
+    if "latency" in args.task_list:
+        jobs += [("latency", "latency", m) for m in available if m.deploys]
     runs = run_rounds(args, jobs, folders, notes)
     summary = summarise(runs, args.rounds)
     sections = [environment_header(args, argv)]
@@ -1149,6 +1280,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sections.append(hand_written)
     if "prediction" in args.task_list:
         sections.append(prediction_section(runs, summary, available, args.rounds))
+    if "latency" in args.task_list:
+        sections.append(latency_section(runs, summary, available))
+    if "small" in train_tasks or "latency" in args.task_list:
+        sections.append(targets_section(runs, args.task_list))
     if "gradient-variance" in args.task_list:
         sections.append(gradient_variance_section(args, notes))
     if notes:
@@ -1254,6 +1389,141 @@ def prediction_section(
             "(median over rounds of upstream ms / torch_blue ms)"
         )
     return text
+
+
+def round_ratios(
+    runs: dict[tuple[str, str], list[Optional[dict]]],
+    task: str,
+    numerator: str,
+    denominator: str,
+) -> list[Optional[float]]:
+    """Per round: ``numerator``'s median time over ``denominator``'s (or ``None``)."""
+    tops = runs.get((task, numerator), [])
+    bottoms = runs.get((task, denominator), [])
+    return [t["ms"] / b["ms"] if t and b else None for t, b in zip(tops, bottoms)]
+
+
+def latency_section(
+    runs: dict[tuple[str, str], list[Optional[dict]]],
+    summary: dict[tuple[str, str], dict[str, Any]],
+    available: Sequence[Mode],
+) -> str:
+    """Markdown of the latency benchmark: every setting and mode, with ratios."""
+    hand = "hand-written-local_reparameterization"
+    rows = []
+    for batch in LATENCY_BATCHES:
+        for samples in LATENCY_SAMPLES:
+            key = latency_key(batch, samples)
+            for mode in available:
+                s = summary.get((key, mode.name))
+                if s is None or s["ms"] is None:
+                    continue
+                to_hand = median_or_none(round_ratios(runs, key, mode.name, hand))
+                rows.append(
+                    [
+                        str(batch),
+                        str(samples),
+                        mode.name,
+                        fmt(s["ms"] * 1e3, 0),
+                        fmt(s["ratio"], suffix="x"),
+                        fmt(to_hand, suffix="x"),
+                    ]
+                )
+    header = ["batch", "S", "mode", "median us/call", "ratio to plain", "to hand-written"]
+    return (
+        f"## Latency: the small MLP ({SMALL_IN}-{SMALL_HIDDEN}-{SMALL_HIDDEN}-"
+        f"{NUM_CLASSES}) deployed, no_grad, return_log_probs = False\n\n"
+        "One call predicting S samples for a batch. plain: the twin on the S x batch "
+        "stacked rows; hand-written: local reparameterisation in plain PyTorch "
+        "(scripts/benchmarks/reference_steps.py), the pre-activation sampling torch_blue's "
+        "prediction uses on dense layers; peers: their loop over the samples.\n\n"
+        + markdown_table(header, rows)
+    )
+
+
+def _target_line(met: Optional[bool], text: str) -> str:
+    return f"- {'not measured' if met is None else 'met' if met else 'MISSED'}: {text}"
+
+
+def _small_targets(runs: dict[tuple[str, str], list[Optional[dict]]]) -> list[str]:
+    peers = [m.name for m in MODES if m.library in ("upstream", "bayesian_torch", "blitz")]
+    lines = []
+    for estimator in ESTIMATORS:
+        ours = "torch_blue" + ("" if estimator == ESTIMATORS[0] else f"-{estimator}")
+        if not runs.get(("small", ours)):
+            continue
+        hand = f"hand-written-{estimator}"
+        if runs.get(("small", hand)):
+            ratio = median_or_none(round_ratios(runs, "small", ours, hand))
+            lines.append(
+                _target_line(
+                    None if ratio is None else ratio <= 1.2,
+                    f"small, {estimator}: {fmt(ratio)}x its hand-written step (<= 1.2x)",
+                )
+            )
+        speedups = []
+        for round_, result in enumerate(runs["small", ours]):
+            peer_ms = [
+                runs["small", p][round_]["ms"]
+                for p in peers
+                if runs.get(("small", p)) and runs["small", p][round_]
+            ]
+            speedups.append(min(peer_ms) / result["ms"] if result and peer_ms else None)
+        speedup = median_or_none(speedups)
+        lines.append(
+            _target_line(
+                None if speedup is None else speedup >= 1.5,
+                f"small, {estimator}: {fmt(speedup)}x faster than the fastest peer mode "
+                "(>= 1.5x)",
+            )
+        )
+    stretch = (("reparameterization", 2.5), ("local_reparameterization", 2.0))
+    for estimator, bound in stretch:
+        ours = "torch_blue" + ("" if estimator == ESTIMATORS[0] else f"-{estimator}")
+        ratio = median_or_none(round_ratios(runs, "small", ours, "plain"))
+        if ratio is not None:
+            lines.append(
+                _target_line(
+                    ratio <= bound,
+                    f"stretch, small, {estimator}: {fmt(ratio)}x plain (<= {bound}x)",
+                )
+            )
+    return lines
+
+
+def _latency_targets(runs: dict[tuple[str, str], list[Optional[dict]]]) -> list[str]:
+    lines = []
+    for batch in LATENCY_BATCHES:
+        for samples in (s for s in LATENCY_SAMPLES if s > 1):
+            key = latency_key(batch, samples)
+            hand = "hand-written-local_reparameterization"
+            ratio = median_or_none(round_ratios(runs, key, "torch_blue", hand))
+            speedup = median_or_none(round_ratios(runs, key, "upstream", "torch_blue"))
+            lines.append(
+                _target_line(
+                    None if ratio is None else ratio <= 1.2,
+                    f"{key}: {fmt(ratio)}x the hand-written prediction (<= 1.2x)",
+                )
+            )
+            lines.append(
+                _target_line(
+                    None if speedup is None else speedup >= 2.0,
+                    f"{key}: {fmt(speedup)}x faster than upstream (>= 2x)",
+                )
+            )
+    return lines
+
+
+def targets_section(
+    runs: dict[tuple[str, str], list[Optional[dict]]], tasks: Sequence[str]
+) -> str:
+    """The speed targets of small networks, met or MISSED (medians over rounds)."""
+    lines = []
+    if "small" in tasks:
+        lines += _small_targets(runs)
+    if "latency" in tasks:
+        lines += _latency_targets(runs)
+    return "## Targets for small networks\n\n" + "\n".join(lines)
 
 
 def gradient_variance_section(args: argparse.Namespace, notes: list[str]) -> str:

@@ -109,11 +109,15 @@ class ReferenceNetwork(nn.Module):
             )
             self.bias_log_std.append(nn.Parameter(torch.full((shape[0],), INITIAL_LOG_STD)))
 
-    def forward(self, x: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, samples: int, with_kl: bool = True
+    ) -> tuple[Tensor, Tensor]:
         """Outputs ``(samples, B, out)`` for inputs ``x`` of shape ``(B, ...)``, and KL.
 
         The KL term is the closed form for local reparameterisation and Flipout and
         the estimate from the drawn weights (averaged over the samples) otherwise.
+        Without ``with_kl`` (prediction) the closed forms are not computed and the
+        KL is 0.
         """
         h, shared, layer = x, True, 0  # shared: h has no sample dimension yet
         kl = x.new_zeros(())
@@ -135,7 +139,9 @@ class ReferenceNetwork(nn.Module):
                     self.bias_log_std[layer],
                 )
                 padding = args[3] if kind == "conv" else 0
-                h, layer_kl = self._affine(kind, h, shared, samples, parameters, padding)
+                h, layer_kl = self._affine(
+                    kind, h, shared, samples, parameters, padding, with_kl
+                )
                 kl = kl + layer_kl
                 shared, layer = False, layer + 1
         return h, kl
@@ -148,11 +154,14 @@ class ReferenceNetwork(nn.Module):
         samples: int,
         parameters: tuple[Tensor, Tensor, Tensor, Tensor],
         padding: int,
+        with_kl: bool = True,
     ) -> tuple[Tensor, Tensor]:
         mu, log_std, b_mu, b_log_std = parameters
         if self.estimator == "reparameterization":
             return _sampled(kind, h, shared, samples, parameters, padding)
-        kl = sum(_normal_kl(m, s) for m, s in ((mu, log_std), (b_mu, b_log_std)))
+        kl = h.new_zeros(())
+        if with_kl:
+            kl = sum(_normal_kl(m, s) for m, s in ((mu, log_std), (b_mu, b_log_std)))
         if self.estimator == "local_reparameterization":
             return _local(kind, h, shared, samples, parameters, padding), kl
         return _flipout(kind, h, shared, samples, parameters, padding), kl

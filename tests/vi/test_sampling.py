@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from torch_blue import vi
-from torch_blue.vi import VILinear, VIModule, VIReturn, VISequential, sampling
+from torch_blue.vi import (
+    VILinear,
+    VIModule,
+    VIResidualConnection,
+    VIReturn,
+    VISequential,
+    sampling,
+)
 from torch_blue.vi.sampling import DEFAULT_SAMPLES, current_state
 from torch_blue.vi.utils import ShapeError
 
@@ -507,7 +514,11 @@ def test_lane_rules_are_entered_around_the_lanes_of_the_outermost_module():
     assert {"batch_norm", "attention"} <= set(sampling.lane_rules())
     sampling.register_lane_rule("test", rule)
     try:
-        VISequential(VILinear(2, 2), VILinear(2, 2))(torch.randn(3, 2), samples=2)
+        # (a residual block runs lanes; a plain dense stack takes the stacked path)
+        VIResidualConnection(VILinear(2, 2), VILinear(2, 2))(torch.randn(3, 2), samples=2)
     finally:
         del sampling._LANE_RULES["test"]
-    assert seen == [("enter", "VISequential", None), ("exit", "VISequential")]
+    assert seen == [
+        ("enter", "VIResidualConnection", None),
+        ("exit", "VIResidualConnection"),
+    ]

@@ -283,8 +283,14 @@ def local_linear(
     x: Tensor,
     weight: tuple[Tensor, Tensor],
     bias: Optional[tuple[Tensor, Tensor]],
+    lanes: Optional[int] = None,
 ) -> Tensor:
-    """Sample the pre-activations of ``F.linear(x, W, b)`` for Normal ``W``, ``b``."""
-    noise = torch.randn((*x.shape[:-1], weight[0].shape[0]), dtype=x.dtype, device=x.device)
+    """Sample the pre-activations of ``F.linear(x, W, b)`` for Normal ``W``, ``b``.
+
+    ``lanes=S`` draws noise for S samples sharing ``x`` (a leading dimension).
+    """
+    lead = () if lanes is None else (lanes,)
+    shape = (*lead, *x.shape[:-1], weight[0].shape[0])
+    noise = torch.randn(shape, dtype=x.dtype, device=x.device)
     bias_mean, bias_log_std = bias if bias is not None else (None, None)
     return LocalLinear.apply(x, *weight, bias_mean, bias_log_std, noise)[0]

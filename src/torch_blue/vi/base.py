@@ -431,6 +431,27 @@ class VIModule(Module):
         self._record_log_probs(variable, log_probs)
         return sample.to(dtype) if dtype in HALF_DTYPES else sample
 
+    def _draw_stacked(self, variable: str, samples: int) -> Optional[Tensor]:
+        """``samples`` draws of ``variable`` at once, ``(S, *shape)``, recorded.
+
+        The weight access of a layer on the stacked path
+        (:class:`~torch_blue.vi.sampling.Stacked`), inside a running sampled
+        forward: the same numbers as S accesses in the ``vmap`` lanes, with the
+        ``(S, 2)`` log-probabilities added to the running call.
+        """
+        dist = self._distribution(variable)
+        if dist is None:
+            return None
+        parameters = tuple(self.get_variational_parameters(variable))
+        state = current_state()
+        if not state.record:
+            return dist.stacked_sample(parameters, samples)
+        sample, log_probs = dist.stacked_sample_and_log_probs(
+            parameters, self.prior[variable], self._prior_hyperparameters(variable), samples
+        )
+        state.add(self, variable, log_probs)
+        return sample
+
     def _record_log_probs(self, variable: str, log_probs: Tensor) -> None:
         """Add ``(log p, log q)`` of one access of ``variable`` to the running call.
 

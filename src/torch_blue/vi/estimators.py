@@ -62,8 +62,9 @@ from ._fused_linear import local_linear, preactivation_std
 from .distributions import MeanFieldNormal
 from .distributions._fused_normal import ScaledNoise, SharedNoise
 from .distributions.kl import has_closed_form_kl, kl_divergence
+from .functional.densities import LOG_2PI
 from .functional.linear import flat_linear
-from .sampling import current_state, fused_pays_off, mean_weights_enabled
+from .sampling import Stacked, current_state, fused_pays_off, mean_weights_enabled
 from .utils.errors import UnsupportedDistributionError
 from .utils.precision import widened
 from .utils.use_norm_constants import norm_constants_enabled
@@ -138,10 +139,21 @@ def expected_log_probs(
     if parameters is None:
         parameters = tuple(module.get_variational_parameters(variable))
     mean, log_std = widened(parameters)  # (sums in at least float32)
-    kl = kl_divergence(module.prior[variable], module.variational_distribution[variable],
-                       (mean, log_std))  # fmt: skip
-    per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if norm_constants_enabled() else 0.5
+    prior = module.prior[variable]
+    constants = norm_constants_enabled()
+    per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if constants else 0.5
     neg_entropy = -log_std.sum() - per_element * log_std.numel()
+    if type(prior) is MeanFieldNormal and not prior.mean.dim() and not prior.log_std.dim():
+        # The default prior: E log p = -P log s - (|mean - m|^2 + sum(std^2)) / (2 s^2)
+        # (- P/2 log 2 pi), the KL's terms without the entropy, in fewer operations.
+        # (The autosampled forward runs outside torch.compile, so float() is fine.)
+        m, log_s = float(prior.mean), float(prior.log_std)
+        centred = mean if m == 0.0 else mean - m
+        spread = torch.linalg.vector_norm(centred).square() + torch.exp(2 * log_std).sum()
+        offset = log_std.numel() * (log_s + (0.5 * LOG_2PI if constants else 0.0))
+        log_p = spread.mul(-0.5 * math.exp(-2 * log_s)).sub(offset)
+        return torch.stack([log_p, neg_entropy])
+    kl = kl_divergence(prior, module.variational_distribution[variable], (mean, log_std))
     return torch.stack([neg_entropy - kl, neg_entropy])
 
 
@@ -151,23 +163,29 @@ def local_reparameterization(
     weight: tuple[Tensor, Tensor],
     bias: Optional[tuple[Tensor, Tensor]],
     spatial_dims: int = 0,
+    stacked: Optional[Stacked] = None,
 ) -> Tensor:
     """Sample pre-activations of ``op`` (linear or convolution) with Normal weights.
 
     ``op`` acts on the last ``1 + spatial_dims`` dimensions of ``x`` (features, or
-    channels and positions).
+    channels and positions). On the stacked path (``stacked``, outside ``vmap``) an
+    input shared by the samples gets noise with a leading sample dimension.
     """
+    lanes = None if stacked is None else stacked.input_lanes()
+    rows = x[..., 0].numel()  # examples (and positions) of one sample
+    if stacked is not None and stacked.input_stacked:
+        rows //= stacked.samples
     if (
         op is flat_linear
         and not torch.is_autocast_enabled(x.device.type)  # (its casting rules apply)
         and x.dtype != torch.float16  # (the plain path widens float16)
         # (the fused function saves passes over the inputs and the outputs)
-        and fused_pays_off(x[..., 0].numel() * sum(weight[0].shape))
+        and fused_pays_off(rows * sum(weight[0].shape))
     ):
-        return local_linear(x, weight, bias)
+        return local_linear(x, weight, bias, lanes)
     mean = op(x, weight[0], None if bias is None else bias[0])
     std = preactivation_std(op, x, weight[1], bias, spatial_dims)
-    return torch.addcmul(mean, std, torch.randn_like(mean))
+    return torch.addcmul(mean, std, standard_normal(mean.shape, mean, lanes))
 
 
 def flipout(
@@ -178,40 +196,66 @@ def flipout(
     spatial_dims: int,
     shared: bool = False,
     lane_op: Optional[Op] = None,
+    stacked: Optional[Stacked] = None,
 ) -> Tensor:
     """Flipout pre-activations of ``op``.
 
     One weight perturbation per sample, or with ``shared`` one for all samples.
     ``lane_op`` (the same values as ``op``) applies the perturbations when they
-    differ between the sample lanes: a convolution's loop over the lanes (see
-    :mod:`torch_blue.vi._lane_conv`).
+    differ between the samples: a convolution's loop over the ``vmap`` lanes (see
+    :mod:`torch_blue.vi._lane_conv`), or on the stacked path (``stacked``) a product
+    with one weight set per sample. There the perturbations and the signs carry the
+    sample dimension explicitly.
     """
     b_mean, b_log_std = bias if bias is not None else (None, None)
     perturb = lane_op if lane_op is not None and not shared else op
     mean = op(x, weight[0], b_mean)
-    delta_w = scaled_noise(weight[1], shared)
-    delta_b = None if b_log_std is None else scaled_noise(b_log_std, shared)
+    lanes = None if stacked is None else stacked.samples
+    delta_w = scaled_noise(weight[1], shared, lanes)
+    delta_b = None if b_log_std is None else scaled_noise(b_log_std, shared, lanes)
     trailing = (1,) * spatial_dims
-    in_signs = random_signs(x.shape[: x.dim() - spatial_dims] + trailing, x)
-    out_signs = random_signs(mean.shape[: mean.dim() - spatial_dims] + trailing, mean)
+    in_shape = x.shape[: x.dim() - spatial_dims]
+    out_shape = mean.shape[: mean.dim() - spatial_dims]
+    if stacked is not None:
+        in_shape, out_shape = stacked.per_sample(in_shape), stacked.per_sample(out_shape)
+    in_signs = random_signs((*in_shape, *trailing), x, lanes)
+    out_signs = random_signs((*out_shape, *trailing), mean, lanes)
     return mean + perturb(x * in_signs, delta_w, delta_b) * out_signs
 
 
-def scaled_noise(log_std: Tensor, shared: bool = False) -> Tensor:
+def standard_normal(
+    shape: tuple[int, ...], like: Tensor, lanes: Optional[int] = None
+) -> Tensor:
+    """Standard normal noise of ``shape``, or ``(lanes, *shape)``, like ``like``.
+
+    Inside the sampled forward each ``vmap`` lane draws its own; on the stacked path
+    ``lanes`` asks for all S at once, which draws the same numbers.
+    """
+    if lanes is not None:
+        shape = (lanes, *shape)
+    return torch.randn(shape, dtype=like.dtype, device=like.device)
+
+
+def scaled_noise(
+    log_std: Tensor, shared: bool = False, lanes: Optional[int] = None
+) -> Tensor:
     """A zero-mean Normal draw with standard deviation ``exp(log_std)``.
 
     Inside the sampled forward every lane draws its own, or with ``shared`` one draw
-    serves all lanes (see :class:`SharedNoise`).
+    serves all lanes (see :class:`SharedNoise`). ``lanes=S`` (the stacked path) draws
+    all S at once, ``(S, *log_std.shape)``, unless ``shared``.
     """
     if shared:
         return torch.exp(log_std) * SharedNoise.apply(log_std.detach())
-    noise = torch.randn_like(log_std)
+    noise = standard_normal(log_std.shape, log_std, lanes)
     if fused_pays_off(log_std.numel()):
         return ScaledNoise.apply(log_std, noise)
     return torch.exp(log_std) * noise
 
 
-def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
+def random_signs(
+    shape: tuple[int, ...], like: Tensor, lanes: Optional[int] = None
+) -> Tensor:
     """Independent random signs (+1 or -1, equally likely) of ``like``'s dtype.
 
     Draws 64 signs per call of the random number generator: full-range 64-bit
@@ -219,19 +263,25 @@ def random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
     On a CPU that is much cheaper than one ``randint(0, 2)`` per sign, which cost
     Flipout more than its normal draws (the benchmarks page has the measurement);
     below 16,384 signs the single draws are used: fewer operations matter more there.
-    Inside ``vmap(randomness="different")`` every lane draws its own.
+    Inside ``vmap(randomness="different")`` every lane draws its own; ``lanes=S``
+    (the stacked path) draws S sets of ``shape`` at once, the same numbers.
     """
     count = math.prod(shape)
+    lead = () if lanes is None else (lanes,)
     if count < 2**14:  # few signs: fewer operations beat fewer random numbers
-        bits = torch.randint(0, 2, shape, device=like.device, dtype=like.dtype)
+        bits = torch.randint(0, 2, (*lead, *shape), device=like.device, dtype=like.dtype)
         return 2 * bits - 1
     words = torch.randint(
-        -(2**63), 2**63 - 1, ((count + 63) // 64,), dtype=torch.int64, device=like.device
+        -(2**63),
+        2**63 - 1,
+        (*lead, (count + 63) // 64),
+        dtype=torch.int64,
+        device=like.device,
     )
     table = _sign_table(like.device, like.dtype)
     # (embedding rather than index_select: vmap batches it without copying the table)
-    signs = F.embedding(words.view(torch.uint8).int(), table).view(-1)
-    return signs[:count].view(shape)
+    signs = F.embedding(words.view(torch.uint8).int(), table).view(*lead, -1)
+    return signs[..., :count].view(*lead, *shape)
 
 
 _SIGN_TABLES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
@@ -308,15 +358,21 @@ class EstimatorLayer:
         )
 
     def _fast_preactivations(
-        self, op: Op, x: Tensor, lane_op: Optional[Op] = None
+        self,
+        op: Op,
+        x: Tensor,
+        lane_op: Optional[Op] = None,
+        stacked: Optional[Stacked] = None,
     ) -> Optional[Tensor]:
         """Pre-activations without drawn weights, or ``None`` to draw them.
 
         ``lane_op`` (optional, the same values as ``op``) is the faster form of
-        ``op`` for weights that differ between the sample lanes (Flipout's
-        perturbations).
+        ``op`` for weights that differ between the samples (Flipout's
+        perturbations); on the stacked path (``stacked``) it takes weights with a
+        leading sample dimension.
         """
-        decided = self._fast_estimator(x)
+        one_sample = x[0] if stacked is not None and stacked.input_stacked else x
+        decided = self._fast_estimator(one_sample)
         if decided is None:
             return None
         estimator, record = decided
@@ -329,6 +385,8 @@ class EstimatorLayer:
                 if self.variational_distribution[variable] is not None:
                     self._record_log_probs(variable, expected_log_probs(self, variable))
         if estimator == "local_reparameterization":
-            return local_reparameterization(op, x, weight, bias, self._spatial_dims)
+            return local_reparameterization(
+                op, x, weight, bias, self._spatial_dims, stacked
+            )
         shared = record and estimator == "shared_flipout"
-        return flipout(op, x, weight, bias, self._spatial_dims, shared, lane_op)
+        return flipout(op, x, weight, bias, self._spatial_dims, shared, lane_op, stacked)

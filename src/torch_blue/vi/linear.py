@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from .base import VIModule
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator, flat_linear
+from .functional.linear import stacked_linear
+from .sampling import Stacked
 from .utils.checks import check_input_dtype, check_int
 from .utils.common_types import PriorSpec, VariationalSpec, vi_kwargs
 from .utils.errors import ShapeError
@@ -86,16 +88,35 @@ class VILinear(VIModule, EstimatorLayer):
 
     def forward(self, input_: Tensor) -> Tensor:
         """Apply the layer with one weight sample."""
-        check_input_dtype(self, input_)
-        if input_.dim() == 0 or input_.shape[-1] != self.in_features:
-            raise ShapeError(
-                f"VILinear(in_features={self.in_features}): expected an input whose last "
-                f"dimension is {self.in_features}, got shape {tuple(input_.shape)}"
-            )
+        self._check_input(input_)
         fast = self._fast_preactivations(flat_linear, input_)
         if fast is not None:
             return fast
         return flat_linear(input_, self.weight, self.bias)
+
+    def _stacked_forward(self, input_: Tensor, stacked: Stacked) -> Tensor:
+        """:meth:`forward` for all S samples at once (the stacked path).
+
+        The same values as S calls of :meth:`forward` in the ``vmap`` lanes, drawn
+        in the same order: weights ``(S, out, in)`` and one batched product.
+        """
+        self._check_input(input_, stacked)
+        fast = self._fast_preactivations(flat_linear, input_, stacked_linear, stacked)
+        if fast is not None:
+            return fast
+        weight = self._draw_stacked("weight", stacked.samples)
+        bias = self._draw_stacked("bias", stacked.samples)
+        return stacked_linear(input_, weight, bias, stacked.input_stacked)
+
+    def _check_input(self, input_: Tensor, stacked: Optional[Stacked] = None) -> None:
+        """Raise for an input of the wrong dtype or shape (for one sample)."""
+        check_input_dtype(self, input_)
+        shape = input_.shape if stacked is None else stacked.per_sample(input_.shape)
+        if not shape or shape[-1] != self.in_features:
+            raise ShapeError(
+                f"VILinear(in_features={self.in_features}): expected an input whose last "
+                f"dimension is {self.in_features}, got shape {tuple(shape)}"
+            )
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""

@@ -25,7 +25,7 @@ batch norm of :mod:`torch_blue.vi._lane_norm`, the attention routing of
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_SAMPLES",
     "LaneRule",
     "SamplingState",
+    "Stacked",
     "current_state",
     "fused_pays_off",
     "mean_weights",
@@ -82,7 +83,11 @@ class SamplingState:
         self.deferred.append((callback, value))
 
     def add(self, module: torch.nn.Module, variable: str, log_probs: Tensor) -> None:
-        """Record the ``(2,)`` log-probabilities of one access of ``variable``."""
+        """Record the ``(2,)`` log-probabilities of one access of ``variable``.
+
+        On the stacked path (:class:`Stacked`) they are ``(S, 2)``, one row per
+        sample, and may mix with the ``(2,)`` ones of closed-form KL terms.
+        """
         key = (id(module), variable)
         entry = self._entries.get(key)
         if entry is None:
@@ -103,6 +108,48 @@ class SamplingState:
 def current_state() -> Optional[SamplingState]:
     """The state of the sampled forward running now in this thread, if any."""
     return getattr(_local, "state", None)
+
+
+@contextmanager
+def running(state: SamplingState) -> Iterator[SamplingState]:
+    """Make ``state`` the current state of this thread while the block runs."""
+    previous = current_state()
+    _local.state = state
+    try:
+        yield state
+    finally:
+        _local.state = previous
+
+
+class Stacked(NamedTuple):
+    """S samples computed at once by batched operations, without ``vmap``.
+
+    A layer on the stacked path (:mod:`torch_blue.vi._stacked`) gets one of these
+    with its input. Its draws then carry the sample dimension explicitly,
+    ``(S, *shape)``: the same numbers that ``vmap(randomness="different")`` draws
+    lane by lane, so both paths give the same values under a seed.
+
+    Examples
+    --------
+    >>> Stacked(samples=4, input_stacked=False).input_lanes()
+    4
+    >>> Stacked(4, True).per_sample((4, 32, 13))
+    (32, 13)
+    """
+
+    #: S, the number of samples.
+    samples: int
+    #: Whether the input carries the samples as its dimension 0 (``False``: the input
+    #: is shared by all samples, e.g. the data entering the first layer).
+    input_stacked: bool
+
+    def input_lanes(self) -> Optional[int]:
+        """S when draws shaped like the input need the sample dimension, else None."""
+        return None if self.input_stacked else self.samples
+
+    def per_sample(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape one sample of a tensor shaped like the input has."""
+        return tuple(shape[1:]) if self.input_stacked else tuple(shape)
 
 
 #: Fewest elements (per call, over all lanes) for which the fused autograd functions
@@ -175,7 +222,7 @@ class mean_weights:  # noqa: N801 - a context manager named like torch.no_grad
 MAX_SAMPLES = 2**31 - 1
 
 
-def _check_samples(owner: str, samples: Any) -> int:
+def check_samples(owner: str, samples: Any) -> int:
     samples = check_int(owner, "samples", samples)
     if samples > MAX_SAMPLES:
         raise ValueError(f"{owner}: samples must be at most {MAX_SAMPLES}, got {samples}")
@@ -196,6 +243,8 @@ def register_lane_rule(name: str, rule: LaneRule) -> None:
     the lanes run (plain batch norms given a lane-safe forward, attention routed to
     one kernel call for all lanes) registers a rule under its ``name`` on import.
     Registering a name again replaces its rule.
+    The stacked path (:mod:`torch_blue.vi._stacked`) runs no lanes and enters no
+    rules; it takes no module that would need one.
 
     Examples
     --------
@@ -281,7 +330,7 @@ class _Inputs:
         return tree_unflatten(leaves, self.spec)
 
 
-def _resolve_samples(owner: str, samples: Optional[int], sizes: set[int]) -> int:
+def resolve_samples(owner: str, samples: Optional[int], sizes: set[int]) -> int:
     """S: the sampled inputs' sample count, ``samples`` or the default."""
     if len(sizes) > 1:
         raise ShapeError(
@@ -356,17 +405,13 @@ class _Lane:
 
     def __call__(self, lane: Tensor, *sampled: Tensor) -> tuple[Any, ...]:
         state = SamplingState(self.record, self.lanes)
-        previous = current_state()
-        _local.state = state
         args, kwargs = self.inputs.rebuild(sampled)
-        try:
+        with running(state):
             output = self.call(*args, **kwargs)
-        finally:
-            _local.state = previous
         self.outputs = _Outputs(type(self.module).__name__, output)
         log_probs = state.total() if self.record else None
         if log_probs is None:
-            log_probs = lane.new_zeros(2, dtype=_log_prob_dtype(self.module))
+            log_probs = lane.new_zeros(2, dtype=module_log_prob_dtype(self.module))
         self.callbacks = [callback for callback, _ in state.deferred]
         deferred = tuple(value for _, value in state.deferred)
         return self.outputs.tensors(), log_probs, deferred
@@ -415,12 +460,12 @@ def sampled_call(
     """
     owner = type(module).__name__
     if samples is not None:
-        samples = _check_samples(owner, samples)
+        samples = check_samples(owner, samples)
     if chunk_size is not None:
         chunk_size = check_int(owner, "chunk_size", chunk_size)
     inputs = _Inputs(owner, args, kwargs, sampled_input)
-    _check_devices(module, owner, inputs.tensor_leaves())
-    samples = _resolve_samples(owner, samples, inputs.sizes)
+    check_devices(module, owner, inputs.tensor_leaves())
+    samples = resolve_samples(owner, samples, inputs.sizes)
     record = record and not mean_weights_enabled()
     lane = _Lane(module, call, inputs, record, min(samples, chunk_size or samples))
     tensors, log_probs = _run_lanes(module, lane, samples, chunk_size)
@@ -448,7 +493,7 @@ def _run_lanes(
     return outputs, log_probs
 
 
-def _check_devices(module: torch.nn.Module, owner: str, tensors: Iterator[Tensor]) -> None:
+def check_devices(module: torch.nn.Module, owner: str, tensors: Iterator[Tensor]) -> None:
     """Raise for input tensors on the meta device given to a model that is not (or back).
 
     Other device mismatches raise in the first operation that mixes them; a meta
@@ -466,7 +511,7 @@ def _check_devices(module: torch.nn.Module, owner: str, tensors: Iterator[Tensor
             )
 
 
-def _log_prob_dtype(module: torch.nn.Module) -> torch.dtype:
+def module_log_prob_dtype(module: torch.nn.Module) -> torch.dtype:
     """The log-probs' dtype for the parameters' floating dtype (at least float32)."""
     for parameter in module.parameters():
         if parameter.is_floating_point():

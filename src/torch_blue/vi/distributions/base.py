@@ -299,6 +299,34 @@ class VariationalDistribution(Distribution):
         log_p = prior.prior_log_prob_sum(sample, hyperparameters)
         return sample, torch.stack([log_p, log_q])
 
+    def stacked_sample(self, parameters: tuple[Tensor, ...], samples: int) -> Tensor:
+        """``samples`` independent draws at once, ``(samples, *shape)``.
+
+        What the stacked path of a sampled forward draws for one weight access (see
+        :class:`~torch_blue.vi.sampling.Stacked`): the same numbers as the
+        ``vmap`` lanes would draw, one :meth:`sample` per lane. Subclasses override it
+        with batched formulas.
+        """
+        return _over_lanes(samples, parameters[0].device, lambda: self.sample(parameters))
+
+    def stacked_sample_and_log_probs(
+        self,
+        parameters: tuple[Tensor, ...],
+        prior: "Prior",
+        hyperparameters: tuple[Tensor, ...],
+        samples: int,
+    ) -> tuple[Tensor, Tensor]:
+        r"""``samples`` draws with :math:`(\log p, \log q)`: ``(S, *shape)``, ``(S, 2)``.
+
+        The stacked form of :meth:`sample_and_log_probs` (see
+        :meth:`stacked_sample`).
+        """
+        return _over_lanes(
+            samples,
+            parameters[0].device,
+            lambda: self.sample_and_log_probs(parameters, prior, hyperparameters),
+        )
+
     def initial_values(
         self,
         shape: tuple[int, ...],
@@ -496,3 +524,9 @@ def _check_probabilities(owner: str, samples: Tensor, sums: bool) -> None:
 
 def _plain(tensor: Tensor) -> Tensor:
     return tensor.as_plain() if isinstance(tensor, VIReturn) else tensor
+
+
+def _over_lanes(samples: int, device: torch.device, draw: Any) -> Any:
+    """``draw()`` once per lane of ``vmap(randomness="different")``, stacked."""
+    lanes = torch.empty(samples, 0, device=device)
+    return torch.vmap(lambda _: draw(), randomness="different")(lanes)

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..functional.densities import LOG_2PI
 from ..sampling import fused_pays_off
 from ..utils.use_norm_constants import norm_constants_enabled
-from ._fused_normal import NormalDraw
+from ._fused_normal import NormalDraw, normal_draw
 from .base import (
     PredictiveDistribution,
     Prior,
@@ -181,27 +181,46 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         (:func:`~torch_blue.vi.sampling.fused_pays_off`); the values and gradients
         are those of the unfused formulas.
         """
-        if (
-            type(prior) is not MeanFieldNormal
-            or hyperparameters
-            or prior.mean.dim()
-            or prior.log_std.dim()
-            or not fused_pays_off(parameters[0].numel())
+        if not _fusable_prior(prior, hyperparameters) or not fused_pays_off(
+            parameters[0].numel()
         ):
             return super().sample_and_log_probs(parameters, prior, hyperparameters)
         mean, log_std = parameters
-        # (The autosampled forward runs outside torch.compile, so float() is fine.)
-        prior_variance = math.exp(2 * float(prior.log_std)) + prior.eps
         sample, log_p, log_q = NormalDraw.apply(
-            mean,
-            log_std,
-            torch.randn_like(mean),
-            False,
-            float(prior.mean),
-            prior_variance,
-            norm_constants_enabled(),
+            mean, log_std, torch.randn_like(mean), False, *_draw_settings(prior)
         )
         return sample, torch.stack([log_p, log_q])
+
+    def stacked_sample(self, parameters: tuple[Tensor, Tensor], samples: int) -> Tensor:
+        """``samples`` reparameterised draws at once, ``(samples, *shape)``."""
+        mean, log_std = parameters
+        noise = torch.randn((samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        return torch.addcmul(mean, torch.exp(log_std), noise)
+
+    def stacked_sample_and_log_probs(
+        self,
+        parameters: tuple[Tensor, Tensor],
+        prior: Prior,
+        hyperparameters: tuple[Tensor, ...],
+        samples: int,
+    ) -> tuple[Tensor, Tensor]:
+        """``samples`` draws with their log-densities, batched for a Normal prior.
+
+        Large draws go through the fused :class:`NormalDraw`, small ones through its
+        formulas in plain autograd (fewer Python calls).
+        """
+        if not _fusable_prior(prior, hyperparameters):
+            return super().stacked_sample_and_log_probs(
+                parameters, prior, hyperparameters, samples
+            )
+        mean, log_std = parameters
+        noise = torch.randn((samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        settings = _draw_settings(prior)
+        if fused_pays_off(mean.numel()):
+            sample, log_p, log_q = NormalDraw.apply(mean, log_std, noise, True, *settings)
+        else:
+            sample, log_p, log_q = normal_draw(mean, log_std, noise, True, *settings)
+        return sample, torch.stack([log_p, log_q], dim=-1)
 
     def prior_log_prob_sum(
         self, sample: Tensor, hyperparameters: tuple[Tensor, ...] = tuple()
@@ -279,3 +298,26 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
 
 
 Normal = MeanFieldNormal
+
+
+def _fusable_prior(prior: Prior, hyperparameters: tuple[Tensor, ...]) -> bool:
+    """Whether a Normal draw can be scored under ``prior`` by :class:`NormalDraw`.
+
+    A :class:`MeanFieldNormal` prior with scalar mean and standard deviation, and no
+    learned hyperparameters.
+    """
+    return (
+        type(prior) is MeanFieldNormal
+        and not hyperparameters
+        and not prior.mean.dim()
+        and not prior.log_std.dim()
+    )
+
+
+def _draw_settings(prior: "MeanFieldNormal") -> tuple[float, float, bool]:
+    """:class:`NormalDraw`'s prior mean, prior variance (with ``eps``) and constants.
+
+    (The autosampled forward runs outside torch.compile, so float() is fine.)
+    """
+    variance = math.exp(2 * float(prior.log_std)) + prior.eps
+    return float(prior.mean), variance, norm_constants_enabled()

@@ -8,7 +8,8 @@ holds the computations of torch_blue's layers that take tensors, not modules:
   bound ``MATMUL_MAX_POSITIONS`` lives there: set it on that module);
 * :mod:`~torch_blue.vi.functional.rnn`: the recurrent cells and their recurrence,
   and packing and padding of variable-length sequences;
-* :mod:`~torch_blue.vi.functional.linear`: the dense product of the layers;
+* :mod:`~torch_blue.vi.functional.linear`: the dense products of the layers (one weight, or
+  one weight set per sample);
 * :mod:`~torch_blue.vi.functional.densities`: log-densities the distributions share
   (one Student-t) and the Normal's constants.
 """
@@ -22,7 +23,7 @@ from .attention import (
     transpose_qkv,
 )
 from .densities import HALF_LOG_2PI, LOG_2PI, student_t_log_density
-from .linear import flat_linear
+from .linear import flat_linear, stacked_linear
 from .rnn import GATES, Affine, pack_padded_sequence, pad_packed_sequence, recur, rnn_cell
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "GATES",
     "Affine",
     "flat_linear",
+    "stacked_linear",
     "pack_padded_sequence",
     "pad_packed_sequence",
     "recur",

@@ -2,10 +2,11 @@
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
-__all__ = ["flat_linear"]
+__all__ = ["flat_linear", "stacked_linear"]
 
 
 def flat_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -31,3 +32,51 @@ def flat_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         return F.linear(x, weight, bias)
     out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def stacked_linear(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], input_stacked: bool = True
+) -> Tensor:
+    """``F.linear`` with one weight set per sample, as one batched product.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(S, *, in_features)``, or with ``input_stacked=False`` ``(*, in_features)``
+        shared by all samples.
+    weight : Tensor
+        ``(S, out_features, in_features)``.
+    bias : Tensor, optional
+        ``(S, out_features)``.
+    input_stacked : bool, default: True
+        Whether ``x`` carries the samples as its dimension 0.
+
+    Returns
+    -------
+    Tensor
+        ``(S, *, out_features)``: sample ``s`` is ``F.linear(x[s], weight[s],
+        bias[s])`` (or of the shared ``x``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> x, w, b = torch.randn(5, 3), torch.randn(2, 4, 3), torch.randn(2, 4)
+    >>> y = stacked_linear(x, w, b, input_stacked=False)
+    >>> y.shape
+    torch.Size([2, 5, 4])
+    >>> torch.allclose(y[1], torch.nn.functional.linear(x, w[1], b[1]))
+    True
+    """
+    samples, out_features, in_features = weight.shape
+    if input_stacked:
+        rows = x.reshape(samples, -1, in_features)
+        batch = x.shape[1:-1]
+    else:  # the shared rows enter every product without a copy
+        rows = x.reshape(1, -1, in_features).expand(samples, -1, -1)
+        batch = x.shape[:-1]
+    if bias is None:
+        out = torch.bmm(rows, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))
+    return out.view(samples, *batch, out_features)

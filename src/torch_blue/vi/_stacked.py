@@ -1,0 +1,250 @@
+"""The stacked path: a ``VISequential`` of dense layers run without ``vmap``.
+
+The sampled forward (:mod:`torch_blue.vi.sampling`) runs any model for S samples by
+``torch.vmap``, each layer written for one sample. That generality costs a fixed
+amount per operation and per call, which decides the speed of small networks (a
+UCI-sized MLP does little work per step). The stacks people build most, a
+:class:`~torch_blue.vi.VISequential` of :class:`~torch_blue.vi.VILinear` layers
+and simple modules, are run here instead with batched operations on tensors whose
+dimension 0 is the sample: weights drawn as ``(S, out, in)`` and one batched product
+per layer, activations applied once to all samples.
+
+It is taken only where it gives what the lanes give: the same values,
+log-probabilities and gradients, drawn from the random number generator in the same
+order (``vmap(randomness="different")`` draws the S lanes of one call as one
+``(S, ...)`` draw; the stacked path asks for exactly those). Everything else takes the
+general path, which raises the errors for bad input too:
+
+* the model is exactly a ``VISequential`` (not a subclass with its own ``forward``)
+  called with one tensor, without ``chunk_size``;
+* every child is a layer with a stacked forward (:meth:`VILinear._stacked_forward`,
+  defined by the same class as its ``forward``), not reusing draws, or a plain module
+  listed in :data:`PLAIN_STEPS`;
+* no hooks (module or global), no mean-weight mode, no autocast, no ``torch.func``
+  transform around the call, a float32 or float64 input.
+"""
+
+from collections.abc import Callable
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.modules import module as nn_module
+
+from .sampling import (
+    SamplingState,
+    Stacked,
+    check_devices,
+    check_samples,
+    mean_weights_enabled,
+    module_log_prob_dtype,
+    resolve_samples,
+    running,
+)
+from .utils.vi_return import VIReturn
+
+__all__ = ["ENABLED", "PLAIN_STEPS", "stacked_call", "stacked_steps"]
+
+#: Switch for the stacked path (``False``: every call takes the general path). The
+#: tests compare both paths with it.
+ENABLED = True
+
+#: One step of the stacked path: ``step(module, h, stacked) -> (h, stacked)``.
+Step = Callable[[nn.Module, Tensor, Stacked], tuple[Tensor, Stacked]]
+
+
+def _pointwise(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    """A module acting on the last dimensions, any leading ones batch: call it."""
+    return module(h), stacked
+
+
+def _dim(dim: int, stacked: Stacked) -> int:
+    """A dimension of one sample, in a tensor that may lead with the samples."""
+    return dim + 1 if dim >= 0 and stacked.input_stacked else dim
+
+
+def _flatten(module: nn.Flatten, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    start, end = _dim(module.start_dim, stacked), _dim(module.end_dim, stacked)
+    return h.flatten(start, end), stacked
+
+
+def _unflatten(module: nn.Unflatten, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    return h.unflatten(_dim(module.dim, stacked), module.unflattened_size), stacked
+
+
+def _softmax(function: Callable[..., Tensor]) -> Step:
+    def step(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+        return function(h, _dim(module.dim, stacked)), stacked
+
+    return step
+
+
+def _dropout(module: nn.Dropout, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    """Dropout draws its mask per sample: a shared input gains the sample dimension."""
+    if module.training and module.p > 0 and not stacked.input_stacked:
+        h = h.expand(stacked.samples, *h.shape)
+        stacked = Stacked(stacked.samples, True)
+    return module(h), stacked
+
+
+_POINTWISE = (
+    nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LogSigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Tanhshrink,
+    nn.Linear,  # (deterministic weights: the last dimension, any leading ones)
+    nn.LayerNorm,  # (normalises the last dimensions)
+)
+
+#: The plain modules the stacked path runs, by exact type, and how.
+PLAIN_STEPS: dict[type[nn.Module], Step] = {
+    **dict.fromkeys(_POINTWISE, _pointwise),
+    nn.Flatten: _flatten,
+    nn.Unflatten: _unflatten,
+    nn.Softmax: _softmax(F.softmax),
+    nn.LogSoftmax: _softmax(F.log_softmax),
+    nn.Softmin: _softmax(F.softmin),
+    nn.Dropout: _dropout,
+}
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
+def _global_hooks() -> bool:
+    return bool(
+        nn_module._global_forward_hooks
+        or nn_module._global_forward_pre_hooks
+        or nn_module._global_backward_hooks
+        or nn_module._global_backward_pre_hooks
+    )
+
+
+def _owns_stacked_forward(cls: type) -> bool:
+    """Whether the class that gives ``cls`` its ``forward`` also gives its stacked one."""
+    for klass in cls.__mro__:
+        own = klass.__dict__
+        if "forward" in own or "_stacked_forward" in own:
+            return "forward" in own and "_stacked_forward" in own
+    return False
+
+
+def _vi_step(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    return module._stacked_forward(h, stacked), Stacked(stacked.samples, True)
+
+
+def _step_of(module: nn.Module) -> Optional[Step]:
+    """How the stacked path runs ``module``, or ``None`` if it cannot."""
+    if _hooked(module):
+        return None
+    if hasattr(module, "_stacked_forward"):
+        if not _owns_stacked_forward(type(module)) or module._reuse_draws:
+            return None
+        return _vi_step
+    step = PLAIN_STEPS.get(type(module))
+    if step is None or getattr(module, "dim", 0) is None:  # (softmax's implicit dim)
+        return None
+    return step
+
+
+def stacked_steps(model: nn.Module) -> Optional[list[tuple[nn.Module, Step]]]:
+    """The children of ``model`` with their steps, or ``None`` if one has none."""
+    if _hooked(model):
+        return None
+    steps = []
+    for module in model.children():
+        step = _step_of(module)
+        if step is None:
+            return None
+        steps.append((module, step))
+    return steps
+
+
+def _plain_input(args: tuple, kwargs: dict, chunk_size: Optional[int]) -> Optional[Tensor]:
+    """The one input tensor of a call the stacked path can take, else ``None``."""
+    if not ENABLED or kwargs or chunk_size is not None or len(args) != 1:
+        return None
+    (x,) = args
+    if (
+        not isinstance(x, Tensor)
+        or x.dtype not in (torch.float32, torch.float64)
+        or x.device.type == "meta"
+        or torch.is_autocast_enabled(x.device.type)
+        or mean_weights_enabled()
+        or torch._C._are_functorch_transforms_active()
+        or _global_hooks()
+    ):
+        return None
+    return x
+
+
+@torch.compiler.disable
+def stacked_call(
+    model: nn.Module,
+    args: tuple,
+    kwargs: dict,
+    samples: Optional[int],
+    sampled_input: bool,
+    chunk_size: Optional[int] = None,
+) -> Any:
+    """Run ``model`` for S samples on the stacked path, or return ``NotImplemented``.
+
+    The arguments are those of :func:`~torch_blue.vi.sampling.sampled_call`;
+    ``NotImplemented`` means "take the general path" (see the module docstring).
+    """
+    x = _plain_input(args, kwargs, chunk_size)
+    if x is None:
+        return NotImplemented
+    steps = stacked_steps(model)
+    if not steps:
+        return NotImplemented
+    incoming = None
+    input_stacked = sampled_input or isinstance(x, VIReturn)
+    if input_stacked and x.dim() == 0:
+        return NotImplemented  # (the general path names the error)
+    if isinstance(x, VIReturn):
+        incoming, x = x.log_probs, x.as_plain()
+    owner = type(model).__name__
+    check_devices(model, owner, iter((x,)))
+    if samples is not None:
+        samples = check_samples(owner, samples)
+    samples = resolve_samples(owner, samples, {x.shape[0]} if input_stacked else set())
+    record = model._return_log_probs
+    stacked = Stacked(samples, input_stacked)
+    with running(SamplingState(record, samples)) as state:
+        for module, step in steps:
+            x, stacked = step(module, x, stacked)
+    if not stacked.input_stacked:  # (no layer drew anything: the lanes expand)
+        x = x.expand(samples, *x.shape)
+    log_probs = None
+    if record:
+        log_probs = state.total()
+        if log_probs is None:
+            log_probs = x.new_zeros(samples, 2, dtype=module_log_prob_dtype(model))
+        elif log_probs.dim() == 1:  # (closed-form KL terms only: the same per sample)
+            log_probs = log_probs.expand(samples, 2)
+        if incoming is not None:
+            log_probs = log_probs + incoming.to(log_probs)
+    return VIReturn(x, log_probs)

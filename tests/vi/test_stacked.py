@@ -1,0 +1,281 @@
+"""The stacked path gives what the lanes give, and is taken only where it applies."""
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+from torch import nn
+
+from torch_blue import vi
+from torch_blue.vi import VILinear, VIReturn, VISequential, _stacked, base
+from torch_blue.vi.distributions import (
+    LaplacePrior,
+    MeanFieldNormal,
+    MeanFieldStudentT,
+    ScaleMixtureNormalPrior,
+)
+from torch_blue.vi.estimators import ESTIMATORS
+from torch_blue.vi.utils import ShapeError
+
+
+def _general_calls(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Record every call that takes the general (vmap) path."""
+    calls = []
+    general = base.sampled_call
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return general(*args, **kwargs)
+
+    monkeypatch.setattr(base, "sampled_call", spy)
+    return calls
+
+
+def _run(model, x, seed, stacked, **kwargs):
+    """Output, log-probs and parameter gradients of one seeded call."""
+    previous = _stacked.ENABLED
+    _stacked.ENABLED = stacked
+    try:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        out = model(x, **kwargs)
+        total = out.as_plain().square().sum()
+        if out.log_probs is not None:
+            total = total + out.log_probs.sum()
+        total.backward()
+    finally:
+        _stacked.ENABLED = previous
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    log_probs = None if out.log_probs is None else out.log_probs.detach()
+    return out.as_plain().detach(), log_probs, grads
+
+
+def _assert_same(model, x, seed=0, **kwargs):
+    """The stacked path and the lanes agree (float64, same seed)."""
+    out_s, lp_s, grads_s = _run(model, x, seed, True, **kwargs)
+    out_g, lp_g, grads_g = _run(model, x, seed, False, **kwargs)
+    assert out_s.shape == out_g.shape
+    torch.testing.assert_close(out_s, out_g, rtol=1e-10, atol=1e-12)
+    if lp_g is None:
+        assert lp_s is None
+    else:
+        assert lp_s.shape == lp_g.shape
+        torch.testing.assert_close(lp_s, lp_g, rtol=1e-10, atol=1e-9)
+    assert grads_s.keys() == grads_g.keys() and grads_g
+    for name in grads_g:
+        torch.testing.assert_close(grads_s[name], grads_g[name], rtol=1e-9, atol=1e-10)
+
+
+def _mlp(estimator="reparameterization", **layer_kwargs):
+    torch.manual_seed(123)
+    model = VISequential(
+        nn.Flatten(),
+        VILinear(12, 16, **layer_kwargs),
+        nn.Tanh(),
+        VILinear(16, 16, **layer_kwargs),
+        nn.ReLU(),
+        VILinear(16, 3, bias=False, **layer_kwargs),
+    ).double()
+    model.estimator = estimator
+    return model
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("record", [True, False])
+def test_same_values_log_probs_and_gradients_as_the_lanes(estimator, record):
+    model = _mlp(estimator)
+    model.return_log_probs = record
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    _assert_same(model, x, samples=4)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_large_layers_use_the_fused_kernels_and_still_agree(estimator):
+    # 128 x 256 weights over 8 samples cross the fused functions' threshold
+    torch.manual_seed(0)
+    model = VISequential(VILinear(256, 128), nn.ReLU(), VILinear(128, 4)).double()
+    model.estimator = estimator
+    _assert_same(model, torch.randn(70, 256, dtype=torch.float64), samples=8)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_sampled_inputs_sequences_and_vireturn_inputs_agree(estimator, monkeypatch):
+    model = _mlp(estimator)[1:]  # from VILinear(12, 16) on
+    x = torch.randn(3, 5, 7, 12, dtype=torch.float64)  # (S, batch, positions, in)
+    results = []
+    for stacked in (True, False):
+        monkeypatch.setattr(_stacked, "ENABLED", stacked)
+        torch.manual_seed(2)
+        results.append(model.sampled_forward(x, sampled_input=True))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results[0].log_probs, results[1].log_probs)
+    assert results[0].shape == (3, 5, 7, 3)
+    monkeypatch.setattr(_stacked, "ENABLED", True)
+    # a VIReturn input is mapped over and its log-probs are added
+    _assert_same(model, VIReturn(x, torch.ones(3, 2, dtype=torch.float64)), seed=3)
+    # positions of a shared input
+    _assert_same(model, x[0], seed=4, samples=3)
+
+
+def test_dropout_softmax_flatten_unflatten_linear_and_layer_norm_agree():
+    torch.manual_seed(0)
+    model = VISequential(
+        nn.Unflatten(1, (2, 6)),
+        nn.Flatten(start_dim=-2),
+        nn.Dropout(0.3),
+        VILinear(12, 8),
+        nn.LayerNorm(8),
+        nn.GELU(),
+        nn.Dropout(0.2),
+        nn.Linear(8, 8),
+        VILinear(8, 5),
+        nn.LogSoftmax(dim=1),
+        nn.Softmax(dim=-1),
+    ).double()
+    _assert_same(model, torch.randn(6, 12, dtype=torch.float64), samples=5)
+    model.eval()
+    _assert_same(model, torch.randn(6, 12, dtype=torch.float64), samples=5)
+
+
+@pytest.mark.parametrize(
+    "layer_kwargs",
+    [
+        {"variational_distribution": MeanFieldStudentT()},
+        {"prior": LaplacePrior()},
+        {"prior": ScaleMixtureNormalPrior()},
+        {"prior": MeanFieldNormal(0.5, 2.0)},
+    ],
+    ids=["student_t_posterior", "laplace_prior", "scale_mixture_prior", "shifted_prior"],
+)
+def test_other_distributions_draw_the_same_numbers(layer_kwargs):
+    model = _mlp(**layer_kwargs)
+    _assert_same(model, torch.randn(4, 12, dtype=torch.float64), samples=3)
+
+
+def test_the_stacked_path_is_taken_for_dense_stacks(monkeypatch):
+    calls = _general_calls(monkeypatch)
+    model = VISequential(nn.Flatten(), VILinear(4, 3), nn.ReLU(), VILinear(3, 2))
+    out = model(torch.randn(5, 2, 2), samples=6)
+    assert calls == []
+    assert isinstance(out, VIReturn) and out.shape == (6, 5, 2)
+    assert out.log_probs.shape == (6, 2)
+
+
+class _OwnForward(VILinear):
+    def forward(self, input_):
+        return super().forward(input_) * 2
+
+
+class _Plain(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def _with(child):
+    return lambda: VISequential(VILinear(4, 4), child)
+
+
+def _hooked_model():
+    model = VISequential(VILinear(4, 4))
+    model.register_forward_hook(lambda *args: None)
+    return model
+
+
+def _hooked_child():
+    model = VISequential(VILinear(4, 4))
+    model[0].register_forward_pre_hook(lambda *args: None)
+    return model
+
+
+def _reusing():
+    model = VISequential(VILinear(4, 4))
+    model[0].reuse_draws = True
+    return model
+
+
+@pytest.mark.parametrize(
+    "build, call, context",
+    [
+        (_with(_OwnForward(4, 4)), {}, nullcontext),
+        (_with(_Plain()), {}, nullcontext),
+        (_with(nn.BatchNorm1d(4)), {}, nullcontext),
+        (_with(vi.VIConv1d(3, 1, 1)), {}, nullcontext),
+        (_with(nn.Softmax()), {}, nullcontext),
+        (lambda: vi.VIResidualConnection(VILinear(4, 4)), {}, nullcontext),
+        (_hooked_model, {}, nullcontext),
+        (_hooked_child, {}, nullcontext),
+        (_reusing, {}, nullcontext),
+        (_with(nn.ReLU()), {"chunk_size": 2}, nullcontext),
+        (_with(nn.ReLU()), {}, vi.mean_weights),
+        (_with(nn.ReLU()), {}, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
+    ],
+    ids=[
+        "child_with_own_forward",
+        "custom_plain_module",
+        "batch_norm",
+        "convolution",
+        "softmax_without_dim",
+        "residual_block",
+        "hook_on_model",
+        "hook_on_child",
+        "reuse_draws",
+        "chunk_size",
+        "mean_weights",
+        "autocast",
+    ],
+)
+def test_the_general_path_is_taken_where_the_stacked_one_does_not_apply(
+    monkeypatch, build, call, context
+):
+    calls = _general_calls(monkeypatch)
+    model = build()
+    with context():
+        model(torch.randn(3, 4), **call)
+    assert len(calls) == 1
+
+
+def test_global_hooks_and_function_transforms_take_the_general_path(monkeypatch):
+    calls = _general_calls(monkeypatch)
+    model = VISequential(VILinear(4, 4))
+    handle = nn.modules.module.register_module_forward_hook(lambda *args: None)
+    try:
+        model(torch.randn(3, 4))
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    params = dict(model.named_parameters())
+    torch.func.grad(
+        lambda p: torch.func.functional_call(model, p, (torch.randn(3, 4),)).sum()
+    )(params)
+    assert len(calls) == 2
+
+
+def test_half_precision_inputs_take_the_general_path(monkeypatch):
+    calls = _general_calls(monkeypatch)
+    model = VISequential(VILinear(4, 4)).half()
+    model(torch.randn(3, 4).half())
+    assert len(calls) == 1
+
+
+def test_bad_inputs_raise_the_errors_of_the_lanes():
+    model = VISequential(VILinear(4, 3))
+    for stacked in (True, False):
+        _stacked.ENABLED = stacked
+        try:
+            with pytest.raises(ShapeError, match=r"dimension is 4, got shape \(2, 5\)"):
+                model(torch.randn(2, 5))
+            with pytest.raises(TypeError, match="VILinear: the input's dtype"):
+                model(torch.ones(2, 4, dtype=torch.long))
+            with pytest.raises(ShapeError, match="samples=3 but the sampled input"):
+                model(VIReturn(torch.randn(2, 4), None), samples=3)
+        finally:
+            _stacked.ENABLED = True
+
+
+def test_a_sequential_without_random_layers_still_returns_samples():
+    model = VISequential(nn.ReLU())
+    x = torch.randn(2, 3)
+    out = model(x, samples=4)
+    assert out.shape == (4, 2, 3)
+    torch.testing.assert_close(out.as_plain(), torch.relu(x).expand(4, 2, 3))
+    assert torch.equal(out.log_probs, torch.zeros(4, 2))
