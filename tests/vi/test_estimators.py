@@ -207,16 +207,20 @@ def test_shared_flipout_samples_are_uncorrelated():
     assert correlation.abs().max() < 5 / (n // 2) ** 0.5
 
 
-def test_prediction_mode_samples_preactivations_for_normal_layers():
+def test_prediction_mode_samples_preactivations_where_they_are_fewer_than_weights():
     torch.manual_seed(0)
-    layer = VILinear(1, 1, bias=False, return_log_probs=False)
+    layer = VILinear(2, 1, bias=False, return_log_probs=False)
     with torch.no_grad():
         layer._weight_mean.zero_()
-    out = layer(torch.ones(2, 1), samples=20_000).as_plain()[..., 0]
+    # 2 rows x 1 output against 1 x 2 weights: the pre-activations are sampled
+    out = layer(torch.ones(2, 2), samples=20_000).as_plain()[..., 0]
     # Independent draws per example (weights would make the two columns identical).
     assert abs(torch.corrcoef(out.T)[0, 1]) < 5 / 20_000**0.5
+    # 3 rows draw more numbers than the 2 weights: the weights are drawn, shared
+    out = layer(torch.ones(3, 2), samples=5).as_plain()[..., 0]
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
     layer.return_log_probs = True
-    out = layer(torch.ones(2, 1), samples=5).as_plain()[..., 0]
+    out = layer(torch.ones(2, 2), samples=5).as_plain()[..., 0]
     assert torch.equal(out[:, 0], out[:, 1])
 
 

@@ -35,7 +35,6 @@ once. Other cases (parameters batched by an outer ``vmap``) fall back to the pla
 formulas, which ``vmap`` batches itself.
 """
 
-import math
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -239,7 +238,8 @@ def input_scale(x: Tensor, dims: tuple[int, ...]) -> Tensor:
     formula does not overflow, the scaled one gives the same bits, and inputs within
     [-1, 1] are not scaled at all.
     """
-    largest = torch.linalg.vector_norm(x.detach(), math.inf, dim=dims, keepdim=True)
+    # (abs + amax: the same values as the infinity norm, several times faster on a CPU)
+    largest = x.detach().abs().amax(dim=dims, keepdim=True)
     return torch.exp2(torch.floor(torch.log2(largest.clamp(min=1))))
 
 

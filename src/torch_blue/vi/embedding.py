@@ -335,6 +335,10 @@ class VIEmbedding(VIModule, EstimatorLayer):
         # a token, and its occurrences share one draw of the table.
         return x.dim() <= 1
 
+    def _local_noise_is_cheaper(self, x: Tensor) -> bool:
+        # Looked-up rows against the whole table.
+        return x.numel() <= self.num_embeddings
+
     def _fast_preactivations(self, op: Any, x: Tensor) -> Optional[Tensor]:
         """Looked-up vectors drawn without drawing the table, or ``None``.
 

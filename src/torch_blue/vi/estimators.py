@@ -9,8 +9,10 @@ gradients):
     and share them across the batch; the KL term is estimated from the drawn weights.
     Works with every variational distribution and prior. When the model runs with
     ``return_log_probs = False`` (prediction), dense Normal layers on
-    ``(batch, features)`` inputs sample the pre-activations instead: the per-example
-    predictive distribution is exactly the same and no weight matrix is drawn.
+    ``(batch, features)`` inputs sample the pre-activations instead where that draws
+    fewer random numbers (batches no wider than the layer's input; a lookup of fewer
+    tokens than the table has rows): the per-example predictive distribution is
+    exactly the same and no weight matrix is drawn.
     Convolutions, sequences and embeddings keep drawing weights, because positions of
     one example share a draw (sampling per position would change the predictive
     distribution).
@@ -172,7 +174,7 @@ def local_reparameterization(
     input shared by the samples gets noise with a leading sample dimension.
     """
     lanes = None if stacked is None else stacked.input_lanes()
-    rows = x[..., 0].numel()  # examples (and positions) of one sample
+    rows = math.prod(x.shape[:-1])  # examples (and positions) of one sample
     if stacked is not None and stacked.input_stacked:
         rows //= stacked.samples
     if (
@@ -324,6 +326,16 @@ class EstimatorLayer:
         """
         return self._spatial_dims == 0 and x.dim() <= 2
 
+    def _local_noise_is_cheaper(self, x: Tensor) -> bool:
+        """Whether sampling the pre-activations for ``x`` draws fewer numbers than weights.
+
+        A dense layer draws ``rows * out`` numbers for its pre-activations against
+        ``out * in`` for its weights: the pre-activations are cheaper for batches no
+        wider than the layer's input. (Prediction picks the cheaper of the two; both
+        give the same predictive distribution where local noise is exact.)
+        """
+        return math.prod(x.shape[:-1]) <= math.prod(self._weight_mean.shape[1:])
+
     def _fast_estimator(self, x: Tensor) -> Optional[tuple[str, bool]]:
         """The estimator that skips drawing the weights for input ``x``, or ``None``.
 
@@ -342,6 +354,7 @@ class EstimatorLayer:
                 or self._reuse_draws
                 or not normal_layer(self)
                 or not self._local_noise_is_exact(x)
+                or not self._local_noise_is_cheaper(x)
             ):
                 return None
             estimator = "local_reparameterization"
