@@ -5,6 +5,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Optional
 
 import torch
+from torch.nn.modules import module as nn_module
 from torch.utils import _pytree
 
 
@@ -49,3 +50,30 @@ def is_batched(tensor: torch.Tensor) -> bool:
     """
     check = getattr(torch._C._functorch, "is_batchedtensor", None)
     return bool(check(tensor)) if check is not None else False
+
+
+def function_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ...) is running here."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return True if active is None else bool(active())
+
+
+def has_call_hooks(module: torch.nn.Module) -> bool:
+    """Whether ``module`` has forward or backward hooks (or pre-hooks) of its own."""
+    return bool(
+        getattr(module, "_forward_hooks", None)
+        or getattr(module, "_forward_pre_hooks", None)
+        or getattr(module, "_backward_hooks", None)
+        or getattr(module, "_backward_pre_hooks", None)
+    )
+
+
+def global_call_hooks() -> bool:
+    """Whether forward or backward hooks are registered for every module."""
+    names = (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    )
+    return any(getattr(nn_module, name, None) for name in names)

@@ -30,8 +30,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
-from torch.nn.modules import module as nn_module
 
+from .._compat import function_transforms_active, global_call_hooks, has_call_hooks
 from .sampling import (
     SamplingState,
     Stacked,
@@ -124,24 +124,6 @@ PLAIN_STEPS: dict[type[nn.Module], Step] = {
 }
 
 
-def _hooked(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
-
-
-def _global_hooks() -> bool:
-    return bool(
-        nn_module._global_forward_hooks
-        or nn_module._global_forward_pre_hooks
-        or nn_module._global_backward_hooks
-        or nn_module._global_backward_pre_hooks
-    )
-
-
 def _owns_stacked_forward(cls: type) -> bool:
     """Whether the class that gives ``cls`` its ``forward`` also gives its stacked one."""
     for klass in cls.__mro__:
@@ -157,7 +139,7 @@ def _vi_step(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, St
 
 def _step_of(module: nn.Module) -> Optional[Step]:
     """How the stacked path runs ``module``, or ``None`` if it cannot."""
-    if _hooked(module):
+    if has_call_hooks(module):
         return None
     if hasattr(module, "_stacked_forward"):
         if not _owns_stacked_forward(type(module)) or module._reuse_draws:
@@ -171,7 +153,7 @@ def _step_of(module: nn.Module) -> Optional[Step]:
 
 def stacked_steps(model: nn.Module) -> Optional[list[tuple[nn.Module, Step]]]:
     """The children of ``model`` with their steps, or ``None`` if one has none."""
-    if _hooked(model):
+    if has_call_hooks(model):
         return None
     steps = []
     for module in model.children():
@@ -193,8 +175,8 @@ def _plain_input(args: tuple, kwargs: dict, chunk_size: Optional[int]) -> Option
         or x.device.type == "meta"
         or torch.is_autocast_enabled(x.device.type)
         or mean_weights_enabled()
-        or torch._C._are_functorch_transforms_active()
-        or _global_hooks()
+        or function_transforms_active()
+        or global_call_hooks()
     ):
         return None
     return x

@@ -115,3 +115,60 @@ def test_plot_from_a_saved_report(benchmark, tmp_path):
     plot = tmp_path / "ratios.png"
     assert benchmark.main(["--plot-from", str(report), "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 0
+
+
+def test_quick_small_and_latency_run(benchmark, tmp_path, capsys):
+    status = benchmark.main(
+        [
+            "--quick",
+            "--tasks",
+            "small,latency",
+            "--modes",
+            "plain,torch_blue,hand-written-reparameterization,"
+            "hand-written-local_reparameterization",
+            "--peers-dir",
+            str(tmp_path / "no-peers"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0 and "worker failed" not in out
+    assert "| small | torch_blue |" in out and "| small | reparameterization |" in out
+    for batch in benchmark.LATENCY_BATCHES:
+        for samples in benchmark.LATENCY_SAMPLES:
+            assert f"| {batch} | {samples} | torch_blue |" in out
+            assert f"| {batch} | {samples} | hand-written-local_reparameterization |" in out
+    # hand-written prediction does not train: no hand-written reparameterisation row
+    assert "| 1 | 1 | hand-written-reparameterization |" not in out
+    targets = out.split("## Targets for small networks")[1].split("\n\n")[1]
+    lines = targets.splitlines()
+    assert lines and all(line.startswith(("- met:", "- MISSED:")) for line in lines)
+    assert any("its hand-written step" in line for line in lines)
+    assert any("the hand-written prediction" in line for line in lines)
+
+
+def test_targets_compare_per_round_with_the_fastest_peer(benchmark):
+    def results(*ms):
+        return [None if m is None else {"ms": m, "peak_mib": 1.0} for m in ms]
+
+    runs = {
+        ("small", "plain"): results(1.0, 1.0),
+        ("small", "torch_blue"): results(3.0, 3.0),
+        ("small", "hand-written-reparameterization"): results(2.6, 2.4),
+        # the fastest peer changes between rounds: 5.0 then 4.0
+        ("small", "upstream"): results(6.0, 4.0),
+        ("small", "blitz"): results(5.0, 40.0),
+        ("latency B=64 S=10", "torch_blue"): results(1.0, 1.0),
+        ("latency B=64 S=10", "upstream"): results(2.5, 1.5),
+        ("latency B=64 S=10", "hand-written-local_reparameterization"): results(1.0, 0.5),
+    }
+    text = benchmark.targets_section(runs, ["small", "latency"])
+    # 3.0/2.6 = 1.15 and 3.0/2.4 = 1.25: median 1.20
+    assert "- met: small, reparameterization: 1.20x its hand-written step" in text
+    # 5.0/3.0 and 4.0/3.0: median 1.5
+    assert "- met: small, reparameterization: 1.50x faster than the fastest peer" in text
+    assert "- MISSED: stretch, small, reparameterization: 3.00x plain" in text
+    # 1.0/1.0 and 1.0/0.5: median 1.5
+    assert "- MISSED: latency B=64 S=10: 1.50x the hand-written prediction" in text
+    # 2.5 and 1.5: median 2.0
+    assert "- met: latency B=64 S=10: 2.00x faster than upstream" in text
+    assert "- not measured: latency B=1 S=10" in text
