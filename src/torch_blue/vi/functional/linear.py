@@ -72,9 +72,12 @@ def stacked_linear(
     if input_stacked:
         rows = x.reshape(samples, -1, in_features)
         batch = x.shape[1:-1]
-    else:  # the shared rows enter every product without a copy
-        rows = x.reshape(1, -1, in_features).expand(samples, -1, -1)
-        batch = x.shape[:-1]
+    else:  # one product of the shared rows with all S weight sets
+        flat = x.reshape(-1, in_features)
+        out = torch.nn.functional.linear(
+            flat, weight.reshape(-1, in_features), None if bias is None else bias.reshape(-1)
+        )
+        return out.view(*x.shape[:-1], samples, out_features).movedim(-2, 0)
     if bias is None:
         out = torch.bmm(rows, weight.transpose(1, 2))
     else:
