@@ -207,20 +207,22 @@ def test_shared_flipout_samples_are_uncorrelated():
     assert correlation.abs().max() < 5 / (n // 2) ** 0.5
 
 
-def test_prediction_mode_samples_preactivations_where_they_are_fewer_than_weights():
+def test_prediction_mode_samples_preactivations_where_that_saves_random_numbers():
     torch.manual_seed(0)
-    layer = VILinear(2, 1, bias=False, return_log_probs=False)
+    layer = VILinear(8, 1, bias=False, return_log_probs=False)
     with torch.no_grad():
         layer._weight_mean.zero_()
-    # 2 rows x 1 output against 1 x 2 weights: the pre-activations are sampled
-    out = layer(torch.ones(2, 2), samples=20_000).as_plain()[..., 0]
+    # 20,000 samples x (8 weights - 2 rows) saved: the pre-activations are sampled
+    out = layer(torch.ones(2, 8), samples=20_000).as_plain()[..., 0]
     # Independent draws per example (weights would make the two columns identical).
     assert abs(torch.corrcoef(out.T)[0, 1]) < 5 / 20_000**0.5
-    # 3 rows draw more numbers than the 2 weights: the weights are drawn, shared
-    out = layer(torch.ones(3, 2), samples=5).as_plain()[..., 0]
-    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
+    # more rows than weights, or too few samples to pay for the extra operations:
+    # the weights are drawn, shared by the rows
+    for rows, samples in ((9, 20_000), (2, 5)):
+        out = layer(torch.ones(rows, 8), samples=samples).as_plain()[..., 0]
+        assert torch.equal(out, out[:, :1].expand_as(out))
     layer.return_log_probs = True
-    out = layer(torch.ones(2, 2), samples=5).as_plain()[..., 0]
+    out = layer(torch.ones(2, 8), samples=5).as_plain()[..., 0]
     assert torch.equal(out[:, 0], out[:, 1])
 
 

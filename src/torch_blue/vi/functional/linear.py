@@ -69,17 +69,14 @@ def stacked_linear(
     True
     """
     samples, out_features, in_features = weight.shape
-    if input_stacked:
-        rows = x.reshape(samples, -1, in_features)
-        batch = x.shape[1:-1]
-    else:  # one product of the shared rows with all S weight sets
-        flat = x.reshape(-1, in_features)
-        out = torch.nn.functional.linear(
-            flat, weight.reshape(-1, in_features), None if bias is None else bias.reshape(-1)
-        )
-        return out.view(*x.shape[:-1], samples, out_features).movedim(-2, 0)
+    if not input_stacked:
+        # One product of the shared rows with all S weight sets, (*, S * out).
+        stacked_bias = None if bias is None else bias.reshape(-1)
+        out = flat_linear(x, weight.reshape(-1, in_features), stacked_bias)
+        return out.unflatten(-1, (samples, out_features)).movedim(-2, 0)
+    rows = x.reshape(samples, -1, in_features)
     if bias is None:
         out = torch.bmm(rows, weight.transpose(1, 2))
     else:
         out = torch.baddbmm(bias.unsqueeze(1), rows, weight.transpose(1, 2))
-    return out.view(samples, *batch, out_features)
+    return out.view(*x.shape[:-1], out_features)
