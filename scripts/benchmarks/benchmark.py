@@ -7,7 +7,9 @@ Three measurements, printed as Markdown tables:
    1x28x28 inputs), a small transformer encoder classifier (sequence length 32,
    d_model 64, 4 heads, 2 layers, feed-forward 128, mean-pool, linear head; batch 32)
    and the same classifier built from the libraries' own transformer layers on
-   sequences of length 128 (``encoder``), on random data. The modes are
+   sequences of length 128 (``encoder``), and a small MLP 13-50-50-10 (batch 32, the
+   size of a UCI regression network, where per-call overhead decides; ``small``), on
+   random data. The modes are
 
    * ``plain``: the ``torch.nn`` twin run on the S·B stacked batch (the input
      repeated S times), i.e. the cost of S deterministic passes; the reference of the
@@ -43,6 +45,15 @@ Three measurements, printed as Markdown tables:
    ``torch.no_grad()``: torch_blue and upstream with ``return_log_probs = False``, a
    loop of 100 forwards for bayesian-torch and blitz, the 100·128 stacked batch for
    ``plain``.
+
+   **Latency** (``latency``): the small MLP deployed, predicting S = 1, 10 and 100
+   samples for a batch of 1 and of 64 under ``torch.no_grad()`` (torch_blue and
+   upstream with ``return_log_probs = False``), against the plain twin on the stacked
+   rows, the hand-written network predicting by local reparameterisation, and the
+   peers' loops. A section "Targets for small networks" prints met/MISSED lines: each
+   estimator within 1.2x of its hand-written step and 1.5x faster than the fastest peer
+   mode on ``small``; prediction within 1.2x of the hand-written one and 2x faster than
+   upstream at S = 10 and 100.
 
 3. **Gradient variance** of torch_blue's estimators (the protocol of Kingma, Salimans &
    Welling 2015): the MLP at initialisation (same initial parameters for every
@@ -83,6 +94,10 @@ Fetch the peers once, then run the whole benchmark::
 A smoke run of the MLP for torch_blue only::
 
     python scripts/benchmarks/benchmark.py --quick --tasks mlp --modes plain,torch_blue
+
+The small network and latency, with every peer::
+
+    python scripts/benchmarks/benchmark.py --tasks small,latency --peers-dir .bench/peers
 """
 
 import argparse

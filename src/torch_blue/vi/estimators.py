@@ -10,9 +10,9 @@ gradients):
     Works with every variational distribution and prior. When the model runs with
     ``return_log_probs = False`` (prediction), dense Normal layers on
     ``(batch, features)`` inputs sample the pre-activations instead where that draws
-    fewer random numbers (batches no wider than the layer's input; a lookup of fewer
-    tokens than the table has rows): the per-example predictive distribution is
-    exactly the same and no weight matrix is drawn.
+    clearly fewer random numbers (at least :data:`LOCAL_NOISE_MIN_SAVING` fewer over
+    the samples of a call; for embeddings, a lookup of fewer tokens than the table
+    has rows): the per-example predictive distribution is exactly the same.
     Convolutions, sequences and embeddings keep drawing weights, because positions of
     one example share a draw (sampling per position would change the predictive
     distribution).
@@ -194,7 +194,7 @@ def local_reparameterization(
         return local_linear(x, weight, bias, lanes)
     mean = op(x, weight[0], None if bias is None else bias[0])
     std = preactivation_std(op, x, weight[1], bias, spatial_dims)
-    return torch.addcmul(mean, std, standard_normal(mean.shape, mean, lanes))
+    return torch.addcmul(mean, std, standard_normal(mean, lanes))
 
 
 def flipout(
@@ -232,17 +232,15 @@ def flipout(
     return mean + perturb(x * in_signs, delta_w, delta_b) * out_signs
 
 
-def standard_normal(
-    shape: tuple[int, ...], like: Tensor, lanes: Optional[int] = None
-) -> Tensor:
-    """Standard normal noise of ``shape``, or ``(lanes, *shape)``, like ``like``.
+def standard_normal(like: Tensor, lanes: Optional[int] = None) -> Tensor:
+    """Standard normal noise shaped like ``like``, or ``(lanes, *like.shape)``.
 
     Inside the sampled forward each ``vmap`` lane draws its own; on the stacked path
     ``lanes`` asks for all S at once, which draws the same numbers.
     """
-    if lanes is not None:
-        shape = (lanes, *shape)
-    return torch.randn(shape, dtype=like.dtype, device=like.device)
+    if lanes is None:
+        return torch.randn_like(like)
+    return torch.randn((lanes, *like.shape), dtype=like.dtype, device=like.device)
 
 
 def scaled_noise(
@@ -256,7 +254,7 @@ def scaled_noise(
     """
     if shared:
         return torch.exp(log_std) * SharedNoise.apply(log_std.detach())
-    noise = standard_normal(log_std.shape, log_std, lanes)
+    noise = standard_normal(log_std, lanes)
     if fused_pays_off(log_std.numel()):
         return ScaledNoise.apply(log_std, noise)
     return torch.exp(log_std) * noise
