@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module, Parameter, init
 
+from ._stacked import stacked_call
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer
@@ -746,6 +747,14 @@ class VIModule(Module):
             )
         return self._sampled(input_, kwargs, samples, sampled_input, chunk_size)
 
+    def _stacks_children(self) -> bool:
+        """Whether calls may run the children on the stacked path (:mod:`._stacked`).
+
+        Containers whose ``forward`` only chains their children say yes
+        (:class:`VISequential`); the stacked path still checks every child.
+        """
+        return False
+
     def _sampled(
         self,
         args: tuple,
@@ -754,6 +763,10 @@ class VIModule(Module):
         sampled_input: bool,
         chunk_size: Optional[int] = None,
     ) -> Any:
+        if self._stacks_children():
+            output = stacked_call(self, args, kwargs, samples, sampled_input, chunk_size)
+            if output is not NotImplemented:
+                return output
         return sampled_call(
             self,
             super().__call__,

@@ -1,12 +1,11 @@
 """Containers: ``VISequential`` and ``VIResidualConnection``."""
 
 from collections import OrderedDict
-from typing import Any, Optional, overload
+from typing import Any, overload
 
 from torch import Tensor
 from torch.nn import Module, Sequential
 
-from ._stacked import stacked_call
 from .base import VIModule
 from .utils.errors import ShapeError
 
@@ -68,22 +67,10 @@ class VISequential(VIModule, Sequential):
     def _from_torch(cls, module: Module, **vikwargs: Any) -> "VISequential":
         return cls(OrderedDict(module.named_children()))
 
-    def _sampled(
-        self,
-        args: tuple,
-        kwargs: dict,
-        samples: Optional[int],
-        sampled_input: bool,
-        chunk_size: Optional[int] = None,
-    ) -> Any:
+    def _stacks_children(self) -> bool:
         # Dense stacks run batched, without vmap, where that gives the same results
-        # (see torch_blue.vi._stacked); everything else takes the general path.
-        output = NotImplemented
-        if type(self).forward is VISequential.forward:  # (not a subclass's own)
-            output = stacked_call(self, args, kwargs, samples, sampled_input, chunk_size)
-        if output is NotImplemented:
-            return super()._sampled(args, kwargs, samples, sampled_input, chunk_size)
-        return output
+        # (see torch_blue.vi._stacked); a subclass with its own forward does not.
+        return type(self).forward is VISequential.forward
 
     def forward(self, input_: Any) -> Any:
         """Pass the input through the modules in order."""

@@ -48,6 +48,36 @@ from ..functional.densities import LOG_2PI
 __all__ = ["NormalDraw", "ScaledNoise", "SharedNoise", "normal_draw"]
 
 
+def normal_draw(
+    mean: Tensor,
+    log_std: Tensor,
+    noise: Tensor,
+    stacked: bool,
+    prior_mean: float,
+    prior_variance: float,
+    constants: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(W, log p, log q)`` of a Normal draw: :class:`NormalDraw`'s forward.
+
+    Called directly it is differentiated by plain autograd, which costs fewer Python
+    calls than the fused backward where the draws are small.
+    """
+    sample = torch.addcmul(mean, torch.exp(log_std), noise)
+    dims = tuple(range(1, noise.dim())) if stacked else None
+    count = math.prod(noise.shape[1:]) if stacked else noise.numel()
+    constant = 0.5 * LOG_2PI * count if constants else 0.0
+    centred = sample if prior_mean == 0.0 else sample - prior_mean
+    # (the terms without the parameters first: the noise needs no gradient)
+    log_q = torch.linalg.vector_norm(noise, dim=dims).square_().mul_(-0.5).sub_(constant)
+    if stacked and log_std.dim() == noise.dim():
+        log_q = log_q - log_std.flatten(1).sum(1)
+    else:
+        log_q = log_q - log_std.sum()
+    log_p = torch.linalg.vector_norm(centred, dim=dims).square().mul(-0.5 / prior_variance)
+    log_p = log_p.sub(0.5 * count * math.log(prior_variance) + constant)
+    return sample, log_p, log_q
+
+
 class NormalDraw(torch.autograd.Function):
     """``(W, log p, log q)`` of a Normal draw; see the module docstring.
 
@@ -59,19 +89,7 @@ class NormalDraw(torch.autograd.Function):
     constants.
     """
 
-    @staticmethod
-    def forward(
-        mean: Tensor,
-        log_std: Tensor,
-        noise: Tensor,
-        stacked: bool,
-        prior_mean: float,
-        prior_variance: float,
-        constants: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        return normal_draw(
-            mean, log_std, noise, stacked, prior_mean, prior_variance, constants
-        )
+    forward = staticmethod(normal_draw)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -212,36 +230,6 @@ class SharedNoise(torch.autograd.Function):
             shape = like.movedim(in_dims[0], 0).shape[1:]
             return torch.randn(shape, dtype=like.dtype, device=like.device), None
         return SharedNoise.apply(like), in_dims[0]
-
-
-def normal_draw(
-    mean: Tensor,
-    log_std: Tensor,
-    noise: Tensor,
-    stacked: bool,
-    prior_mean: float,
-    prior_variance: float,
-    constants: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(W, log p, log q)`` of a Normal draw: :class:`NormalDraw`'s forward.
-
-    Called directly it is differentiated by plain autograd, which costs fewer Python
-    calls than the fused backward where the draws are small.
-    """
-    sample = torch.addcmul(mean, torch.exp(log_std), noise)
-    dims = tuple(range(1, noise.dim())) if stacked else None
-    count = math.prod(noise.shape[1:]) if stacked else noise.numel()
-    constant = 0.5 * LOG_2PI * count if constants else 0.0
-    centred = sample if prior_mean == 0.0 else sample - prior_mean
-    # (the terms without the parameters first: the noise needs no gradient)
-    log_q = torch.linalg.vector_norm(noise, dim=dims).square_().mul_(-0.5).sub_(constant)
-    if stacked and log_std.dim() == noise.dim():
-        log_q = log_q - log_std.flatten(1).sum(1)
-    else:
-        log_q = log_q - log_std.sum()
-    log_p = torch.linalg.vector_norm(centred, dim=dims).square().mul(-0.5 / prior_variance)
-    log_p = log_p.sub(0.5 * count * math.log(prior_variance) + constant)
-    return sample, log_p, log_q
 
 
 def _sum_to_size(tensor: Tensor, shape: torch.Size) -> Tensor:
