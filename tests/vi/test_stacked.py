@@ -15,6 +15,7 @@ from torch_blue.vi.distributions import (
     ScaleMixtureNormalPrior,
 )
 from torch_blue.vi.estimators import ESTIMATORS
+from torch_blue.vi.sampling import current_state
 from torch_blue.vi.utils import ShapeError
 
 
@@ -90,12 +91,21 @@ def test_same_values_log_probs_and_gradients_as_the_lanes(estimator, record):
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_large_layers_use_the_fused_kernels_and_still_agree(estimator):
+@pytest.mark.parametrize("record", [True, False])
+def test_large_layers_use_the_fused_kernels_and_still_agree(estimator, record):
     # 128 x 256 weights over 8 samples cross the fused functions' threshold
     torch.manual_seed(0)
     model = VISequential(VILinear(256, 128), nn.ReLU(), VILinear(128, 4)).double()
     model.estimator = estimator
+    model.return_log_probs = record
     _assert_same(model, torch.randn(70, 256, dtype=torch.float64), samples=8)
+
+
+def test_prediction_samples_preactivations_of_shared_inputs_alike():
+    # 400 samples x 16 outputs x (12 inputs - 5 rows) saved: local noise, unfused
+    model = _mlp()
+    model.return_log_probs = False
+    _assert_same(model, torch.randn(5, 12, dtype=torch.float64), samples=400)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -268,6 +278,7 @@ def test_bad_inputs_raise_the_errors_of_the_lanes():
                 model(torch.ones(2, 4, dtype=torch.long))
             with pytest.raises(ShapeError, match="samples=3 but the sampled input"):
                 model(VIReturn(torch.randn(2, 4), None), samples=3)
+            assert current_state() is None  # (no state left behind)
         finally:
             _stacked.ENABLED = True
 

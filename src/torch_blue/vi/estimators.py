@@ -90,10 +90,8 @@ FLIPOUT_ESTIMATORS = ("flipout", "shared_flipout")
 Op = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
 #: Fewest random numbers that sampling the pre-activations instead of the weights must
-#: save in prediction (over the samples of a call) to pay for its extra operations:
-#: on a CPU, predicting one example with the 13-50-50-10 network took 255 us drawing
-#: weights and 484 us sampling pre-activations at S = 1, 375 against 399 at S = 10, and
-#: 2147 against 596 at S = 100.
+#: save in prediction (over the samples of a call) to pay for its extra operations
+#: (the measurement is on the benchmarks page, "Measurements behind code paths").
 LOCAL_NOISE_MIN_SAVING = 2**14
 
 
