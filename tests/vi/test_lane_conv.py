@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from torch_blue import vi
+from torch_blue.vi import _stacked
 from torch_blue.vi._lane_conv import LaneConvolution, lane_convolution
 
 S, B = 3, 2
@@ -102,10 +103,12 @@ def test_outside_vmap_it_is_the_convolution_with_its_gradients():
     ],
 )
 def test_sampled_conv_layers_use_it_and_keep_their_values(
-    always_fused, estimator, expected_calls
+    always_fused, estimator, expected_calls, monkeypatch
 ):
     # Same seed, same draws: a two-layer model gives the same outputs and gradients
-    # with the lane loop as with vmap's grouped convolution.
+    # with the lane loop as with vmap's grouped convolution. (In lanes: the stacked
+    # path, which a VISequential of convolutions takes, is tested in test_stacked.py.)
+    monkeypatch.setattr(_stacked, "ENABLED", False)
     torch.manual_seed(1)
     model = vi.VISequential(
         vi.VIConv2d(2, 4, 3, padding=1), torch.nn.ReLU(), vi.VIConv2d(4, 3, 3, groups=1)

@@ -127,6 +127,42 @@ def test_sampled_inputs_sequences_and_vireturn_inputs_agree(estimator, monkeypat
     _assert_same(model, x[0], seed=4, samples=3)
 
 
+def _cnn():
+    torch.manual_seed(7)
+    return VISequential(
+        vi.VIConv1d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        vi.VIConv1d(4, 4, 3, padding=1, padding_mode="reflect"),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool1d(3),
+        nn.Flatten(),
+        VILinear(12, 3),
+    ).double()
+
+
+@pytest.mark.parametrize("record", [True, False])
+@pytest.mark.parametrize("shape", [(5, 2, 8), (2, 8)], ids=["batched", "unbatched"])
+def test_convolutions_and_pooling_agree(record, shape):
+    model = _cnn()
+    if len(shape) == 2:  # one example without a batch dimension
+        model[-2] = nn.Flatten(0)
+    model.return_log_probs = record
+    _assert_same(model, torch.randn(shape, dtype=torch.float64), samples=3)
+
+
+def test_large_and_grouped_convolutions_agree():
+    torch.manual_seed(3)
+    model = VISequential(
+        vi.VIConv2d(4, 16, 3, padding=1, groups=2),  # a shared input, grouped: a loop
+        nn.ReLU(),
+        vi.VIConv2d(16, 32, 3, padding=1),  # past the fused threshold
+        nn.MaxPool2d(2),
+        vi.VIConv2d(32, 8, 3),
+    ).double()
+    _assert_same(model, torch.randn(8, 4, 12, 12, dtype=torch.float64), samples=4)
+
+
 def test_dropout_softmax_flatten_unflatten_linear_and_layer_norm_agree():
     torch.manual_seed(0)
     model = VISequential(
@@ -162,13 +198,14 @@ def test_other_distributions_draw_the_same_numbers(layer_kwargs):
     _assert_same(model, torch.randn(4, 12, dtype=torch.float64), samples=3)
 
 
-def test_the_stacked_path_is_taken_for_dense_stacks(monkeypatch):
+def test_the_stacked_path_is_taken_for_dense_and_convolution_stacks(monkeypatch):
     calls = _general_calls(monkeypatch)
     model = VISequential(nn.Flatten(), VILinear(4, 3), nn.ReLU(), VILinear(3, 2))
     out = model(torch.randn(5, 2, 2), samples=6)
-    assert calls == []
     assert isinstance(out, VIReturn) and out.shape == (6, 5, 2)
     assert out.log_probs.shape == (6, 2)
+    assert _cnn()(torch.randn(5, 2, 8, dtype=torch.float64)).shape == (10, 5, 3)
+    assert calls == []
 
 
 class _OwnForward(VILinear):
@@ -209,7 +246,8 @@ def _reusing():
         (_with(_OwnForward(4, 4)), {}, nullcontext),
         (_with(_Plain()), {}, nullcontext),
         (_with(nn.BatchNorm1d(4)), {}, nullcontext),
-        (_with(vi.VIConv1d(3, 1, 1)), {}, nullcontext),
+        (_with(vi.VIConv1d(3, 1, 1, estimator="flipout")), {}, nullcontext),
+        (_with(nn.MaxPool1d(2, return_indices=True)), {}, nullcontext),
         (_with(nn.Softmax()), {}, nullcontext),
         (lambda: vi.VIResidualConnection(VILinear(4, 4)), {}, nullcontext),
         (_hooked_model, {}, nullcontext),
@@ -223,7 +261,8 @@ def _reusing():
         "child_with_own_forward",
         "custom_plain_module",
         "batch_norm",
-        "convolution",
+        "convolution_with_flipout",
+        "pooling_with_indices",
         "softmax_without_dim",
         "residual_block",
         "hook_on_model",

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["LaneConvolution", "lane_convolution"]
+__all__ = ["LaneConvolution", "lane_convolution", "stacked_convolution"]
 
 
 class LaneConvolution(torch.autograd.Function):
@@ -90,8 +90,18 @@ class LaneConvolution(torch.autograd.Function):
             biases = bias.movedim(bias_dim, 0).unbind(0)
         else:
             biases = (bias,) * info.batch_size
-        outputs = [op(x, w, b, *args) for x, w, b in zip(inputs, weights, biases)]
-        return torch.stack(outputs), 0
+        return _loop(op, inputs, weights, biases, args), 0
+
+
+def _loop(
+    op: Callable[..., Tensor],
+    inputs: Any,
+    weights: Any,
+    biases: Any,
+    args: tuple = (),
+) -> Tensor:
+    """``op`` once per sample, stacked: ``(S, *output)``."""
+    return torch.stack([op(x, w, b, *args) for x, w, b in zip(inputs, weights, biases)])
 
 
 def _shared_input_convolution(
@@ -134,3 +144,33 @@ def lane_convolution(
 ) -> Tensor:
     """``op(input_, weight, bias, *args)``, looping over sample lanes where faster."""
     return LaneConvolution.apply(input_, weight, bias, op, args)
+
+
+def stacked_convolution(
+    op: Callable[..., Tensor],
+    input_: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    input_stacked: bool,
+    loop: bool,
+) -> Tensor:
+    """``op`` with one weight set per sample, on the stacked path.
+
+    ``weight`` is ``(S, out, ...)`` and ``bias`` ``(S, out)`` or ``None``; the input
+    carries the samples as its dimension 0 if ``input_stacked``, else all share it.
+    The computations of the lanes: a shared batch meets all weight sets in one
+    convolution; per-sample inputs take a loop over the samples where ``loop`` (large
+    convolutions on a CPU, as :class:`LaneConvolution`), else ``vmap``'s grouped
+    convolution. Returns ``(S, *output)``.
+    """
+    samples = weight.shape[0]
+    biases = (None,) * samples if bias is None else bias.unbind(0)
+    if not input_stacked:
+        shared = _shared_input_convolution(input_, weight, 0, bias, 0, op, ())
+        if shared is not None:
+            return shared.movedim(1, 0)
+        return _loop(op, (input_,) * samples, weight.unbind(0), biases)
+    if loop and input_.device.type == "cpu":
+        return _loop(op, input_.unbind(0), weight.unbind(0), biases)
+    in_dims = (0, 0, None if bias is None else 0)
+    return torch.vmap(op, in_dims=in_dims)(input_, weight, bias)

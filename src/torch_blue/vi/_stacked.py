@@ -4,10 +4,11 @@ The sampled forward (:mod:`torch_blue.vi.sampling`) runs any model for S samples
 ``torch.vmap``, each layer written for one sample. That generality costs a fixed
 amount per operation and per call, which decides the speed of small networks (a
 UCI-sized MLP does little work per step). The stacks people build most, a
-:class:`~torch_blue.vi.VISequential` of :class:`~torch_blue.vi.VILinear` layers
-and simple modules, are run here instead with batched operations on tensors whose
-dimension 0 is the sample: weights drawn as ``(S, out, in)`` and one batched product
-per layer, activations applied once to all samples.
+:class:`~torch_blue.vi.VISequential` of :class:`~torch_blue.vi.VILinear` layers,
+convolutions and simple modules, are run here instead with batched operations on
+tensors whose dimension 0 is the sample: weights drawn as ``(S, out, in)`` and one
+batched product per layer, activations applied once to all samples, pooling on the
+samples merged with the batch.
 
 It is taken only where it gives what the lanes give: the same values,
 log-probabilities and gradients, drawn from the random number generator in the same
@@ -17,8 +18,9 @@ general path, which raises the errors for bad input too:
 
 * the model is exactly a ``VISequential`` (not a subclass with its own ``forward``)
   called with one tensor, without ``chunk_size``;
-* every child is a layer with a stacked forward (:meth:`VILinear._stacked_forward`,
-  defined by the same class as its ``forward``), not reusing draws, or a plain module
+* every child is a layer with a stacked forward (``_stacked_forward`` of
+  :class:`~torch_blue.vi.VILinear`, and of the convolutions with weight sampling),
+  defined by the same class as its ``forward``, not reusing draws, or a plain module
   listed in :data:`PLAIN_STEPS`;
 * no hooks (module or global), no mean-weight mode, no autocast, no ``torch.func``
   transform around the call, a float32 or float64 input.
@@ -80,6 +82,13 @@ def _softmax(function: Callable[..., Tensor]) -> Step:
     return step
 
 
+def _per_example(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    """A module treating dimension 0 as independent rows (pooling): merge S into it."""
+    if not stacked.input_stacked:
+        return module(h), stacked
+    return module(h.flatten(0, 1)).unflatten(0, h.shape[:2]), stacked
+
+
 def _dropout(module: nn.Dropout, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
     """Dropout draws its mask per sample: a shared input gains the sample dimension."""
     if module.training and module.p > 0 and not stacked.input_stacked:
@@ -121,6 +130,23 @@ PLAIN_STEPS: dict[type[nn.Module], Step] = {
     nn.LogSoftmax: _softmax(F.log_softmax),
     nn.Softmin: _softmax(F.softmin),
     nn.Dropout: _dropout,
+    **dict.fromkeys(
+        (
+            nn.MaxPool1d,
+            nn.MaxPool2d,
+            nn.MaxPool3d,
+            nn.AvgPool1d,
+            nn.AvgPool2d,
+            nn.AvgPool3d,
+            nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d,
+            nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d,
+        ),
+        _per_example,
+    ),
 }
 
 
@@ -144,9 +170,14 @@ def _step_of(module: nn.Module) -> Optional[Step]:
     if hasattr(module, "_stacked_forward"):
         if not _owns_stacked_forward(type(module)) or module._reuse_draws:
             return None
-        return _vi_step
+        ready = getattr(module, "_stacked_ready", None)
+        return _vi_step if ready is None or ready() else None
     step = PLAIN_STEPS.get(type(module))
-    if step is None or getattr(module, "dim", 0) is None:  # (softmax's implicit dim)
+    if (
+        step is None
+        or getattr(module, "dim", 0) is None  # (softmax's implicit dim)
+        or getattr(module, "return_indices", False)  # (pooling's tuple output)
+    ):
         return None
     return step
 

@@ -9,11 +9,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules.utils import _reverse_repeat_tuple
 
-from ._lane_conv import lane_convolution
+from ._lane_conv import lane_convolution, stacked_convolution
 from .base import VIModule
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
-from .sampling import current_state, fused_pays_off, mean_weights_enabled
+from .sampling import Stacked, current_state, fused_pays_off, mean_weights_enabled
 from .utils.checks import check_input_dtype, check_int, int_tuple
 from .utils.common_types import IntOrTuple, PriorSpec, VariationalSpec, vi_kwargs
 from .utils.errors import ShapeError
@@ -194,6 +194,25 @@ class _VIConvNd(VIModule, EstimatorLayer):
         if fast is not None:
             return fast
         return (lane_op or self._conv_forward)(input_, self.weight, self.bias)
+
+    def _stacked_ready(self) -> bool:
+        """Whether the stacked path can run this layer: weight sampling only."""
+        return self._estimator == "reparameterization"
+
+    def _stacked_forward(self, input_: Tensor, stacked: Stacked) -> Tensor:
+        """:meth:`forward` for all S samples at once (the stacked path).
+
+        Weight sampling (:meth:`_stacked_ready`): the same draws, in the same order,
+        and the same convolutions as the lanes of the sampled forward.
+        """
+        one_sample = input_[0] if stacked.input_stacked else input_
+        self._check_input(one_sample)
+        weight = self._draw_stacked("weight", stacked.samples)
+        bias = self._draw_stacked("bias", stacked.samples)
+        loop = fused_pays_off(one_sample.numel() // self.in_channels * self.out_channels)
+        return stacked_convolution(
+            self._conv_forward, input_, weight, bias, stacked.input_stacked, loop
+        )
 
     def extra_repr(self) -> str:
         """Summarise the layer for ``print(model)``."""
