@@ -695,13 +695,13 @@ def make_latency_step(
         model = KLChain(build_bayesian_torch("small", False).layers).to(device)
 
         def predict() -> Any:
-            return [model(x, return_kl=False)[0] for _ in range(samples)]
+            return torch.stack([model(x, return_kl=False)[0] for _ in range(samples)])
 
     elif mode.library == "blitz":
         model = build_blitz("small").to(device)
 
         def predict() -> Any:
-            return [model(x) for _ in range(samples)]
+            return torch.stack([model(x) for _ in range(samples)])
 
     else:  # pragma: no cover - guarded by MODES
         raise ValueError(f"unknown library {mode.library!r}")

@@ -329,3 +329,77 @@ def test_a_sequential_without_random_layers_still_returns_samples():
     assert out.shape == (4, 2, 3)
     torch.testing.assert_close(out.as_plain(), torch.relu(x).expand(4, 2, 3))
     assert torch.equal(out.log_probs, torch.zeros(4, 2))
+
+
+def test_entries_run_in_order_reused_modules_twice(monkeypatch):
+    act = nn.ReLU()
+    torch.manual_seed(0)
+    linear = VILinear(4, 4)
+    model = VISequential(VILinear(4, 4), act, linear, act, linear).double()
+    _assert_same(model, torch.randn(5, 4, dtype=torch.float64), samples=3)
+    # an entry set to None raises in the lanes: the stacked path leaves it to them
+    calls = _general_calls(monkeypatch)
+    model.add_module("gap", None)
+    with pytest.raises(TypeError):
+        model(torch.randn(5, 4, dtype=torch.float64))
+    assert len(calls) == 1
+
+
+def test_dropout_after_a_layer_with_a_shared_input_draws_the_lanes_masks():
+    torch.manual_seed(0)
+    model = VISequential(VILinear(4, 6), nn.Dropout(0.5), VILinear(6, 2)).double()
+    _assert_same(model, torch.randn(5, 4, dtype=torch.float64), samples=3)
+    conv = VISequential(vi.VIConv1d(2, 3, 3), nn.Dropout(0.5)).double()
+    _assert_same(conv, torch.randn(4, 2, 6, dtype=torch.float64), samples=3)
+
+
+def test_outputs_are_contiguous_as_the_lanes_are():
+    out = VISequential(VILinear(4, 3))(torch.randn(5, 4), samples=2)
+    assert out.is_contiguous() and out.view(-1).shape == (30,)
+
+
+class _Clipped(VILinear):
+    def sample_variable(self, variable):
+        draw = super().sample_variable(variable)
+        return None if draw is None else draw.clamp(-0.1, 0.1)
+
+
+def test_subclasses_and_instance_forwards_take_the_lanes(monkeypatch):
+    calls = _general_calls(monkeypatch)
+    VISequential(_Clipped(4, 4), nn.ReLU())(torch.randn(3, 4))
+    layer = VILinear(4, 4)
+    layer.forward = lambda x: VILinear.forward(layer, x) * 2
+    VISequential(layer)(torch.randn(3, 4))
+    softmax = nn.Softmax(dim=-1)
+    softmax.forward = lambda x: x
+    VISequential(VILinear(4, 4), softmax)(torch.randn(3, 4))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "module",
+    [nn.Softmax(dim=-3), nn.Flatten(-3, -1), nn.Unflatten(-3, (2, 2)), nn.Flatten(2)],
+    ids=["softmax", "flatten_start", "unflatten", "flatten_positive"],
+)
+def test_dimensions_out_of_range_for_one_sample_raise_on_both_paths(module, monkeypatch):
+    model = VISequential(VILinear(4, 4), module)
+    for stacked in (True, False):
+        monkeypatch.setattr(_stacked, "ENABLED", stacked)
+        with pytest.raises(IndexError):
+            model(torch.randn(5, 4), samples=2)
+
+
+def test_a_learned_prior_mean_keeps_its_gradient():
+    from torch_blue.vi.distributions.kl import kl_divergence
+    from torch_blue.vi.estimators import expected_log_probs
+
+    layer = VILinear(3, 2, estimator="local_reparameterization").double()
+    prior = layer.prior["weight"]
+    prior.mean = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(expected_log_probs(layer, "weight")[0], prior.mean)[0]
+    parameters = tuple(layer.get_variational_parameters("weight"))
+    kl = kl_divergence(prior, layer.variational_distribution["weight"], parameters)
+    # E log p = -H[q] - KL, and the entropy does not depend on the prior
+    want = torch.autograd.grad(-kl, prior.mean)[0]
+    torch.testing.assert_close(got, want)
+    assert got != 0

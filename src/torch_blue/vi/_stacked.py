@@ -18,10 +18,10 @@ general path, which raises the errors for bad input too:
 
 * the model is exactly a ``VISequential`` (not a subclass with its own ``forward``)
   called with one tensor, without ``chunk_size``;
-* every child is a layer with a stacked forward (``_stacked_forward`` of
-  :class:`~torch_blue.vi.VILinear`, and of the convolutions with weight sampling),
-  defined by the same class as its ``forward``, not reusing draws, or a plain module
-  listed in :data:`PLAIN_STEPS`;
+* every child is a layer of a class in :data:`STACKED_LAYERS` (exactly:
+  :class:`~torch_blue.vi.VILinear`, and the convolutions with weight sampling), not
+  reusing draws, or a plain module of a class listed in :data:`PLAIN_STEPS`, with no
+  ``forward`` set on the instance;
 * no hooks (module or global), no mean-weight mode, no autocast, no ``torch.func``
   transform around the call, a float32 or float64 input.
 """
@@ -46,7 +46,14 @@ from .sampling import (
 )
 from .utils.vi_return import VIReturn
 
-__all__ = ["ENABLED", "PLAIN_STEPS", "stacked_call", "stacked_steps"]
+__all__ = [
+    "ENABLED",
+    "PLAIN_STEPS",
+    "STACKED_LAYERS",
+    "register_stacked_layer",
+    "stacked_call",
+    "stacked_steps",
+]
 
 #: Switch for the stacked path (``False``: every call takes the general path). The
 #: tests compare both paths with it.
@@ -56,28 +63,40 @@ ENABLED = True
 Step = Callable[[nn.Module, Tensor, Stacked], tuple[Tensor, Stacked]]
 
 
-def _pointwise(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+def _trailing(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
     """A module acting on the last dimensions, any leading ones batch: call it."""
     return module(h), stacked
 
 
-def _dim(dim: int, stacked: Stacked) -> int:
-    """A dimension of one sample, in a tensor that may lead with the samples."""
+def _dim(module: nn.Module, dim: int, h: Tensor, stacked: Stacked) -> int:
+    """``dim`` of one sample as a dimension of ``h``, which may lead with the samples.
+
+    Raises the ``IndexError`` one sample would raise for a dimension out of its range
+    (the sample dimension must not make it valid).
+    """
+    ndim = h.dim() - stacked.input_stacked
+    if not -ndim <= dim < max(ndim, 1):
+        raise IndexError(
+            f"{type(module).__name__}: dimension {dim} is out of range for one sample "
+            f"of shape {tuple(stacked.per_sample(h.shape))}"
+        )
     return dim + 1 if dim >= 0 and stacked.input_stacked else dim
 
 
 def _flatten(module: nn.Flatten, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
-    start, end = _dim(module.start_dim, stacked), _dim(module.end_dim, stacked)
+    start = _dim(module, module.start_dim, h, stacked)
+    end = _dim(module, module.end_dim, h, stacked)
     return h.flatten(start, end), stacked
 
 
 def _unflatten(module: nn.Unflatten, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
-    return h.unflatten(_dim(module.dim, stacked), module.unflattened_size), stacked
+    dim = _dim(module, module.dim, h, stacked)
+    return h.unflatten(dim, module.unflattened_size), stacked
 
 
 def _softmax(function: Callable[..., Tensor]) -> Step:
     def step(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
-        return function(h, _dim(module.dim, stacked)), stacked
+        return function(h, _dim(module, module.dim, h, stacked)), stacked
 
     return step
 
@@ -91,13 +110,15 @@ def _per_example(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor
 
 def _dropout(module: nn.Dropout, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
     """Dropout draws its mask per sample: a shared input gains the sample dimension."""
-    if module.training and module.p > 0 and not stacked.input_stacked:
-        h = h.expand(stacked.samples, *h.shape)
-        stacked = Stacked(stacked.samples, True)
+    if module.training and module.p > 0:
+        if not stacked.input_stacked:
+            h = h.expand(stacked.samples, *h.shape)
+            stacked = Stacked(stacked.samples, True)
+        h = h.contiguous()  # (the mask is drawn in memory order, as in the lanes)
     return module(h), stacked
 
 
-_POINTWISE = (
+_TRAILING = (
     nn.Identity,
     nn.ReLU,
     nn.ReLU6,
@@ -117,13 +138,13 @@ _POINTWISE = (
     nn.Hardswish,
     nn.Hardsigmoid,
     nn.Tanhshrink,
-    nn.Linear,  # (deterministic weights: the last dimension, any leading ones)
+    nn.Linear,  # (deterministic weights on the last dimension)
     nn.LayerNorm,  # (normalises the last dimensions)
 )
 
 #: The plain modules the stacked path runs, by exact type, and how.
 PLAIN_STEPS: dict[type[nn.Module], Step] = {
-    **dict.fromkeys(_POINTWISE, _pointwise),
+    **dict.fromkeys(_TRAILING, _trailing),
     nn.Flatten: _flatten,
     nn.Unflatten: _unflatten,
     nn.Softmax: _softmax(F.softmax),
@@ -150,13 +171,21 @@ PLAIN_STEPS: dict[type[nn.Module], Step] = {
 }
 
 
-def _owns_stacked_forward(cls: type) -> bool:
-    """Whether the class that gives ``cls`` its ``forward`` also gives its stacked one."""
-    for klass in cls.__mro__:
-        own = klass.__dict__
-        if "forward" in own or "_stacked_forward" in own:
-            return "forward" in own and "_stacked_forward" in own
-    return False
+#: The layer classes with a stacked forward (``_stacked_forward(input, stacked)``),
+#: registered by their modules. Exact types: a subclass may change how the layer
+#: draws or computes, so it takes the lanes.
+STACKED_LAYERS: set[type[nn.Module]] = set()
+
+
+def register_stacked_layer(cls: type[nn.Module]) -> type[nn.Module]:
+    """Let the stacked path run layers of exactly ``cls`` by ``cls._stacked_forward``.
+
+    Its ``_stacked_forward`` must give what S calls of ``forward`` in the lanes give,
+    drawing the same numbers in the same order. An optional ``_stacked_ready()`` says
+    per call whether it can (e.g. only for some estimators).
+    """
+    STACKED_LAYERS.add(cls)
+    return cls
 
 
 def _vi_step(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
@@ -165,10 +194,10 @@ def _vi_step(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, St
 
 def _step_of(module: nn.Module) -> Optional[Step]:
     """How the stacked path runs ``module``, or ``None`` if it cannot."""
-    if has_call_hooks(module):
-        return None
-    if hasattr(module, "_stacked_forward"):
-        if not _owns_stacked_forward(type(module)) or module._reuse_draws:
+    if module is None or has_call_hooks(module) or "forward" in module.__dict__:
+        return None  # (None raises in the lanes; an instance's own forward counts)
+    if type(module) in STACKED_LAYERS:
+        if module._reuse_draws:
             return None
         ready = getattr(module, "_stacked_ready", None)
         return _vi_step if ready is None or ready() else None
@@ -183,11 +212,15 @@ def _step_of(module: nn.Module) -> Optional[Step]:
 
 
 def stacked_steps(model: nn.Module) -> Optional[list[tuple[nn.Module, Step]]]:
-    """The children of ``model`` with their steps, or ``None`` if one has none."""
-    if has_call_hooks(model):
+    """The children of ``model`` with their steps, or ``None`` if one has none.
+
+    Every entry in order, as ``VISequential.forward`` calls them: a module used twice
+    runs twice.
+    """
+    if has_call_hooks(model) or "forward" in model.__dict__:
         return None
     steps = []
-    for module in model.children():
+    for module in model._modules.values():
         step = _step_of(module)
         if step is None:
             return None
@@ -251,6 +284,8 @@ def stacked_call(
             x, stacked = step(module, x, stacked)
     if not stacked.input_stacked:  # (no layer drew anything: the lanes expand)
         x = x.expand(samples, *x.shape)
+    elif not x.is_contiguous():  # (the lanes' outputs are)
+        x = x.contiguous()
     log_probs = None
     if record:
         log_probs = state.total()

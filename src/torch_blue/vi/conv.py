@@ -10,6 +10,7 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules.utils import _reverse_repeat_tuple
 
 from ._lane_conv import lane_convolution, stacked_convolution
+from ._stacked import register_stacked_layer
 from .base import VIModule
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator
@@ -267,16 +268,19 @@ def conv_doc(template: str, n: int, **examples: str) -> str:
     )
 
 
+@register_stacked_layer
 class VIConv1d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     __doc__ = conv_doc(_DOC, 1, example="5", example_out="5")
     _dims, _conv, _torch_twin = 1, staticmethod(F.conv1d), nn.Conv1d
 
 
+@register_stacked_layer
 class VIConv2d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     __doc__ = conv_doc(_DOC, 2, example="5, 5", example_out="5, 5")
     _dims, _conv, _torch_twin = 2, staticmethod(F.conv2d), nn.Conv2d
 
 
+@register_stacked_layer
 class VIConv3d(_VIConvNd):  # noqa: D101 (docstring from _DOC)
     __doc__ = conv_doc(_DOC, 3, example="5, 5, 5", example_out="5, 5, 5")
     _dims, _conv, _torch_twin = 3, staticmethod(F.conv3d), nn.Conv3d

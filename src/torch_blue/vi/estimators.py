@@ -63,6 +63,7 @@ from torch.nn import functional as F  # noqa: N812
 from ._fused_linear import local_linear, preactivation_std
 from .distributions import MeanFieldNormal
 from .distributions._fused_normal import ScaledNoise, SharedNoise
+from .distributions.base import is_constant_scalar
 from .distributions.kl import has_closed_form_kl, kl_divergence
 from .functional.densities import LOG_2PI
 from .functional.linear import flat_linear
@@ -150,7 +151,7 @@ def expected_log_probs(
     constants = norm_constants_enabled()
     per_element = 0.5 * (1.0 + math.log(2 * math.pi)) if constants else 0.5
     neg_entropy = -log_std.sum() - per_element * log_std.numel()
-    if type(prior) is MeanFieldNormal and not prior.mean.dim() and not prior.log_std.dim():
+    if type(prior) is MeanFieldNormal and _constant_scalars(prior):
         # The default prior: E log p = -P log s - (|mean - m|^2 + sum(std^2)) / (2 s^2)
         # (- P/2 log 2 pi), the KL's terms without the entropy, in fewer operations.
         # (The autosampled forward runs outside torch.compile, so float() is fine.)
@@ -162,6 +163,10 @@ def expected_log_probs(
         return torch.stack([log_p, neg_entropy])
     kl = kl_divergence(prior, module.variational_distribution[variable], (mean, log_std))
     return torch.stack([neg_entropy - kl, neg_entropy])
+
+
+def _constant_scalars(prior: MeanFieldNormal) -> bool:
+    return is_constant_scalar(prior.mean) and is_constant_scalar(prior.log_std)
 
 
 def local_reparameterization(

@@ -5,6 +5,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
+from ._stacked import register_stacked_layer
 from .base import VIModule
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .estimators import EstimatorLayer, check_estimator, flat_linear
@@ -17,6 +18,7 @@ from .utils.errors import ShapeError
 __all__ = ["VILinear"]
 
 
+@register_stacked_layer
 class VILinear(VIModule, EstimatorLayer):
     r"""Bayesian linear layer :math:`y = x W^\top + b` with random ``weight`` and ``bias``.
 

@@ -530,3 +530,19 @@ def _over_lanes(samples: int, device: torch.device, draw: Any) -> Any:
     """``draw()`` once per lane of ``vmap(randomness="different")``, stacked."""
     lanes = torch.empty(samples, 0, device=device)
     return torch.vmap(lambda _: draw(), randomness="different")(lanes)
+
+
+def is_constant_scalar(value: Any) -> bool:
+    """A float or a 0-d tensor without gradient (a fixed hyperparameter shared by all).
+
+    Such priors may be read as Python floats; a learned one must stay a tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> is_constant_scalar(1.0), is_constant_scalar(torch.tensor(0.5))
+    (True, True)
+    >>> is_constant_scalar(torch.tensor(0.5, requires_grad=True))
+    False
+    """
+    return not isinstance(value, Tensor) or (value.dim() == 0 and not value.requires_grad)

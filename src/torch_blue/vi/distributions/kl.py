@@ -34,7 +34,7 @@ from ..functional.densities import LOG_2PI
 from ..utils.checks import check_int
 from ..utils.errors import UnsupportedDistributionError
 from ..utils.use_norm_constants import norm_constants_enabled
-from .base import Prior, VariationalDistribution
+from .base import Prior, VariationalDistribution, is_constant_scalar
 from .empirical import EmpiricalNormalPrior
 from .laplace import LaplacePrior
 from .log_uniform import LogUniformPrior
@@ -110,7 +110,7 @@ class NormalNormalDivergence(ClosedFormKL):
         variational_log_std: Tensor,
     ) -> Tensor:
         """Summed KL from the means and log standard deviations."""
-        if _is_scalar(prior_mean) and _is_scalar(prior_log_std):
+        if is_constant_scalar(prior_mean) and is_constant_scalar(prior_log_std):
             # Scalar prior (the default): a few reductions instead of element-wise
             # terms, KL = P log s - sum(log std) + (|mean - m|^2 + sum(std^2)) / (2 s^2)
             # - P / 2.
@@ -137,11 +137,6 @@ class NormalNormalDivergence(ClosedFormKL):
             - 0.5
         )
         return kl.sum()
-
-
-def _is_scalar(value: Union[Tensor, float]) -> bool:
-    """A float or a constant 0-d tensor (a fixed hyperparameter shared by all)."""
-    return not isinstance(value, Tensor) or (value.dim() == 0 and not value.requires_grad)
 
 
 class UniformNormalDivergence(ClosedFormKL):

@@ -18,6 +18,7 @@ from .base import (
     _non_negative,
     _plain,
     _positive,
+    is_constant_scalar,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -303,14 +304,14 @@ Normal = MeanFieldNormal
 def _fusable_prior(prior: Prior, hyperparameters: tuple[Tensor, ...]) -> bool:
     """Whether a Normal draw can be scored under ``prior`` by :class:`NormalDraw`.
 
-    A :class:`MeanFieldNormal` prior with scalar mean and standard deviation, and no
-    learned hyperparameters.
+    A :class:`MeanFieldNormal` prior with constant scalar mean and standard deviation
+    (read as floats), and no learned hyperparameters.
     """
     return (
         type(prior) is MeanFieldNormal
         and not hyperparameters
-        and not prior.mean.dim()
-        and not prior.log_std.dim()
+        and is_constant_scalar(prior.mean)
+        and is_constant_scalar(prior.log_std)
     )
 
 
