@@ -614,93 +614,55 @@ def attention_backend(
 
 
 def make_predict_step(
-    mode: Mode, samples: int, device: torch.device, seed: int
+    mode: Mode,
+    samples: int,
+    device: torch.device,
+    seed: int,
+    task: str = "mlp",
+    batch: int = PREDICTION_BATCH,
 ) -> Callable[[], None]:
-    """Return a closure computing ``samples`` predictions of the MLP for one batch."""
-    torch.manual_seed(seed)
-    x, _ = task_data("mlp", PREDICTION_BATCH, device, seed)
-    if mode.library == "plain":
-        model = build_plain("mlp").to(device)
-        x = stacked(x, samples)
-
-        def predict() -> Tensor:
-            return model(x)
-
-    elif mode.library in ("torch_blue", "upstream"):
-        model = build_torch_blue("mlp", None).to(device)
-        model.return_log_probs = False
-
-        def predict() -> Tensor:
-            return model(x, samples=samples)
-
-    elif mode.library == "bayesian_torch":
-        model = build_bayesian_torch("mlp", mode.variant == "flipout").to(device)
-
-        def predict() -> Tensor:
-            return torch.stack([model(x, return_kl=False)[0] for _ in range(samples)])
-
-    elif mode.library == "blitz":
-        model = build_blitz("mlp").to(device)
-
-        def predict() -> Tensor:
-            return torch.stack([model(x) for _ in range(samples)])
-
-    else:  # pragma: no cover - guarded by MODES
-        raise ValueError(f"unknown library {mode.library!r}")
-    model.eval()
-
-    def step() -> None:
-        with torch.no_grad():
-            predict()
-
-    return step
-
-
-def make_latency_step(
-    mode: Mode, batch: int, samples: int, device: torch.device, seed: int
-) -> Callable[[], None]:
-    """Return a closure predicting S outputs of the small MLP for ``batch`` inputs.
+    """Return a closure predicting ``samples`` outputs of a task's network for a batch.
 
     The deployed call: ``no_grad``, torch_blue and upstream with
     ``return_log_probs = False``, the hand-written network by local
     reparameterisation without its KL term, peers by their loop over the samples,
-    ``plain`` on the stacked ``samples * batch`` rows.
+    ``plain`` on the stacked ``samples * batch`` rows. The ``prediction`` task uses
+    the MLP, the ``latency`` task the small network.
     """
     torch.manual_seed(seed)
-    x, _ = task_data("small", batch, device, seed)
+    x, _ = task_data(task, batch, device, seed)
     if mode.library == "plain":
-        model = build_plain("small").to(device)
+        model = build_plain(task).to(device)
         x = stacked(x, samples)
 
-        def predict() -> Any:
+        def predict() -> Tensor:
             return model(x)
 
     elif mode.library in ("torch_blue", "upstream"):
-        model = build_torch_blue("small", None).to(device)
+        model = build_torch_blue(task, None).to(device)
         model.return_log_probs = False
 
-        def predict() -> Any:
+        def predict() -> Tensor:
             return model(x, samples=samples)
 
     elif mode.library == "reference":
         import reference_steps  # (next to this script, first on sys.path when run)
 
-        spec = layer_spec("small")
-        model = reference_steps.ReferenceNetwork(spec, mode.variant).to(device)
+        model = reference_steps.ReferenceNetwork(layer_spec(task), mode.variant).to(device)
 
-        def predict() -> Any:
-            return model(x, samples, with_kl=False)
+        def predict() -> Tensor:
+            return model(x, samples, with_kl=False)[0]
 
     elif mode.library == "bayesian_torch":
-        model = KLChain(build_bayesian_torch("small", False).layers).to(device)
+        model = build_bayesian_torch(task, mode.variant == "flipout").to(device)
 
-        def predict() -> Any:
+        def predict() -> Tensor:
             return torch.stack([model(x, return_kl=False)[0] for _ in range(samples)])
 
     elif mode.library == "blitz":
-        model = build_blitz("small").to(device)
+        model = build_blitz(task).to(device)
 
-        def predict() -> Any:
+        def predict() -> Tensor:
             return torch.stack([model(x) for _ in range(samples)])
 
     else:  # pragma: no cover - guarded by MODES
@@ -832,7 +794,9 @@ def run_worker(args: argparse.Namespace) -> int:
             result = {}
             for batch in LATENCY_BATCHES:
                 for samples in LATENCY_SAMPLES:
-                    step = make_latency_step(mode, batch, samples, device, args.seed)
+                    step = make_predict_step(
+                        mode, samples, device, args.seed, "small", batch
+                    )
                     key = latency_key(batch, samples)
                     result[key] = time_steps(step, args.warmup * 10, calls, device)
             print(json.dumps(result))
