@@ -1,5 +1,7 @@
 """``convert_to_vimodule``, ``convert_norms`` and ``ban_convert``."""
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -288,3 +290,177 @@ def test_plain_norms_left_alone_train_under_autosampling():
     assert type(model[1]) is nn.BatchNorm1d
     out = model(torch.randn(8, 3), samples=3)
     assert out.shape == (3, 8, 2) and int(model[1].num_batches_tracked) == 1
+
+
+# ------------------------------------------------------------------ partial conversion
+def _random_variables(model: nn.Module) -> list[str]:
+    return [key for key, *_ in vi.base.named_random_variables(model)]
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "expected"),
+    [
+        ("head", None, ["head.0.weight", "head.0.bias"]),
+        ("head.*", None, ["head.0.weight", "head.0.bias"]),
+        (nn.Linear, None, ["body.1.weight", "body.1.bias", "head.0.weight", "head.0.bias"]),
+        (
+            lambda name, module: name == "gate",
+            None,
+            ["gate.gate", "gate.proj"],
+        ),
+        (
+            ["conv", Gate],
+            None,
+            ["conv.weight", "conv.bias", "gate.gate", "gate.proj"],
+        ),
+        (None, ["body", "gate", "head"], ["conv.weight", "conv.bias"]),
+        ("body", "body.1", None),  # nothing with parameters is left
+        ("*", ["conv", nn.Linear], ["gate.gate", "gate.proj"]),
+    ],
+)
+def test_include_and_exclude_choose_subtrees(include, exclude, expected):
+    model = Net()
+    if expected is None:
+        with pytest.raises(ValueError, match="choose no module with parameters"):
+            vi.convert_to_vimodule(model, include=include, exclude=exclude)
+        return
+    vi.convert_to_vimodule(model, include=include, exclude=exclude)
+    assert _random_variables(model) == expected
+
+
+def test_modules_not_chosen_keep_class_weights_and_flags():
+    torch.manual_seed(4)
+    model = Net()
+    model.conv.weight.requires_grad_(False)
+    conv, body_linear = model.conv, model.body[1]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    vi.convert_to_vimodule(model, keep_weights=True, include="head")
+    assert model.conv is conv and type(conv) is nn.Conv1d
+    assert type(body_linear) is nn.Linear and type(model.gate) is Gate
+    assert type(model.body) is nn.Sequential  # no Bayesian part inside
+    assert type(model).__name__ == "AVINet"  # a Bayesian container, samples once
+    assert not model.conv.weight.requires_grad and model.conv.bias.requires_grad
+    state = model.state_dict()
+    for key in ("conv.weight", "body.1.weight", "gate.proj", "norm.weight"):
+        assert torch.equal(state[key], weights[key])
+    assert torch.equal(state["head.0._weight_mean"], weights["head.0.weight"])
+
+
+def test_a_partly_bayesian_model_computes_the_original_at_the_mean():
+    torch.manual_seed(5)
+    model = Net()
+    x = torch.randn(6, 2, 6)
+    expected = model(x)
+    vi.convert_to_vimodule(model, keep_weights=True, include=["gate", "head"])
+    with vi.mean_weights():
+        torch.testing.assert_close(model(x)[0], expected)
+    plain = vi.to_deterministic(model)
+    assert (
+        type(plain) is Net and type(plain.gate) is Gate and type(plain.head[0]) is nn.Linear
+    )
+    torch.testing.assert_close(plain(x), expected)
+    out = model(x, samples=3)
+    assert out.shape == (3, 6, 3) and not torch.equal(out[0], out[1])
+
+
+def test_the_kl_counts_only_the_bayesian_parts():
+    # The log-probs of the partly Bayesian model are those of its head alone: with
+    # the same seed, the head called on the features draws the same weights.
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x = torch.randn(5, 4).double()
+    model.double()
+    vi.convert_to_vimodule(model, include="2")
+    torch.manual_seed(7)
+    out = model(x, samples=4)
+    features = model[1](model[0](x))
+    torch.manual_seed(7)
+    head = model[2](features, samples=4)
+    torch.testing.assert_close(out.log_probs, head.log_probs)
+    torch.testing.assert_close(out.as_plain(), head.as_plain())
+    loss = vi.KullbackLeiblerLoss(Categorical(), dataset_size=100)(
+        out, torch.tensor([0, 1, 2, 0, 1])
+    )
+    loss.backward()
+    assert model[0].weight.grad is not None  # the plain parts train as usual
+    assert model[2]._weight_log_std.grad is not None
+
+
+def test_include_naming_a_module_overrides_the_norm_ban():
+    model = Net()
+    vi.convert_to_vimodule(model, include="norm")
+    assert type(model.norm) is vi.VILayerNorm
+    model = Net()
+    vi.convert_to_vimodule(model, include=nn.LayerNorm)
+    assert type(model.norm) is vi.VILayerNorm
+    model = Net()
+    vi.convert_to_vimodule(model, include="*")  # a subtree: the ban holds inside
+    assert type(model.norm) is nn.LayerNorm
+    model = Net()
+    vi.convert_to_vimodule(model, include=["norm", "gate"], exclude="norm")
+    assert type(model.norm) is nn.LayerNorm
+
+
+def test_a_twin_is_not_used_where_exclude_keeps_a_part_inside():
+    torch.manual_seed(8)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    x = torch.randn(3, 5, 8)
+    expected = encoder(x)
+    vi.convert_to_vimodule(encoder, keep_weights=True, include="layers.*.linear2")
+    assert type(encoder.layers[0].linear2) is vi.VILinear
+    assert type(encoder.layers[0].linear1) is nn.Linear
+    assert _random_variables(encoder) == [
+        f"layers.{i}.linear2.{v}" for i in (0, 1) for v in ("weight", "bias")
+    ]
+    with vi.mean_weights():
+        torch.testing.assert_close(encoder(x)[0], expected)
+    twin = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    vi.convert_to_vimodule(twin, include="*", exclude="linear1")
+    assert type(twin) is not vi.VITransformerEncoderLayer
+    assert type(twin.linear1) is nn.Linear and type(twin.linear2) is vi.VILinear
+
+
+def test_partly_bayesian_checkpoints_round_trip():
+    torch.manual_seed(9)
+    model = vi.convert_to_vimodule(Net(), include="head")
+    with torch.no_grad():
+        model.conv.weight.add_(1.0)
+        model.head[0]._weight_mean.add_(1.0)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    restored = vi.convert_to_vimodule(Net(), include="head")
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    x = torch.randn(4, 2, 6)
+    torch.manual_seed(10)
+    expected = model(x, samples=3)
+    torch.manual_seed(10)
+    torch.testing.assert_close(restored(x, samples=3), expected)
+
+
+@pytest.mark.parametrize("argument", ["include", "exclude"])
+def test_an_entry_matching_nothing_is_named(argument):
+    with pytest.raises(
+        ValueError, match=rf"'haed' \({argument}\) matches no module of Net"
+    ):
+        vi.convert_to_vimodule(Net(), **{argument: ["head", "haed"]})
+    with pytest.raises(ValueError, match=rf"class Embedding \({argument}\)"):
+        vi.convert_to_vimodule(Net(), **{argument: nn.Embedding})
+    with pytest.raises(ValueError, match="matches no module"):
+        vi.convert_to_vimodule(Net(), **{argument: lambda name, module: False})
+
+
+@pytest.mark.parametrize("bad", [3, [], ["head", 3.5], int])
+def test_bad_selections_raise_type_errors(bad):
+    with pytest.raises(TypeError, match="convert_to_vimodule: include"):
+        vi.convert_to_vimodule(Net(), include=bad)
+
+
+def test_a_module_used_twice_in_a_sequential_keeps_both_places():
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.Tanh(), shared)
+    vi.convert_to_vimodule(model)
+    assert len(model) == 3 and model[0] is model[2]
+    out = model(torch.randn(2, 3), samples=2)
+    assert out.shape == (2, 2, 3)

@@ -35,6 +35,7 @@ from .distributions.base import _positive
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .distributions.empirical import EmpiricalNormalPrior
 from .estimators import EstimatorLayer
+from .selection import ModuleSelection, Selection, select_modules
 from .utils.errors import ShapeError, TorchBlueError
 from .utils.init import fixed_
 
@@ -162,6 +163,9 @@ def convert_to_vimodule(
     kaiming_initialization: bool = True,
     prior_initialization: bool = False,
     return_log_probs: bool = True,
+    *,
+    include: Optional[ModuleSelection] = None,
+    exclude: Optional[ModuleSelection] = None,
 ) -> nn.Module:
     """Make ``module`` Bayesian, in place.
 
@@ -196,11 +200,30 @@ prior_initialization, return_log_probs
         The VIkwargs of :class:`~torch_blue.vi.VIModule`, used for every converted
         module. Left at its default, ``prior`` is the standard Normal, except for
         twins with their own default (the norm layers' scale prior is centred at 1).
+    include, exclude : name pattern, nn.Module class, predicate or list of these, optional
+        Make only part of the model Bayesian: the subtrees that ``include`` matches
+        (all of the model by default), without those that ``exclude`` matches (see
+        :func:`~torch_blue.vi.selection.select_modules`). ``include="head"`` makes a
+        last layer called ``head`` Bayesian. Modules that were not chosen keep their
+        class, weights and ``requires_grad`` and run once per weight sample. A module
+        that an ``include`` entry picks out (``"norm"``, ``nn.LayerNorm``; not ``"*"``)
+        is converted even where a ban list, e.g. for norm layers, would keep it.
+        Every entry must match some module, and something with parameters must be
+        chosen.
 
     Returns
     -------
     nn.Module
         ``module`` itself, converted.
+
+    Raises
+    ------
+    TypeError
+        When ``module`` is not an ``nn.Module`` or ``include``/``exclude`` hold
+        something else than name patterns, module classes and predicates.
+    ValueError
+        When an ``include``/``exclude`` entry matches no module, or they choose no
+        module with parameters.
 
     Examples
     --------
@@ -216,11 +239,24 @@ prior_initialization, return_log_probs
     )
     >>> model(torch.randn(3, 4), samples=5).shape
     torch.Size([5, 3, 2])
+
+    Only the last layer, starting from trained weights:
+
+    >>> trained = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> convert_to_vimodule(trained, keep_weights=True, include="2")
+    VISequential(
+      (0): Linear(in_features=4, out_features=8, bias=True)
+      (1): ReLU()
+      (2): VILinear(in_features=8, out_features=2, bias=True, ...)
+    )
     """
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"convert_to_vimodule: module must be an nn.Module, got {type(module).__name__}"
         )
+    selection = None
+    if include is not None or exclude is not None:
+        selection = select_modules(module, include, exclude, fn="convert_to_vimodule")
     vikwargs = dict(
         variational_distribution=variational_distribution,
         prior=prior,
@@ -229,19 +265,36 @@ prior_initialization, return_log_probs
         prior_initialization=prior_initialization,
         return_log_probs=return_log_probs,
     )
-    _to_bayesian(module, bool(keep_weights), vikwargs)
+    bayesian = _to_bayesian(module, bool(keep_weights), vikwargs, selection)
+    if selection is not None and not bayesian:
+        raise ValueError(
+            "convert_to_vimodule: include/exclude choose no module with parameters "
+            f"in {type(module).__name__}, so nothing became Bayesian"
+        )
     return module
 
 
-def _to_bayesian(module: nn.Module, keep_weights: bool, vikwargs: dict) -> bool:
+def _to_bayesian(
+    module: nn.Module,
+    keep_weights: bool,
+    vikwargs: dict,
+    selection: Optional[Selection] = None,
+) -> bool:
     """Convert ``module`` in place; return whether it is (now) Bayesian inside."""
     cls = type(module)
     if isinstance(module, VIModule):
         return True
-    if cls in _banlists["submodule"]:
+    if selection is not None and module not in selection:
+        return _keep_deterministic(module, keep_weights, vikwargs, selection)
+    # A module that include names itself is converted even where a ban list says no.
+    named = selection is not None and id(module) in selection.direct
+    if cls in _banlists["submodule"] and not named:
         return False
-    banned = cls in _banlists["ban"]
+    banned = cls in _banlists["ban"] and not named
     twin = None if cls in _banlists["replace"] else TORCH_TWINS.get(cls)
+    if twin is not None and selection is not None and not _wholly_chosen(module, selection):
+        if not getattr(twin, "_convert_children_first", False):
+            twin = None  # a twin would convert the parts that exclude keeps
     if (
         twin is not None
         and not banned
@@ -251,7 +304,7 @@ def _to_bayesian(module: nn.Module, keep_weights: bool, vikwargs: dict) -> bool:
         return True
     bayesian_inside = False
     for child in module.children():
-        bayesian_inside |= _to_bayesian(child, keep_weights, vikwargs)
+        bayesian_inside |= _to_bayesian(child, keep_weights, vikwargs, selection)
     if banned:
         return bayesian_inside
     has_parameters = any(p is not None for p in module._parameters.values())
@@ -263,6 +316,33 @@ def _to_bayesian(module: nn.Module, keep_weights: bool, vikwargs: dict) -> bool:
         _convert_generic(module, keep_weights, vikwargs)
         return True
     return False
+
+
+def _wholly_chosen(module: nn.Module, selection: Selection) -> bool:
+    return all(id(m) in selection.chosen for m in module.modules())
+
+
+def _keep_deterministic(
+    module: nn.Module, keep_weights: bool, vikwargs: dict, selection: Selection
+) -> bool:
+    """Leave a module that was not chosen as it is, but sample through it.
+
+    Its own parameters stay plain parameters. When chosen modules lie inside, it
+    becomes a Bayesian container (a ``VISequential`` or a generated class with the
+    original ``forward``) so that the whole model draws its samples once per call.
+    """
+    bayesian_inside = False
+    for child in module.children():
+        bayesian_inside |= _to_bayesian(child, keep_weights, vikwargs, selection)
+    if not bayesian_inside:
+        return False
+    twin = TORCH_TWINS.get(type(module))
+    if twin is not None and getattr(twin, "_convert_children_first", False):
+        _replace_by_twin(module, twin, False, vikwargs)
+    else:
+        module.__class__ = _generated_class(type(module))
+        VIModule.__init__(module, None, convert_overwrite=True, **_log_probs_only(vikwargs))
+    return True
 
 
 def _replace_by_twin(
@@ -451,6 +531,9 @@ def to_deterministic(model: Module) -> Module:
 
 def _to_plain(module: Module) -> Module:
     if isinstance(module, VIModule):
+        own = module._to_deterministic()
+        if own is not None:
+            return own
         cls = type(module)
         if cls._torch_twin is not None and TORCH_TWINS.get(cls._torch_twin) is cls:
             if getattr(cls, "_convert_children_first", False):  # a container shell

@@ -65,7 +65,8 @@ class VISequential(VIModule, Sequential):
 
     @classmethod
     def _from_torch(cls, module: Module, **vikwargs: Any) -> "VISequential":
-        return cls(OrderedDict(module.named_children()))
+        # Every entry, a module used twice included (named_children drops repeats).
+        return cls(OrderedDict(module._modules))
 
     def _stacks_children(self) -> bool:
         # Dense stacks run batched, without vmap, where that gives the same results
