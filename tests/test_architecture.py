@@ -38,7 +38,11 @@ ROOMS = {
     ),
     "distributions": ("torch_blue.vi.distributions",),
     "core": ("torch_blue.vi.base", "torch_blue.vi.estimators"),
-    "conversion": ("torch_blue.vi.convert", "torch_blue.vi.deterministic"),
+    "conversion": (
+        "torch_blue.vi.convert",
+        "torch_blue.vi.deterministic",
+        "torch_blue.vi.selection",
+    ),
     "layers": (
         "torch_blue.vi.linear",
         "torch_blue.vi.conv",
@@ -53,6 +57,7 @@ ROOMS = {
         "torch_blue.vi._transformer_checks",
     ),
     "features": (
+        "torch_blue.vi.adapters",
         "torch_blue.vi.pruning",
         "torch_blue.vi.kl_loss",
         "torch_blue.vi.analytical_kl_loss",

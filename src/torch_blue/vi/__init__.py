@@ -6,6 +6,13 @@ and ``nn.CrossEntropyLoss`` for ``KullbackLeiblerLoss(Categorical(), dataset_siz
 
 # Modules that register lane rules with the engine, and upstream's module paths.
 from . import _lane_attention, _lane_norm  # noqa: F401
+from .adapters import (
+    VILoRAConv2d,
+    VILoRALinear,
+    adapter_state_dict,
+    add_lora,
+    load_adapter_state_dict,
+)
 from .analytical_kl_loss import (
     AnalyticalKullbackLeiblerLoss,
     ClosedFormKL,
@@ -79,6 +86,8 @@ __all__ = [
     "VILSTM",
     "VILayerNorm",
     "VILinear",
+    "VILoRAConv2d",
+    "VILoRALinear",
     "VIModule",
     "VIMultiheadAttention",
     "VIRNN",
@@ -91,9 +100,12 @@ __all__ = [
     "VITransformerEncoder",
     "VITransformerEncoderLayer",
     "VIkwargs",
+    "adapter_state_dict",
+    "add_lora",
     "compression_report",
     "convert_to_vimodule",
     "description_length",
+    "load_adapter_state_dict",
     "mean_weights",
     "moped",
     "prune",

@@ -160,6 +160,15 @@ class VIModule(Module):
             kwargs["bias"] = False  # passed only when off: old torch lacks some
         return self._torch_twin(**kwargs, **self._factory_kwargs())
 
+    def _to_deterministic(self) -> Optional[Module]:
+        """A plain module for :func:`~torch_blue.vi.to_deterministic`, or ``None``.
+
+        ``None`` (the default) lets the converter derive it from the twin or the
+        methods. A layer whose mean network is best written differently overrides
+        this (adapters merge their mean update into the base weights).
+        """
+        return None
+
     def __init__(
         self,
         variable_shapes: Optional[_VariableShapes] = None,
