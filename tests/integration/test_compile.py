@@ -105,3 +105,39 @@ def test_compiled_training_step_of_every_layer_family_matches_eager(attention, m
     torch.manual_seed(1)
     compiled = torch.stack([compiled_step() for _ in range(2)])
     torch.testing.assert_close(compiled, eager)
+
+
+@pytest.mark.parametrize("kind", ["last_layer", "adapters"])
+def test_compiled_partly_bayesian_training_step_matches_eager(kind):
+    # Partly Bayesian models (plain layers beside random ones) compile like any other.
+    def setup():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+        if kind == "last_layer":
+            vi.convert_to_vimodule(model, keep_weights=True, include="2")
+        else:
+            vi.add_lora(model, rank=2)
+            with torch.no_grad():
+                model[2].lora_B.weight.fill_(0.1)
+        loss_fn = vi.KullbackLeiblerLoss(Categorical(), 100)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(trainable, lr=1e-2)
+
+        def step(x, y):
+            optimizer.zero_grad()
+            loss = loss_fn(model(x, samples=3), y)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        return step
+
+    torch._dynamo.reset()
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    eager_step = setup()
+    torch.manual_seed(1)
+    eager = [eager_step(x, y) for _ in range(3)]
+    compiled_step = torch.compile(setup(), backend="eager")
+    torch.manual_seed(1)
+    compiled = [compiled_step(x, y) for _ in range(3)]
+    torch.testing.assert_close(torch.stack(compiled), torch.stack(eager))

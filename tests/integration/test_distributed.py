@@ -3,6 +3,7 @@
 import datetime
 import gc
 import time
+from typing import Optional
 
 import pytest
 import torch
@@ -24,6 +25,14 @@ def _model(bayesian: bool) -> nn.Module:
     kwargs = {} if bayesian else {"variational_distribution": NonBayesian()}
     return vi.VISequential(
         vi.VILinear(FEATURES, 8, **kwargs), nn.Tanh(), vi.VILinear(8, CLASSES, **kwargs)
+    )
+
+
+def _partial_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(FEATURES, 8), nn.Tanh(), nn.Linear(8, CLASSES))
+    return vi.convert_to_vimodule(
+        model, include="2", variational_distribution=NonBayesian(), prior=NonBayesian()
     )
 
 
@@ -49,7 +58,14 @@ def _train(rank: int) -> dict:
     loss_fn(ddp(x[mine], samples=1), y[mine]).backward()
     results["exact"] = _grads(model)
 
-    # 2. sampled weights: every rank draws its own samples (seed per rank), and
+    # 2. a partly Bayesian model (plain first layer, deterministic-weight head):
+    # DDP averages the plain and the variational parameters' gradients alike
+    model = _partial_model()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    loss_fn(ddp(x[mine], samples=1), y[mine]).backward()
+    results["partial"] = _grads(model)
+
+    # 3. sampled weights: every rank draws its own samples (seed per rank), and
     # the averaged gradient matches the full-batch one in expectation
     model = _model(True)
     ddp = nn.parallel.DistributedDataParallel(model)
@@ -115,10 +131,12 @@ def ddp_results(tmp_path_factory) -> dict:
     return torch.load(out, weights_only=True)
 
 
-def _single_process_grads(bayesian: bool, repeats: int) -> torch.Tensor:
+def _single_process_grads(
+    bayesian: bool, repeats: int, model: Optional[nn.Module] = None
+) -> torch.Tensor:
     x, y = _data()
     loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)
-    model = _model(bayesian)
+    model = _model(bayesian) if model is None else model
     torch.manual_seed(7)
     grads = []
     for _ in range(repeats):
@@ -134,6 +152,12 @@ def test_gradients_are_averaged_and_the_prior_term_counted_once(ddp_results):
     # prior term enters every rank's loss once and the average keeps it once.
     expected = _single_process_grads(bayesian=False, repeats=1)[0]
     torch.testing.assert_close(ddp_results["exact"], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+def test_a_partly_bayesian_model_trains_under_ddp(ddp_results):
+    expected = _single_process_grads(False, repeats=1, model=_partial_model())[0]
+    torch.testing.assert_close(ddp_results["partial"], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")

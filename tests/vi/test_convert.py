@@ -464,3 +464,16 @@ def test_a_module_used_twice_in_a_sequential_keeps_both_places():
     assert len(model) == 3 and model[0] is model[2]
     out = model(torch.randn(2, 3), samples=2)
     assert out.shape == (2, 2, 3)
+
+
+def test_moped_on_a_partly_bayesian_model_sets_only_its_bayesian_parts():
+    torch.manual_seed(11)
+    trained = Net()
+    model = Net()
+    model.load_state_dict(trained.state_dict())
+    vi.convert_to_vimodule(model, include="head")
+    vi.moped(model, trained, delta=0.1)
+    assert torch.equal(model.head[0]._weight_mean, trained.head[0].weight)
+    expected_std = (0.1 * trained.head[0].weight.abs()).clamp_min(1e-6)
+    torch.testing.assert_close(model.head[0]._weight_log_std.exp(), expected_std)
+    assert type(model.conv) is nn.Conv1d
