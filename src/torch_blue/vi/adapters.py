@@ -165,7 +165,7 @@ class _LowRankAdapter(VIModule):
 
 
 class VILoRALinear(_LowRankAdapter):
-    r"""A frozen ``nn.Linear`` with a Bayesian low-rank update (see :mod:`.adapters`).
+    """A frozen ``nn.Linear`` with a Bayesian low-rank update (see :mod:`.adapters`).
 
     Computes ``base(x) + s * B(A(x))`` with ``A`` a :class:`~torch_blue.vi.VILinear`
     ``(in_features -> rank)`` without bias, a random variable, and ``B`` an
