@@ -1,4 +1,4 @@
-"""Training with DistributedDataParallel on 2 CPU processes (gloo)."""
+"""Training with DistributedDataParallel and FSDP2 on 2 CPU processes (gloo)."""
 
 import datetime
 import gc
@@ -12,6 +12,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from torch_blue import vi
+
+try:  # FSDP2; public from torch 2.6
+    from torch.distributed.fsdp import fully_shard
+except ImportError:  # pragma: no cover - older torch
+    fully_shard = None
 from torch_blue.vi.distributions import Categorical, NonBayesian
 
 WORLD = 2
@@ -65,7 +70,20 @@ def _train(rank: int) -> dict:
     loss_fn(ddp(x[mine], samples=1), y[mine]).backward()
     results["partial"] = _grads(model)
 
-    # 3. sampled weights: every rank draws its own samples (seed per rank), and
+    # 3. FSDP2 (fully_shard) on the partly Bayesian model: one SGD step on each
+    # rank's half equals the single-process step on the whole batch
+    if fully_shard is not None:
+        model = _partial_model()
+        fully_shard(model[2])
+        fully_shard(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn(model(x[mine], samples=1), y[mine]).backward()
+        optimizer.step()
+        results["fsdp"] = torch.cat(
+            [p.full_tensor().detach().flatten() for p in model.parameters()]
+        )
+
+    # 4. sampled weights: every rank draws its own samples (seed per rank), and
     # the averaged gradient matches the full-batch one in expectation
     model = _model(True)
     ddp = nn.parallel.DistributedDataParallel(model)
@@ -158,6 +176,18 @@ def test_gradients_are_averaged_and_the_prior_term_counted_once(ddp_results):
 def test_a_partly_bayesian_model_trains_under_ddp(ddp_results):
     expected = _single_process_grads(False, repeats=1, model=_partial_model())[0]
     torch.testing.assert_close(ddp_results["partial"], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
+@pytest.mark.skipif(fully_shard is None, reason="FSDP2 needs torch 2.6 or later")
+def test_a_partly_bayesian_model_trains_under_fsdp2(ddp_results):
+    x, y = _data()
+    model = _partial_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    vi.KullbackLeiblerLoss(Categorical(), dataset_size=N)(model(x, samples=1), y).backward()
+    optimizer.step()
+    expected = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.testing.assert_close(ddp_results["fsdp"], expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built")
