@@ -256,3 +256,28 @@ def test_bad_arguments_raise():
         vi.add_lora(Pretrained(), include="classifier")
     with pytest.raises(TypeError, match=r"add_lora: model must be an nn\.Module"):
         vi.add_lora("model")
+
+
+def test_adapters_inside_torch_transformer_layers():
+    # torch's encoder layer reads linear1.weight for its fused eval kernel: the
+    # adapter's weight property gives the effective weight, so both paths agree.
+    torch.manual_seed(10)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        expected = encoder(x)
+    vi.add_lora(encoder, rank=2)
+    assert type(encoder.layers[0].linear1) is vi.VILoRALinear
+    _perturb(encoder)
+    with torch.no_grad(), vi.mean_weights():
+        fused = encoder(x)[0]  # eval without gradients: torch's fused kernel
+    with vi.mean_weights():
+        unfused = encoder(x)[0]  # with gradients: the layer's Python forward
+    torch.testing.assert_close(fused, unfused)
+    assert not torch.allclose(fused, expected)
+    torch.testing.assert_close(vi.to_deterministic(encoder)(x), unfused.detach())
+    encoder.train()
+    out = encoder(x, samples=3)  # training: dropout in the plain attention too
+    out.sum().backward()
+    assert encoder.layers[1].linear2.lora_B.weight.grad is not None

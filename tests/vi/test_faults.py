@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from torch_blue import vi
-from torch_blue.vi import _lane_norm
+from torch_blue.vi import sampling
 from torch_blue.vi.sampling import current_state, mean_weights_enabled
 
 
@@ -37,7 +37,7 @@ def _assert_clean(model: Failing) -> None:
     assert current_state() is None
     assert not mean_weights_enabled()
     assert "forward" not in model.norm.__dict__
-    assert _lane_norm._patched_norms == {}
+    assert sampling._patched_forwards == {}
     for module in model.modules():
         assert not module.__dict__.get("_manual_log_probs")
 

@@ -250,3 +250,31 @@ def test_routing_stays_on_only_for_modules_that_attend(monkeypatch):
             assert calls == [1, 1, 1]  # routed on every call
         else:
             assert len(intercepted) == 0 and calls == [0, 0, 0]  # off after the probe
+
+
+def test_plain_attention_with_dropout_draws_a_mask_per_sample():
+    # A plain transformer layer left in a partly Bayesian model: in training mode
+    # its attention dropout sees a query shared by the samples, which vmap refuses
+    # to drop out in place; the lane rule gives each sample its own copy and mask.
+    from torch_blue.vi.distributions import NonBayesian
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.5, batch_first=True)
+    vi.convert_to_vimodule(
+        layer,
+        keep_weights=True,
+        include="linear2",
+        variational_distribution=NonBayesian(),
+        prior=NonBayesian(),
+    )
+    x = torch.randn(3, 5, 8)
+    out = layer(x, samples=4).as_plain()
+    assert not torch.allclose(out[0], out[1])  # weights equal: only dropout differs
+    out.sum().backward()
+    assert layer.self_attn.in_proj_weight.grad is not None
+    assert sampling._patched_forwards == {}
+    assert "forward" not in layer.self_attn.__dict__
+    layer.eval()
+    with torch.no_grad():
+        out = layer(x, samples=4).as_plain()
+    torch.testing.assert_close(out[0], out[3])

@@ -13,11 +13,18 @@ dimension and calls the fused kernel once on the stacked tensors; autograd then
 records one attention node. Values, gradients and dropout semantics are those of the
 loop (``randomness="different"``: independent dropout masks per sample; other
 randomness modes with dropout defer to torch's own handling).
+
+A plain ``nn.MultiheadAttention`` left in a partly Bayesian model computes its
+attention inside ``F.multi_head_attention_forward``, out of the routing's reach. In
+training mode with dropout, a query shared by all samples would make ``vmap`` refuse
+the in-place dropout; the rule ``"plain_attention_dropout"`` gives such layers a
+per-sample copy of the query (:func:`plain_attention_in_lanes`), so each sample draws
+its own mask.
 """
 
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, Optional
 
 import torch
@@ -26,9 +33,15 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F  # noqa: N812
 from torch.overrides import TorchFunctionMode
 
-from .sampling import register_lane_rule
+from .._compat import is_batched
+from .sampling import current_state, lane_forwards, register_lane_rule
 
-__all__ = ["LaneAttention", "attend_in_lanes", "lane_attention"]
+__all__ = [
+    "LaneAttention",
+    "attend_in_lanes",
+    "lane_attention",
+    "plain_attention_in_lanes",
+]
 
 _ATTENTION = F.scaled_dot_product_attention
 
@@ -264,3 +277,44 @@ def lane_attention(owner: torch.nn.Module) -> Iterator[None]:
 
 
 register_lane_rule("attention", lane_attention)
+
+
+def _per_sample_attention(
+    self: torch.nn.MultiheadAttention,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Forward of plain ``nn.MultiheadAttention`` layers while a model's lanes run."""
+    state = current_state()
+    forward = type(self).forward
+    if (
+        state is None
+        or state.lane_zero is None
+        or not (self.training and self.dropout > 0)
+        or is_batched(query)
+    ):
+        return forward(self, query, key, value, *args, **kwargs)
+    lane_query = query + state.lane_zero.to(query.dtype)
+    # keep self-attention's identity of query, key and value (torch's packed path)
+    key = lane_query if key is query else key
+    value = lane_query if value is query else value
+    return forward(self, lane_query, key, value, *args, **kwargs)
+
+
+def _is_plain_attention(module: torch.nn.Module) -> bool:
+    return type(module) is torch.nn.MultiheadAttention
+
+
+def plain_attention_in_lanes(model: torch.nn.Module) -> AbstractContextManager:
+    """Context of ``model``'s lanes: plain attention layers drop out per sample.
+
+    The lane rule ``"plain_attention_dropout"`` of the engine (see
+    :func:`~torch_blue.vi.sampling.lane_forwards`).
+    """
+    return lane_forwards(model, _is_plain_attention, _per_sample_attention)
+
+
+register_lane_rule("plain_attention_dropout", plain_attention_in_lanes)

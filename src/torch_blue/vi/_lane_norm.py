@@ -8,11 +8,8 @@ calls it directly; the lane rule registered here gives the plain ``nn.BatchNorm`
 layers inside a model the same forward while the model's sampled forward runs.
 """
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import partial
-from types import MethodType
 from typing import Optional
 
 import torch
@@ -20,7 +17,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .sampling import current_state, register_lane_rule
+from .sampling import current_state, lane_forwards, register_lane_rule
 
 __all__ = ["batch_norm_in_lanes", "lane_safe_batch_norms"]
 
@@ -92,43 +89,17 @@ def _update_running_stats(module: torch.nn.Module, lane_stats: Tensor) -> None:
         module.running_var.mul_(1 - factor).add_(var.to(module.running_var), alpha=factor)
 
 
-# id(norm) -> sampled forwards (of any thread) running with its forward replaced
-_patched_norms: dict[int, int] = {}
-_patch_lock = threading.Lock()
-
-
-@contextmanager
-def lane_safe_batch_norms(module: torch.nn.Module) -> Iterator[None]:
+def lane_safe_batch_norms(module: torch.nn.Module) -> AbstractContextManager:
     """Give the plain batch norms inside ``module`` a lane-safe forward.
 
-    The lane rule ``"batch_norm"`` of the engine. The replacement is an instance
-    attribute, shared by threads calling the same model at once: it is installed by
-    the first call and removed by the last (counted under a lock), and decides per
-    call and thread what to run. A forward the user set on the instance is left
-    alone.
+    The lane rule ``"batch_norm"`` of the engine (see
+    :func:`~torch_blue.vi.sampling.lane_forwards`).
     """
-    norms = []
-    with _patch_lock:
-        for norm in module.modules():
-            if not isinstance(norm, _BatchNorm):
-                continue
-            own = norm.__dict__.get("forward")
-            if own is None:
-                norm.forward = MethodType(_lane_safe_batch_norm, norm)
-            elif getattr(own, "__func__", None) is not _lane_safe_batch_norm:
-                continue
-            _patched_norms[id(norm)] = _patched_norms.get(id(norm), 0) + 1
-            norms.append(norm)
-    try:
-        yield
-    finally:
-        with _patch_lock:
-            for norm in norms:
-                users = _patched_norms.pop(id(norm)) - 1
-                if users:
-                    _patched_norms[id(norm)] = users
-                else:
-                    del norm.forward
+    return lane_forwards(module, _is_batch_norm, _lane_safe_batch_norm)
+
+
+def _is_batch_norm(module: torch.nn.Module) -> bool:
+    return isinstance(module, _BatchNorm)
 
 
 register_lane_rule("batch_norm", lane_safe_batch_norms)

@@ -116,6 +116,21 @@ class _LowRankAdapter(VIModule):
         """The weight update :math:`s B A` for a value of :math:`A`."""
         raise NotImplementedError
 
+    @property
+    def weight(self) -> Tensor:
+        """The effective weight :math:`W_0 + s B A`, with :math:`A` drawn.
+
+        For code that reads a layer's weight instead of calling it (fused kernels,
+        tied weights); the forward uses the factors. Under
+        :class:`~torch_blue.vi.mean_weights` :math:`A` is its mean.
+        """
+        return self.base.weight + self._update(self.lora_A.weight)
+
+    @property
+    def bias(self) -> Optional[Tensor]:
+        """The frozen base layer's bias."""
+        return self.base.bias
+
     def forward(self, input_: Tensor) -> Tensor:
         """The frozen layer plus the scaled low-rank update."""
         return self.base(input_) + self.scaling * self.lora_B(self.lora_A(input_))

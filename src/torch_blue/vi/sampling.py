@@ -25,6 +25,7 @@ batch norm of :mod:`torch_blue.vi._lane_norm`, the attention routing of
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from types import MethodType
 from typing import Any, NamedTuple, Optional
 
 import torch
@@ -63,11 +64,15 @@ class SamplingState:
     are summed.
     """
 
-    __slots__ = ("_entries", "deferred", "draws", "lanes", "record")
+    __slots__ = ("_entries", "deferred", "draws", "lane_zero", "lanes", "record")
 
     def __init__(self, record: bool, lanes: int = 1) -> None:
         self.record = record
         self.lanes = lanes  # samples run together (the vmap batch size)
+        # Inside the lanes: a 0-d zero that differs per lane (vmap-batched). Adding it
+        # gives a tensor shared by the lanes its own copy per lane, for operations
+        # that draw random numbers in place (which vmap forbids on shared tensors).
+        self.lane_zero: Optional[Tensor] = None
         self._entries: dict[tuple[int, str], list] = {}
         self.deferred: list[tuple[Callable[[Tensor], None], Tensor]] = []
         # (id(module), variable) -> its draw, for modules with reuse_draws
@@ -257,6 +262,49 @@ def register_lane_rule(name: str, rule: LaneRule) -> None:
     _LANE_RULES[name] = rule
 
 
+# id(module) -> sampled forwards (of any thread) running with its forward replaced
+_patched_forwards: dict[int, int] = {}
+_patch_lock = threading.Lock()
+
+
+@contextmanager
+def lane_forwards(
+    model: torch.nn.Module,
+    select: Callable[[torch.nn.Module], bool],
+    forward: Callable[..., Any],
+) -> Iterator[None]:
+    """Give the modules of ``model`` that ``select`` picks the forward ``forward``.
+
+    For lane rules that make plain ``torch.nn`` layers lane-safe. ``forward(self,
+    ...)`` becomes an instance attribute, shared by threads calling the same model at
+    once: the first call installs it and the last removes it (counted under a lock),
+    so ``forward`` decides per call (e.g. by :func:`current_state`) what to run. A
+    forward the user set on an instance is left alone.
+    """
+    patched = []
+    with _patch_lock:
+        for module in model.modules():
+            if not select(module):
+                continue
+            own = module.__dict__.get("forward")
+            if own is None:
+                module.forward = MethodType(forward, module)
+            elif getattr(own, "__func__", None) is not forward:
+                continue
+            _patched_forwards[id(module)] = _patched_forwards.get(id(module), 0) + 1
+            patched.append(module)
+    try:
+        yield
+    finally:
+        with _patch_lock:
+            for module in patched:
+                users = _patched_forwards.pop(id(module)) - 1
+                if users:
+                    _patched_forwards[id(module)] = users
+                else:
+                    del module.forward
+
+
 def lane_rules() -> dict[str, LaneRule]:
     """The registered lane rules by name (a copy, in registration order)."""
     return dict(_LANE_RULES)
@@ -405,6 +453,7 @@ class _Lane:
 
     def __call__(self, lane: Tensor, *sampled: Tensor) -> tuple[Any, ...]:
         state = SamplingState(self.record, self.lanes)
+        state.lane_zero = lane.sum()
         args, kwargs = self.inputs.rebuild(sampled)
         with running(state):
             output = self.call(*args, **kwargs)
