@@ -217,24 +217,27 @@ def test_missing_and_unexpected_entries_are_named():
 
 def test_adapters_train():
     # The target is the pretrained network plus a rank-1 change of its hidden layer;
-    # fine-tuning the adapter alone brings the loss far below the start.
+    # fine-tuning the adapter alone removes most of the error of the mean prediction.
     torch.manual_seed(9)
     net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 1))
-    x = torch.randn(256, 5)
+    x = torch.randn(64, 5)
     with torch.no_grad():
         change = torch.randn(16, 1) @ torch.randn(1, 5)
         target = net[2](torch.tanh(x @ (net[0].weight + change).T + net[0].bias))
     vi.add_lora(net, rank=1, include="0")
-    loss_fn = vi.KullbackLeiblerLoss(MeanFieldNormal(std=0.05), dataset_size=256)
+
+    def error() -> float:
+        with torch.no_grad(), vi.mean_weights():
+            return (net(x)[0] - target).square().mean().item()
+
+    start = error()
+    loss_fn = vi.KullbackLeiblerLoss(MeanFieldNormal(std=0.05), dataset_size=64)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.03)
-    losses = []
-    for _ in range(300):
+    for _ in range(150):
         optimizer.zero_grad()
-        loss = loss_fn(net(x, samples=2), target)
-        loss.backward()
+        loss_fn(net(x, samples=2), target).backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:20]) / 20
+    assert error() < 0.1 * start
 
 
 def test_bad_arguments_raise():
