@@ -403,3 +403,79 @@ def test_a_learned_prior_mean_keeps_its_gradient():
     want = torch.autograd.grad(-kl, prior.mean)[0]
     torch.testing.assert_close(got, want)
     assert got != 0
+
+
+# ------------------------------------------------------------ partly Bayesian stacks
+def _plain_cnn() -> nn.Sequential:
+    torch.manual_seed(7)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 8),
+        nn.Tanh(),
+        nn.Dropout(0.3),
+        nn.Linear(8, 3),
+    ).double()
+
+
+def test_plain_convolutions_before_a_bayesian_head_take_the_stacked_path(monkeypatch):
+    model = vi.convert_to_vimodule(_plain_cnn(), keep_weights=True, include="9")
+    x = torch.randn(5, 1, 6, 6, dtype=torch.float64)
+    _assert_same(model, x, samples=4)
+    calls = _general_calls(monkeypatch)
+    model(x, samples=2)
+    assert calls == []
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("first", ["0", "3"])
+def test_plain_convolutions_on_shared_and_sampled_inputs_agree(batched, first):
+    # Bayesian first or second convolution: the plain ones see shared inputs, or
+    # (S, N, C, H, W) and unbatched (S, C, H, W) samples.
+    torch.manual_seed(8)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3),
+        nn.Conv2d(4, 2, 1),
+    ).double()
+    model = vi.convert_to_vimodule(net, keep_weights=True, include=first)
+    x = torch.randn(*((5,) if batched else ()), 2, 8, 8, dtype=torch.float64)
+    _assert_same(model, x, samples=3)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("record", [True, False])
+def test_low_rank_adapters_take_the_stacked_path(batched, record, monkeypatch):
+    torch.manual_seed(9)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Tanh()
+    )
+    if batched:
+        net.extend([nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * 6 * 6, 3)])
+    model = vi.add_lora(net.double(), rank=2)
+    model.return_log_probs = record
+    with torch.no_grad():  # away from the start (B = 0), as training would move it
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad and not name.endswith("log_std"):
+                parameter.add_(0.2 * torch.randn_like(parameter))
+    x = torch.randn(*((5,) if batched else ()), 2, 8, 8, dtype=torch.float64)
+    _assert_same(model, x, samples=4)
+    calls = _general_calls(monkeypatch)
+    model(x, samples=2)
+    assert calls == []
+
+
+@pytest.mark.parametrize("estimator", ["local_reparameterization", "flipout"])
+def test_adapters_take_the_lanes_where_their_factor_would(estimator, monkeypatch):
+    model = vi.add_lora(_plain_cnn(), rank=2, estimator=estimator)
+    calls = _general_calls(monkeypatch)
+    model(torch.randn(2, 1, 6, 6, dtype=torch.float64), samples=2)
+    assert calls == [model]  # a convolution's factor: weight sampling only
+    mlp = vi.add_lora(_plain_cnn()[6:], rank=2, estimator=estimator)
+    _assert_same(mlp, torch.randn(5, 36, dtype=torch.float64), samples=3)

@@ -19,9 +19,11 @@ general path, which raises the errors for bad input too:
 * the model is exactly a ``VISequential`` (not a subclass with its own ``forward``)
   called with one tensor, without ``chunk_size``;
 * every child is a layer of a class in :data:`STACKED_LAYERS` (exactly:
-  :class:`~torch_blue.vi.VILinear`, and the convolutions with weight sampling), not
-  reusing draws, or a plain module of a class listed in :data:`PLAIN_STEPS`, with no
-  ``forward`` set on the instance;
+  :class:`~torch_blue.vi.VILinear`, the convolutions with weight sampling, and the
+  low-rank adapters of :mod:`torch_blue.vi.adapters`), not reusing draws, or a plain
+  module of a class listed in :data:`PLAIN_STEPS` (activations, ``nn.Linear``,
+  convolutions, pooling, ...), with no ``forward`` set on the instance: a partly
+  Bayesian stack runs here too;
 * no hooks (module or global), no mean-weight mode, no autocast, no ``torch.func``
   transform around the call, a float32 or float64 input.
 """
@@ -108,6 +110,13 @@ def _per_example(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor
     return module(h.flatten(0, 1)).unflatten(0, h.shape[:2]), stacked
 
 
+def _convolution(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
+    """A plain convolution: batched samples ``(S, N, C, ...)`` join the batch."""
+    if stacked.input_stacked and h.dim() == module.weight.dim() + 1:
+        return module(h.flatten(0, 1)).unflatten(0, h.shape[:2]), stacked
+    return module(h), stacked  # (a shared input, or unbatched samples (S, C, ...))
+
+
 def _dropout(module: nn.Dropout, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
     """Dropout draws its mask per sample: a shared input gains the sample dimension."""
     if module.training and module.p > 0:
@@ -151,6 +160,7 @@ PLAIN_STEPS: dict[type[nn.Module], Step] = {
     nn.LogSoftmax: _softmax(F.log_softmax),
     nn.Softmin: _softmax(F.softmin),
     nn.Dropout: _dropout,
+    **dict.fromkeys((nn.Conv1d, nn.Conv2d, nn.Conv3d), _convolution),
     **dict.fromkeys(
         (
             nn.MaxPool1d,

