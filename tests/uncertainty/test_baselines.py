@@ -130,6 +130,31 @@ def test_training_flags_are_restored(mode, batched):
     assert _flags(net) == before
 
 
+@pytest.mark.parametrize("grad", [True, False])
+def test_transformer_layers_drop_out_too(grad):
+    # In eval mode without gradients torch's encoder layer takes a fused kernel that
+    # skips its dropout modules; MCDropout switches the layer itself, and its
+    # attention, so that every pass drops out.
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.3, batch_first=True).eval()
+    before = _flags(layer)
+    with torch.set_grad_enabled(grad):
+        out = MCDropout(layer, samples=3)(torch.randn(4, 5, 8))
+    assert (out[0] - out[1]).abs().max() > 0.05
+    assert _flags(layer) == before
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_an_in_place_dropout_leaves_the_input_alone(batched):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Dropout(0.5, inplace=True), nn.Linear(4, 2))
+    x = torch.randn(6, 4)
+    copy = x.clone()
+    out = MCDropout(net, samples=5, batched=batched)(x)
+    assert torch.equal(x, copy)
+    assert out.std(0).min() > 0  # every pass drew its own mask from the same input
+
+
 def test_mixed_dropout_flags_are_restored_one_by_one():
     net = nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)))
     net.eval()

@@ -477,3 +477,46 @@ def test_moped_on_a_partly_bayesian_model_sets_only_its_bayesian_parts():
     expected_std = (0.1 * trained.head[0].weight.abs()).clamp_min(1e-6)
     torch.testing.assert_close(model.head[0]._weight_log_std.exp(), expected_std)
     assert type(model.conv) is nn.Conv1d
+
+
+@pytest.mark.parametrize("kind", ["partial", "adapters"])
+def test_to_deterministic_keeps_a_module_used_twice_shared(kind):
+    torch.manual_seed(12)
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.Tanh(), shared, nn.Tanh(), nn.Linear(4, 2))
+    if kind == "partial":
+        vi.convert_to_vimodule(model, keep_weights=True, include="4")
+    else:
+        vi.add_lora(model, rank=1, include="0")
+        with torch.no_grad():
+            model[0].lora_B.weight.fill_(0.3)
+    x = torch.randn(3, 4)
+    with vi.mean_weights():
+        expected = model(x)[0]
+    plain = vi.to_deterministic(model)
+    assert list(plain._modules) == ["0", "1", "2", "3", "4"]
+    assert plain[0] is plain[2]
+    torch.testing.assert_close(plain(x), expected)
+
+
+def test_names_with_pattern_characters_match_themselves():
+    model = nn.Module()
+    model.layers = nn.ModuleDict({"a[0]": nn.Linear(2, 2), "a0": nn.Linear(2, 2)})
+    chosen = vi.selection.select_modules(model, include="layers.a[0]")
+    assert model.layers["a[0]"] in chosen  # the exact name first
+    assert model.layers["a0"] in chosen  # and as a pattern, "[0]" matches "0"
+
+
+def test_patterns_and_predicates_keep_the_norm_ban():
+    for include in ("norm*", lambda name, module: name == "norm"):
+        model = Net()
+        vi.convert_to_vimodule(model, include=[include, "head"])
+        assert type(model.norm) is nn.LayerNorm
+
+
+def test_a_module_instance_is_not_a_selection():
+    model = Net()
+    with pytest.raises(
+        TypeError, match=r"holds the module Linear.*pass its name or its class"
+    ):
+        vi.convert_to_vimodule(model, include=model.head[0])

@@ -278,3 +278,22 @@ def test_plain_attention_with_dropout_draws_a_mask_per_sample():
     with torch.no_grad():
         out = layer(x, samples=4).as_plain()
     torch.testing.assert_close(out[0], out[3])
+
+
+def test_subclasses_of_plain_attention_drop_out_per_sample_too():
+    class Attention(torch.nn.MultiheadAttention):
+        pass
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = Attention(8, 2, dropout=0.5, batch_first=True)
+            self.out = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.out(self.attention(x, x, x, need_weights=False)[0])
+
+    torch.manual_seed(1)
+    block = vi.convert_to_vimodule(Block(), include="out")
+    out = block(torch.randn(3, 5, 8), samples=2)
+    assert out.shape == (2, 3, 5, 8)

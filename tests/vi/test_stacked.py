@@ -479,3 +479,14 @@ def test_adapters_take_the_lanes_where_their_factor_would(estimator, monkeypatch
     assert calls == [model]  # a convolution's factor: weight sampling only
     mlp = vi.add_lora(_plain_cnn()[6:], rank=2, estimator=estimator)
     _assert_same(mlp, torch.randn(5, 36, dtype=torch.float64), samples=3)
+
+
+def test_a_plain_convolution_refuses_bad_samples_as_the_lanes_do(monkeypatch):
+    # Each sample is 2-d here, which conv2d refuses: both paths raise torch's error
+    # instead of reading the sample dimension as channels.
+    model = VISequential(VILinear(4, 6), nn.Unflatten(-1, (2, 3)), nn.Conv2d(3, 5, 1))
+    model.return_log_probs = False
+    for stacked in (True, False):
+        monkeypatch.setattr(_stacked, "ENABLED", stacked)
+        with pytest.raises(RuntimeError, match=r"Expected 3D .*or 4D"):
+            model(torch.randn(4), samples=3)

@@ -32,8 +32,25 @@ _DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
+# Layers that drop out inside their own forward (attention weights) or that skip
+# their dropout modules in eval mode (torch's fused inference kernels): MCDropout
+# sets their own training flag too (not their children's).
+_INNER_DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoder,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+)
+
+
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, _DROPOUT_TYPES)]
+
+
+def _switched_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules whose own training flag MCDropout sets during a call."""
+    kinds = _DROPOUT_TYPES + _INNER_DROPOUT_TYPES
+    return [m for m in model.modules() if isinstance(m, kinds)]
 
 
 class MCDropout(nn.Module):
@@ -43,11 +60,15 @@ class MCDropout(nn.Module):
     ``Dropout1d/2d/3d``, :class:`~torch.nn.AlphaDropout` and
     :class:`~torch.nn.FeatureAlphaDropout`, subclasses included) in training mode
     and every other module in the mode it is in, so a model in eval mode keeps
-    using the running statistics of its batch norms. The dropout modules get their
-    own training flags back after the call, also when the model raises. Dropout
-    applied through :func:`torch.nn.functional.dropout` inside a ``forward`` (as in
-    :class:`~torch.nn.MultiheadAttention`) follows the training flag of its module
-    and is not switched on.
+    using the running statistics of its batch norms. torch's attention and
+    transformer layers (:class:`~torch.nn.MultiheadAttention`,
+    :class:`~torch.nn.TransformerEncoder`, ``TransformerEncoderLayer`` and
+    ``TransformerDecoderLayer``) get their own flag set too, not their children's:
+    attention drops out inside its ``forward``, and in eval mode torch's fused
+    inference kernels skip the dropout modules. Every switched module gets its
+    flag back after the call, also when the model raises. Dropout applied through
+    :func:`torch.nn.functional.dropout` inside another layer's ``forward`` follows
+    that layer's flag and is not switched on.
 
     ``model`` is a registered submodule: ``.to()``, ``.eval()`` and
     ``state_dict()`` of the wrapper reach it. The usual setup is
@@ -139,16 +160,19 @@ class MCDropout(nn.Module):
                 "MCDropout: x must have a batch dimension with batched=True, got a "
                 "0-dim tensor; add one with x.unsqueeze(0) or pass batched=False"
             )
-        dropouts = _dropout_modules(self.model)
-        flags = [m.training for m in dropouts]
+        switched = _switched_modules(self.model)
+        flags = [m.training for m in switched]
+        # An in-place dropout on the input would overwrite the caller's tensor.
+        fresh = any(getattr(m, "inplace", False) for m in _dropout_modules(self.model))
         try:
-            for m in dropouts:
+            for m in switched:
                 m.training = True
             if self.batched:
                 return self._batched(x, n)
-            return torch.stack([self._output(self.model(x)) for _ in range(n)])
+            passes = (self.model(x.clone() if fresh else x) for _ in range(n))
+            return torch.stack([self._output(out) for out in passes])
         finally:
-            for m, flag in zip(dropouts, flags):
+            for m, flag in zip(switched, flags):
                 m.training = flag
 
     def _batched(self, x: Tensor, n: int) -> Tensor:

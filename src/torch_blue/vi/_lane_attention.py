@@ -305,7 +305,8 @@ def _per_sample_attention(
 
 
 def _is_plain_attention(module: torch.nn.Module) -> bool:
-    return type(module) is torch.nn.MultiheadAttention
+    # (torch's class and its subclasses; torch_blue's attention is not among them)
+    return isinstance(module, torch.nn.MultiheadAttention)
 
 
 def plain_attention_in_lanes(model: torch.nn.Module) -> AbstractContextManager:

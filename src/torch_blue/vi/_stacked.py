@@ -112,8 +112,11 @@ def _per_example(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor
 
 def _convolution(module: nn.Module, h: Tensor, stacked: Stacked) -> tuple[Tensor, Stacked]:
     """A plain convolution: batched samples ``(S, N, C, ...)`` join the batch."""
-    if stacked.input_stacked and h.dim() == module.weight.dim() + 1:
-        return module(h.flatten(0, 1)).unflatten(0, h.shape[:2]), stacked
+    if stacked.input_stacked:
+        if h.dim() == module.weight.dim() + 1:
+            return module(h.flatten(0, 1)).unflatten(0, h.shape[:2]), stacked
+        if h.dim() != module.weight.dim():
+            module(h[0])  # one sample of a shape the convolution refuses: its error
     return module(h), stacked  # (a shared input, or unbatched samples (S, C, ...))
 
 

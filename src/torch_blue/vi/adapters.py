@@ -93,8 +93,6 @@ class _LowRankAdapter(VIModule):
         self.rank = rank
         self.alpha = alpha
         self.scaling = scaling
-        for parameter in base.parameters():
-            parameter.requires_grad_(False)
         self.base = base
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         vikwargs = dict(
@@ -109,6 +107,8 @@ class _LowRankAdapter(VIModule):
         )
         self.lora_A, self.lora_B = self._factors(base, rank, vikwargs, factory)
         nn.init.zeros_(self.lora_B.weight)
+        for parameter in base.parameters():  # (only once everything was accepted)
+            parameter.requires_grad_(False)
 
     def _factors(
         self, base: nn.Module, rank: int, vikwargs: dict, factory: dict
@@ -118,21 +118,6 @@ class _LowRankAdapter(VIModule):
     def _update(self, a_mean: Tensor) -> Tensor:
         """The weight update :math:`s B A` for a value of :math:`A`."""
         raise NotImplementedError
-
-    @property
-    def weight(self) -> Tensor:
-        """The effective weight :math:`W_0 + s B A`, with :math:`A` drawn.
-
-        For code that reads a layer's weight instead of calling it (fused kernels,
-        tied weights); the forward uses the factors. Under
-        :class:`~torch_blue.vi.mean_weights` :math:`A` is its mean.
-        """
-        return self.base.weight + self._update(self.lora_A.weight)
-
-    @property
-    def bias(self) -> Optional[Tensor]:
-        """The frozen base layer's bias."""
-        return self.base.bias
 
     def forward(self, input_: Tensor) -> Tensor:
         """The frozen layer plus the scaled low-rank update."""
@@ -336,9 +321,12 @@ def add_lora(
     Every ``nn.Linear`` and ``nn.Conv2d`` (exact classes) among the modules that
     ``include`` and ``exclude`` choose (see
     :func:`~torch_blue.vi.selection.select_modules`; all of them by default) is replaced
-    in its parent by a :class:`VILoRALinear` or :class:`VILoRAConv2d` around it. Every
-    other parameter of the model is frozen (``requires_grad = False``; set it back on
-    parts you want to train too, e.g. a new head), and the containers become
+    in its parent by a :class:`VILoRALinear` or :class:`VILoRAConv2d` around it;
+    grouped convolutions (depthwise ones, say) are left alone unless ``include`` names
+    them, which raises. Every other parameter of the model is frozen
+    (``requires_grad = False``; set it back on parts you want to train too, e.g. a new
+    head; :func:`~torch_blue.vi.to_deterministic` gives merged layers that train and
+    keeps the other flags), and the containers become
     Bayesian containers as in :func:`~torch_blue.vi.convert_to_vimodule`, so the
     model draws its adapters' samples once per call and returns a
     :class:`~torch_blue.vi.VIReturn` whose log-probabilities cover the adapters only.
@@ -364,7 +352,9 @@ def add_lora(
     ------
     ValueError
         When an ``include``/``exclude`` entry matches nothing, or no ``nn.Linear`` or
-        ``nn.Conv2d`` is chosen.
+        ``nn.Conv2d`` is chosen. The model is then left as it was, as it is when an
+        adapter cannot be built (a grouped convolution named by ``include``, an
+        estimator the factor does not take).
 
     Examples
     --------
@@ -404,19 +394,30 @@ def add_lora(
         for parent in model.modules()
         if not isinstance(parent, _LowRankAdapter)
         for name, child in parent._modules.items()
-        if type(child) in _ADAPTERS and child in selection
+        if type(child) in _ADAPTERS
+        and child in selection
+        and (getattr(child, "groups", 1) == 1 or id(child) in selection.direct)
     ]
     if not places:
         raise ValueError(
-            f"add_lora: include/exclude choose no nn.Linear or nn.Conv2d in "
-            f"{type(model).__name__}"
+            f"add_lora: include/exclude choose no nn.Linear or nn.Conv2d (groups=1) "
+            f"in {type(model).__name__}"
         )
+    # Build every adapter before changing the model, so that an error leaves it as
+    # it was (the adapters freeze their base layers only once built).
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    adapters: dict[int, _LowRankAdapter] = {}
+    try:
+        for _, _, child in places:
+            if id(child) not in adapters:
+                adapters[id(child)] = _ADAPTERS[type(child)](child, **options)
+    except Exception:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        raise
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    adapters: dict[int, _LowRankAdapter] = {}
     for parent, name, child in places:
-        if id(child) not in adapters:
-            adapters[id(child)] = _ADAPTERS[type(child)](child, **options)
         parent._modules[name] = adapters[id(child)]
     return convert_to_vimodule(
         model,
@@ -525,11 +526,22 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> No
                 "from those the adapters were trained on"
             )
     wanted = set(adapter_state_dict(model)) - {_key(p, _FINGERPRINT) for p in adapters}
+    present = model.state_dict()
     missing = sorted(wanted - set(entries))
-    unexpected = sorted(set(entries) - set(model.state_dict()))
+    unexpected = sorted(set(entries) - set(present))
     if missing or unexpected:
         raise ValueError(
             f"load_adapter_state_dict: state does not fit {type(model).__name__}: "
             f"missing {missing}, unexpected {unexpected}"
+        )
+    shapes = [
+        f"{key}: {tuple(value.shape)} in state, {tuple(present[key].shape)} in the model"
+        for key, value in entries.items()
+        if value.shape != present[key].shape
+    ]
+    if shapes:  # (checked before anything is loaded)
+        raise ValueError(
+            "load_adapter_state_dict: entries of other shapes (another rank?): "
+            + "; ".join(shapes)
         )
     model.load_state_dict(entries, strict=False)

@@ -20,8 +20,10 @@ it (``_torch_twin`` and ``_twin_arguments``, see :class:`~torch_blue.vi.VIModule
 both directions are derived from that declaration.
 """
 
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from copy import deepcopy
 from typing import Any, Optional, Union
 
@@ -35,6 +37,7 @@ from .distributions.base import _positive
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .distributions.empirical import EmpiricalNormalPrior
 from .estimators import EstimatorLayer
+from .sampling import register_lane_rule
 from .selection import ModuleSelection, Selection, select_modules
 from .utils.errors import ShapeError, TorchBlueError
 from .utils.init import fixed_
@@ -206,8 +209,9 @@ prior_initialization, return_log_probs
         :func:`~torch_blue.vi.selection.select_modules`). ``include="head"`` makes a
         last layer called ``head`` Bayesian. Modules that were not chosen keep their
         class, weights and ``requires_grad`` and run once per weight sample. A module
-        that an ``include`` entry picks out (``"norm"``, ``nn.LayerNorm``; not ``"*"``)
-        is converted even where a ban list, e.g. for norm layers, would keep it.
+        that an ``include`` entry names, by its exact name or its class (``"norm"``,
+        ``nn.LayerNorm``; not a pattern with wildcards or a predicate), is converted
+        even where a ban list, e.g. for norm layers, would keep it.
         Every entry must match some module, and something with parameters must be
         chosen.
 
@@ -437,6 +441,50 @@ def _log_probs_only(vikwargs: dict) -> dict:
     return {"return_log_probs": vikwargs["return_log_probs"]}
 
 
+# torch's transformer layers test, in eval mode, whether a fused inference kernel
+# applies, reading their linear layers' weights; a Bayesian part there would draw on
+# that read (one more draw, recorded) and its forward would not run. While the lanes
+# of a model holding such a layer run, torch's fast path is off (a global switch,
+# restored by the last call to leave).
+_FUSED_TORCH_LAYERS = (nn.TransformerEncoder, nn.TransformerEncoderLayer)
+_fast_path = {"users": 0, "saved": True}
+_fast_path_lock = threading.Lock()
+
+
+def _holds_bayesian_parts(layer: Module) -> bool:
+    return any(isinstance(m, VIModule) for m in layer.modules() if m is not layer)
+
+
+@contextmanager
+def torch_fast_path_off(model: Module) -> Iterator[None]:
+    """Lane rule ``"torch_fast_path"``: transformer layers take torch's Python path.
+
+    Only for models where a plain transformer layer holds Bayesian parts (partial
+    conversion, adapters).
+    """
+    if not any(
+        isinstance(m, _FUSED_TORCH_LAYERS) and _holds_bayesian_parts(m)
+        for m in model.modules()
+    ):
+        yield
+        return
+    with _fast_path_lock:
+        if _fast_path["users"] == 0:
+            _fast_path["saved"] = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+        _fast_path["users"] += 1
+    try:
+        yield
+    finally:
+        with _fast_path_lock:
+            _fast_path["users"] -= 1
+            if _fast_path["users"] == 0:
+                torch.backends.mha.set_fastpath_enabled(_fast_path["saved"])
+
+
+register_lane_rule("torch_fast_path", torch_fast_path_off)
+
+
 # ---------------------------------------------------------------- Bayesian -> torch
 # Attributes VIModule keeps in the instance dict that a plain module does not need.
 _VI_STATE = frozenset(
@@ -526,10 +574,24 @@ def to_deterministic(model: Module) -> Module:
             f"to_deterministic: model must be an nn.Module, got {type(model).__name__}"
         )
     with torch.no_grad():
-        return _to_plain(model)
+        return _to_plain(model, {})
 
 
-def _to_plain(module: Module) -> Module:
+def _to_plain(module: Module, done: dict[int, Module]) -> Module:
+    """The plain copy of ``module``; a module used in several places is copied once."""
+    if id(module) not in done:
+        done[id(module)] = _plain_of(module, done)
+    return done[id(module)]
+
+
+def _plain_children(module: Module, done: dict[int, Module]) -> dict[str, Optional[Module]]:
+    return {
+        name: None if child is None else _to_plain(child, done)
+        for name, child in module._modules.items()
+    }
+
+
+def _plain_of(module: Module, done: dict[int, Module]) -> Module:
     if isinstance(module, VIModule):
         own = module._to_deterministic()
         if own is not None:
@@ -537,19 +599,17 @@ def _to_plain(module: Module) -> Module:
         cls = type(module)
         if cls._torch_twin is not None and TORCH_TWINS.get(cls._torch_twin) is cls:
             if getattr(cls, "_convert_children_first", False):  # a container shell
-                children = ((n, _to_plain(c)) for n, c in module.named_children())
-                twin = cls._torch_twin(OrderedDict(children))
+                twin = cls._torch_twin(OrderedDict(_plain_children(module, done)))
             else:
                 twin = module._to_torch()
                 _fill(twin, module)
             twin.train(module.training)
             return twin
-        return _plain_copy(module)
+        return _plain_copy(module, done)
     if not any(isinstance(m, VIModule) for m in module.modules()):
         return deepcopy(module)
     new = _shallow_instance(type(module), module)
-    for name, child in module._modules.items():
-        new._modules[name] = None if child is None else _to_plain(child)
+    new._modules.update(_plain_children(module, done))
     return new
 
 
@@ -565,7 +625,7 @@ def _shallow_instance(cls: type, module: Module, skip: frozenset = frozenset()) 
     return new
 
 
-def _plain_copy(module: VIModule) -> Module:
+def _plain_copy(module: VIModule, done: dict[int, Module]) -> Module:
     cls = type(module)
     plain_cls = _plain_class(cls)
     new = _shallow_instance(plain_cls, module, skip=_VI_STATE | {"_parameters"})
@@ -587,8 +647,7 @@ def _plain_copy(module: VIModule) -> Module:
             continue
         estimate = dist.point_estimate(tuple(module.get_variational_parameters(variable)))
         new._parameters[variable] = Parameter(estimate.detach().clone())
-    for name, child in module._modules.items():
-        new._modules[name] = None if child is None else _to_plain(child)
+    new._modules.update(_plain_children(module, done))
     return new
 
 

@@ -39,9 +39,9 @@ class Selection:
 
     ``chosen`` holds every module inside a subtree matched by ``include`` (the whole
     model without ``include``) and outside every subtree matched by ``exclude``;
-    ``direct`` the chosen modules that an ``include`` entry picks out: it matches them
-    but not their parent (``"norm"`` or ``nn.LayerNorm`` pick out a norm layer,
-    ``"*"`` picks out only the model itself).
+    ``direct`` the chosen modules that an ``include`` entry names: their exact name
+    or their class (``"encoder.norm"`` or ``nn.LayerNorm`` name a norm layer;
+    ``"encoder.*"`` and predicates choose subtrees and name nothing).
     """
 
     chosen: set[int] = field(default_factory=set)
@@ -59,6 +59,11 @@ def _selectors(value: Any, fn: str, argument: str) -> list:
             f"predicate (name, module) -> bool or a non-empty list of these, got {value!r}"
         )
     for entry in entries:
+        if isinstance(entry, nn.Module):
+            raise TypeError(
+                f"{fn}: {argument} holds the module {type(entry).__name__}(...); pass "
+                "its name or its class"
+            )
         if isinstance(entry, type) and not issubclass(entry, nn.Module):
             raise TypeError(
                 f"{fn}: {argument} holds {entry!r}, which is not an nn.Module class"
@@ -79,9 +84,14 @@ def _describe(selector: Any) -> str:
     return f"predicate {getattr(selector, '__qualname__', repr(selector))}"
 
 
+def _names(selector: Any, name: str) -> bool:
+    """Whether ``selector`` names this module itself: its class, or its exact name."""
+    return isinstance(selector, type) or selector == name
+
+
 def _matches(selector: Any, name: str, module: nn.Module) -> bool:
-    if isinstance(selector, str):
-        return fnmatchcase(name, selector)
+    if isinstance(selector, str):  # (a name may itself hold "[", "?" or "*")
+        return name == selector or fnmatchcase(name, selector)
     if isinstance(selector, type):
         return isinstance(module, selector)
     return bool(selector(name, module))
@@ -137,7 +147,7 @@ def select_modules(
             dropped.add(id(module))
         elif inside:
             selection.chosen.add(id(module))
-            if entries - above:  # an entry picks it out, not a subtree around it
+            if any(_names(included[i], name) for i in entries - above):
                 selection.direct.add(id(module))
         for child_name, child in module._modules.items():
             if child is not None:
