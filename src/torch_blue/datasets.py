@@ -34,6 +34,7 @@ Examples
 """
 
 import gzip
+import inspect
 import math
 from pathlib import Path
 from typing import Optional
@@ -517,8 +518,6 @@ def load_docstring_snippets(count: int, length: int = 120, seed: int = 0) -> lis
     >>> len(snippets), all(len(s) == 40 for s in snippets)
     (3, True)
     """
-    import inspect
-
     modules = ("collections", "json", "os", "pathlib", "random", "string", "textwrap")
     parts = []
     for name in modules:
