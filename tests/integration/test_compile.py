@@ -14,12 +14,10 @@ from torch_blue.vi.distributions import Categorical
 from torch_blue.vi.functional import attention as functional_attention
 
 
-def _setup(estimator):
-    torch.manual_seed(0)
-    model = vi.VISequential(vi.VILinear(6, 8), nn.ReLU(), vi.VILinear(8, 3))
-    model.estimator = estimator
+def _training_step(model, lr=1e-3):
+    """One SGD step on the KL loss over the trainable parameters; returns the loss."""
     loss_fn = vi.KullbackLeiblerLoss(Categorical(), 100)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
 
     def step(x, y):
         optimizer.zero_grad()
@@ -28,7 +26,14 @@ def _setup(estimator):
         optimizer.step()
         return loss.detach()
 
-    return model, step
+    return step
+
+
+def _setup(estimator):
+    torch.manual_seed(0)
+    model = vi.VISequential(vi.VILinear(6, 8), nn.ReLU(), vi.VILinear(8, 3))
+    model.estimator = estimator
+    return model, _training_step(model)
 
 
 @pytest.mark.parametrize("backend", ["eager", "inductor"])
@@ -119,18 +124,7 @@ def test_compiled_partly_bayesian_training_step_matches_eager(kind):
             vi.add_lora(model, rank=2)
             with torch.no_grad():
                 model[2].lora_B.weight.fill_(0.1)
-        loss_fn = vi.KullbackLeiblerLoss(Categorical(), 100)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(trainable, lr=1e-2)
-
-        def step(x, y):
-            optimizer.zero_grad()
-            loss = loss_fn(model(x, samples=3), y)
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-
-        return step
+        return _training_step(model, lr=1e-2)
 
     torch._dynamo.reset()
     x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
