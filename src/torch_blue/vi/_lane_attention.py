@@ -292,12 +292,12 @@ def _per_sample_attention(
     forward = type(self).forward
     if (
         state is None
-        or state.lane_zero is None
+        or state.lane is None
         or not (self.training and self.dropout > 0)
         or is_batched(query)
     ):
         return forward(self, query, key, value, *args, **kwargs)
-    lane_query = query + state.lane_zero.to(query.dtype)
+    lane_query = query + state.lane.sum().to(query.dtype)
     # keep self-attention's identity of query, key and value (torch's packed path)
     key = lane_query if key is query else key
     value = lane_query if value is query else value

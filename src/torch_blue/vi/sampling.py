@@ -64,15 +64,16 @@ class SamplingState:
     are summed.
     """
 
-    __slots__ = ("_entries", "deferred", "draws", "lane_zero", "lanes", "record")
+    __slots__ = ("_entries", "deferred", "draws", "lane", "lanes", "record")
 
     def __init__(self, record: bool, lanes: int = 1) -> None:
         self.record = record
         self.lanes = lanes  # samples run together (the vmap batch size)
-        # Inside the lanes: a 0-d zero that differs per lane (vmap-batched). Adding it
-        # gives a tensor shared by the lanes its own copy per lane, for operations
-        # that draw random numbers in place (which vmap forbids on shared tensors).
-        self.lane_zero: Optional[Tensor] = None
+        # Inside the lanes: an empty tensor per lane (vmap-batched). Adding a zero made
+        # from it (``lane.sum()``) gives a tensor shared by the lanes its own copy per
+        # lane, for operations that draw random numbers in place (which vmap forbids
+        # on shared tensors).
+        self.lane: Optional[Tensor] = None
         self._entries: dict[tuple[int, str], list] = {}
         self.deferred: list[tuple[Callable[[Tensor], None], Tensor]] = []
         # (id(module), variable) -> its draw, for modules with reuse_draws
@@ -453,7 +454,7 @@ class _Lane:
 
     def __call__(self, lane: Tensor, *sampled: Tensor) -> tuple[Any, ...]:
         state = SamplingState(self.record, self.lanes)
-        state.lane_zero = lane.sum()
+        state.lane = lane
         args, kwargs = self.inputs.rebuild(sampled)
         with running(state):
             output = self.call(*args, **kwargs)
