@@ -24,6 +24,12 @@ Configurations (``--configs``; every other setting is the library's default):
   MeanFieldNormal(std=...)``, times ``1 / sqrt(fan_in)``; 1.0 is upstream 1.1's start.
 * ``prior-3``, ``prior-10``, ``prior-0.1``: ``prior=MeanFieldNormal(std=...)``.
 * ``prior-he``: ``prior=MeanFieldNormal(std=sqrt(2 / fan_in))`` per layer (He's scale).
+* ``prior-3-fanin``: ``prior=MeanFieldNormal(std=3 / sqrt(fan_in))`` per layer: the
+  spread of the initial weights, five times wider.
+* ``prior-t``: ``prior=StudentTPrior(degrees_of_freedom=3.0)`` (scale 1): heavy tails.
+* ``prior-t-fanin``, ``prior-t-he``: the Student-t prior (3 degrees of freedom) with
+  scale ``1 / sqrt(fan_in)`` or ``sqrt(2 / fan_in)`` per layer: heavy tails with a
+  fan-in scale, so that large weights stay cheap (Fortuin et al. 2022).
 * ``prior-mixture``: ``prior=ScaleMixtureNormalPrior()`` (Blundell et al. 2015).
 * ``prior-fitted``: a zero-mean Normal prior per weight tensor whose scale is fitted to
   the posterior (empirical Bayes, :class:`FittedScaleNormal`).
@@ -32,6 +38,9 @@ Configurations (``--configs``; every other setting is the library's default):
 * ``sgd`` and ``twin-sgd``: ``torch.optim.SGD(lr=0.01, momentum=0.9)`` for Adam.
 * ``sum-loss-sgd``: ``sgd`` with ``reduction="sum"`` (upstream's loss scale); expected
   to diverge: a non-finite loss stops the run, which is reported as diverged (NaN).
+* ``heat-0.002``: the loss's ``heat=0.002``, a cold posterior (not an ELBO): about the
+  weight that bayesian-torch's README recipe gives the KL of the hidden layers' weights
+  (see ``docs/defaults.rst``, "What the peers optimise").
 
 Examples
 --------
@@ -78,6 +87,7 @@ from torch_blue.vi.distributions import (
     MeanFieldNormal,
     RadialNormal,
     ScaleMixtureNormalPrior,
+    StudentTPrior,
 )
 
 SPEC = ROWS["digits-mlp"]  # network, batch size, samples per step, Adam's lr
@@ -97,6 +107,7 @@ class Config:
     layer_arguments: LayerArguments = _no_arguments
     sgd: bool = False  # SGD(lr=0.01, momentum=0.9) instead of Adam
     reduction: Optional[str] = None  # None: the loss's default
+    heat: float = 1.0  # the loss's heat (1: the ELBO)
 
 
 def _with(**kwargs: Any) -> Config:
@@ -106,6 +117,18 @@ def _with(**kwargs: Any) -> Config:
 
 def _he_prior(fan_in: int) -> dict[str, Any]:
     return {"prior": MeanFieldNormal(std=math.sqrt(2 / fan_in))}
+
+
+def _fan_in_prior(kind: str, c: float) -> LayerArguments:
+    """Per-layer prior of scale ``c / sqrt(fan_in)``: Normal or Student-t (3 dof)."""
+
+    def arguments(fan_in: int) -> dict[str, Any]:
+        scale = c / math.sqrt(fan_in)
+        if kind == "t":
+            return {"prior": StudentTPrior(degrees_of_freedom=3.0, scale=scale)}
+        return {"prior": MeanFieldNormal(std=scale)}
+
+    return arguments
 
 
 class FittedScaleNormal(MeanFieldNormal):
@@ -147,12 +170,17 @@ CONFIGS = {
     "prior-10": _with(prior=MeanFieldNormal(std=10.0)),
     "prior-0.1": _with(prior=MeanFieldNormal(std=0.1)),
     "prior-he": Config(layer_arguments=_he_prior),
+    "prior-3-fanin": Config(layer_arguments=_fan_in_prior("normal", 3.0)),
+    "prior-t": _with(prior=StudentTPrior(degrees_of_freedom=3.0)),
+    "prior-t-fanin": Config(layer_arguments=_fan_in_prior("t", 1.0)),
+    "prior-t-he": Config(layer_arguments=_fan_in_prior("t", math.sqrt(2))),
     "prior-mixture": _with(prior=ScaleMixtureNormalPrior()),
     "prior-fitted": _with(prior=FittedScaleNormal()),
     "radial": _with(variational_distribution=RadialNormal()),
     "sgd": Config(sgd=True),
     "twin-sgd": Config(bayesian=False, sgd=True),
     "sum-loss-sgd": Config(sgd=True, reduction="sum"),
+    "heat-0.002": Config(heat=0.002),
 }
 
 
@@ -305,7 +333,9 @@ def run_config(
     n = len(split.x_train)
     if config.bayesian:
         reduction = {} if config.reduction is None else {"reduction": config.reduction}
-        loss_fn = vi.KullbackLeiblerLoss(Categorical(), dataset_size=n, **reduction)
+        loss_fn = vi.KullbackLeiblerLoss(
+            Categorical(), dataset_size=n, heat=config.heat, **reduction
+        )
     else:
         loss_fn = nn.CrossEntropyLoss()
     optimizer = make_optimizer(config, model.parameters(), lr)

@@ -48,7 +48,11 @@ twin loss + KL / batch size on 4 forwards whose outputs and KLs are averaged, as
 its example scripts; regression uses the twin's learned-noise NLL in place of
 cross-entropy; its ``dnn_to_bnn`` fails on ``nn.Conv1d``, so mnist1d-cnn skips it
 with a note; the wheel comes from ``python scripts/benchmarks/benchmark.py --fetch-peers
-.bench/peers``). A missing ``ivon`` or ``bayesian_torch`` is skipped with a note.
+.bench/peers``); ``bayesian-torch-elbo`` (the same layers trained on the negative ELBO
+per example: the mean loss over the 4 forwards plus the KL summed over every weight
+and divided by N; the README's ``get_kl_loss`` averages the KL over each weight
+tensor instead, see ``docs/defaults.rst``). A missing ``ivon`` or ``bayesian_torch``
+is skipped with a note.
 
 Scores (``torch_blue.uncertainty``, the scoring functions of ``_common.py``):
 accuracy, NLL of the sample-averaged predictive, ECE (15 bins) and, for the fashion
@@ -146,7 +150,7 @@ TORCH_BLUE = {  # method -> estimator set on the model (None: the default)
 CHECKED = ("defaults", "local_reparameterization", "flipout")
 #: Methods that only differ on regression rows (skipped on the others).
 REGRESSION_ONLY = ("fixed-noise",)
-METHODS = ("twin", *TORCH_BLUE, "ivon", "bayesian-torch")
+METHODS = ("twin", *TORCH_BLUE, "ivon", "bayesian-torch", "bayesian-torch-elbo")
 QUICK_LIMIT = 256
 #: bayesian-torch 0.5 README's prior and posterior initialisation.
 BNN_PRIOR = {
@@ -290,7 +294,7 @@ def make_trainer(method: str, spec: RowSpec, in_shape: tuple[int, ...], n: int) 
         )
     if method == "ivon":
         return _ivon_trainer(model, loss_fn, params, n)
-    return _bayesian_torch_trainer(spec, model, loss_fn)
+    return _bayesian_torch_trainer(spec, model, loss_fn, n, elbo=method.endswith("-elbo"))
 
 
 def _ivon_trainer(model: nn.Module, loss_fn: nn.Module, params: list, n: int) -> Trainer:
@@ -316,24 +320,60 @@ def _ivon_trainer(model: nn.Module, loss_fn: nn.Module, params: list, n: int) ->
     return Trainer(step, predict)
 
 
-def _bayesian_torch_trainer(spec: RowSpec, model: nn.Module, loss_fn: nn.Module) -> Trainer:
+def _bayesian_torch_trainer(
+    spec: RowSpec, model: nn.Module, loss_fn: nn.Module, n: int, elbo: bool
+) -> Trainer:
+    """bayesian-torch's README recipe, or (``elbo``) the negative ELBO per example.
+
+    The README's KL (``get_kl_loss``) is a sum over layers of the *mean* KL per
+    weight tensor, divided by the batch size, and the loss is taken on the averaged
+    outputs. With ``elbo`` the same layers are trained on the negative ELBO per
+    training example instead: the mean loss over the samples plus the KL summed over
+    every weight, divided by the training set size (``dataset_size``).
+    """
     from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn, get_kl_loss
 
     dnn_to_bnn(model, BNN_PRIOR)
     adam = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], spec.lr)
 
-    def step(x: Tensor, y: Tensor) -> None:
+    def readme_step(x: Tensor, y: Tensor) -> None:
         outputs, kls = zip(
             *((model(x), get_kl_loss(model)) for _ in range(spec.train_samples))
         )
         kl = torch.stack(kls).mean() / (spec.batch_size or len(x))
         _adam_step(adam, loss_fn(torch.stack(outputs).mean(0), y) + kl)
 
+    def elbo_step(x: Tensor, y: Tensor) -> None:
+        data = sum(loss_fn(model(x), y) for _ in range(spec.train_samples))
+        _adam_step(adam, data / spec.train_samples + summed_kl(model) / n)
+
     def predict(x: Tensor, samples: int) -> tuple[Tensor, Noise]:
         outputs = torch.stack([_chunked(model, x) for _ in range(samples)])
         return outputs, _learned_noise(loss_fn)
 
-    return Trainer(step, predict)
+    return Trainer(elbo_step if elbo else readme_step, predict)
+
+
+def summed_kl(model: nn.Module) -> Tensor:
+    """KL(q || p) of a bayesian-torch model, summed over every weight.
+
+    bayesian-torch keeps ``mu_<name>``, ``rho_<name>`` (scale ``softplus(rho)``) and
+    the prior's ``prior_<name>_mu`` and ``prior_<name>_sigma`` per weight tensor
+    (``weight``, ``bias``, ``kernel``); both are Normal, so the KL is closed form.
+    """
+    total = torch.zeros(())
+    for module in model.modules():
+        for name in ("weight", "bias", "kernel"):
+            mean = getattr(module, f"mu_{name}", None)
+            if not isinstance(mean, Tensor):
+                continue
+            std = nn.functional.softplus(getattr(module, f"rho_{name}"))
+            prior_mean = getattr(module, f"prior_{name}_mu")
+            prior_std = getattr(module, f"prior_{name}_sigma")
+            ratio = (std / prior_std).square()
+            shift = ((mean - prior_mean) / prior_std).square()
+            total = total + 0.5 * (ratio + shift - 1 - ratio.log()).sum()
+    return total
 
 
 def available_methods(
@@ -345,7 +385,7 @@ def available_methods(
         try:
             if method == "ivon":
                 import ivon  # noqa: F401
-            elif method == "bayesian-torch":
+            elif method.startswith("bayesian-torch"):
                 folder = str((peers_dir / "others").resolve())
                 if folder not in sys.path:
                     sys.path.append(folder)
@@ -631,7 +671,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         method, spec, data, seed, checkpoints, 4 if args.quick else 32
                     )
                 except TypeError as error:  # bayesian-torch 0.5 on nn.Conv1d
-                    if method != "bayesian-torch":
+                    if not method.startswith("bayesian-torch"):
                         raise
                     notes.append(f"note: bayesian-torch skipped on {name}: {error}")
                     bar.update(len(datasets) - (seed - args.first_seed))

@@ -154,3 +154,35 @@ def test_first_seed_runs_the_later_seeds_of_a_table(ootb, tmp_path):
     assert later == {key: value for key, value in whole.items() if key[1] >= 1}
     with pytest.raises(SystemExit):
         ootb.parse_args(["--first-seed", "-1"])
+
+
+class _PeerLayer(torch.nn.Module):
+    """bayesian-torch's attribute names for one layer's weight, kernel and bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, shape in (("weight", (3, 4)), ("kernel", (2, 1, 3)), ("bias", (3,))):
+            setattr(self, f"mu_{name}", torch.nn.Parameter(torch.randn(shape)))
+            setattr(self, f"rho_{name}", torch.nn.Parameter(torch.randn(shape) - 2))
+            self.register_buffer(f"prior_{name}_mu", torch.full(shape, 0.3))
+            self.register_buffer(f"prior_{name}_sigma", torch.full(shape, 1.5))
+
+
+def test_summed_kl_is_the_kl_of_every_weight_summed(ootb):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_PeerLayer(), torch.nn.ReLU(), _PeerLayer())
+    want = 0.0
+    for layer in (model[0], model[2]):
+        for name in ("weight", "kernel", "bias"):
+            q = torch.distributions.Normal(
+                getattr(layer, f"mu_{name}"),
+                torch.nn.functional.softplus(getattr(layer, f"rho_{name}")),
+            )
+            p = torch.distributions.Normal(
+                getattr(layer, f"prior_{name}_mu"), getattr(layer, f"prior_{name}_sigma")
+            )
+            want = want + torch.distributions.kl_divergence(q, p).sum()
+    got = ootb.summed_kl(model)
+    torch.testing.assert_close(got, want)
+    got.backward()  # differentiable in every variational parameter
+    assert all(p.grad is not None for p in model.parameters())
