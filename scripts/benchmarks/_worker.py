@@ -57,11 +57,12 @@ class Job:
     estimator : str
         Gradient estimator of the Bayesian layers; ``"reparameterization"`` is
         upstream's only one and is not passed on, so upstream runs too.
-    noise : {"learned", "samples"}
-        Regression likelihood of the Bayesian network: a learned homoscedastic noise
-        (``LearnedNoiseNormal``, torch_blue only) or ``MeanFieldNormal``, which in
-        upstream 1.1 is the Gaussian with the samples' mean and spread (use it for
-        upstream only: torch_blue's ``MeanFieldNormal`` has a fixed or fitted noise).
+    noise : {"default", "learned", "samples"}
+        Regression likelihood of the Bayesian network: ``MeanFieldNormal()``, which in
+        torch_blue fits its noise (the library's default; ``"default"``) and in
+        upstream 1.1 is the Gaussian with the samples' mean and spread (``"samples"``,
+        upstream only), or a homoscedastic noise learned by the optimiser
+        (``LearnedNoiseNormal``, torch_blue only; ``"learned"``).
         The twin always learns its noise.
     objective : {"elbo", "log_mean_predictive"}
         Data term of torch_blue's loss (upstream 1.1 always uses the second, the log
@@ -70,8 +71,9 @@ class Job:
         Adam's budget, the same for both kinds.
     train_samples, predict_samples : int
         Weight samples per training step and for prediction.
-    init_std, prior_std : float
-        Initial posterior std (before the Kaiming scaling) and the prior's std.
+    init_std, prior_std : float or None
+        Initial posterior std (before the Kaiming scaling) and the prior's std;
+        ``None`` passes no argument, so the library's own default applies.
     seed : int
         Seeds the initialisation, the batches and the weight samples.
     threads : int
@@ -88,15 +90,15 @@ class Job:
     outputs: int = 10
     hidden: list[int] = field(default_factory=lambda: [100, 100])
     estimator: str = "reparameterization"
-    noise: str = "learned"
+    noise: str = "default"
     objective: str = "elbo"
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
     train_samples: int = 4
     predict_samples: int = 32
-    init_std: float = 0.1
-    prior_std: float = 1.0
+    init_std: Optional[float] = None
+    prior_std: Optional[float] = None
     seed: int = 0
     threads: int = 2
     log_epochs: bool = False
@@ -180,10 +182,11 @@ def build_network(job: Job, in_shape: tuple[int, ...]) -> nn.Module:
     from torch_blue.vi.distributions import MeanFieldNormal
 
     bayesian = {"linear": vi.VILinear, "conv1d": vi.VIConv1d, "conv2d": vi.VIConv2d}
-    extra = {
-        "variational_distribution": MeanFieldNormal(std=job.init_std),
-        "prior": MeanFieldNormal(std=job.prior_std),
-    }
+    extra: dict[str, object] = {}
+    if job.init_std is not None:
+        extra["variational_distribution"] = MeanFieldNormal(std=job.init_std)
+    if job.prior_std is not None:
+        extra["prior"] = MeanFieldNormal(std=job.prior_std)
     if job.estimator != "reparameterization":
         extra["estimator"] = job.estimator  # a torch_blue addition
     modules = []
@@ -235,9 +238,9 @@ def _noise_std(job: Job, loss_fn: nn.Module) -> Optional[float]:
         return None
     if job.kind == "deterministic":
         return float(loss_fn.log_std.detach().exp())
-    if job.noise == "learned":
-        return float(loss_fn.predictive_distribution.std.detach().reshape(-1)[0])
-    return None
+    if job.noise == "samples":
+        return None
+    return float(torch.as_tensor(loss_fn.predictive_distribution.std).reshape(-1)[0])
 
 
 def _progress(batches: int, description: str):

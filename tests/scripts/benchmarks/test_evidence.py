@@ -205,6 +205,33 @@ def test_twin_has_the_bayesian_networks_shapes(architecture, tmp_path):
         assert bayesian(x, samples=2).shape == (2, 3, 10)
 
 
+def test_worker_uses_the_library_defaults_unless_told(tmp_path):
+    from torch_blue.vi.distributions import MeanFieldNormal
+    from torch_blue.vi.distributions.defaults import (
+        DEFAULT_PRIOR,
+        DEFAULT_VARIATIONAL_DISTRIBUTION,
+    )
+
+    with loaded_script("benchmarks/_worker") as worker:
+        default = worker.build_network(worker.Job(data="", output=""), (1, 8, 8))
+        told = worker.build_network(
+            worker.Job(data="", output="", init_std=1.0, prior_std=3.0), (1, 8, 8)
+        )
+        first, told_first = default[1], told[1]  # (after the Flatten)
+        assert repr(first.variational_distribution["weight"]) == repr(
+            DEFAULT_VARIATIONAL_DISTRIBUTION
+        )
+        assert repr(first.prior["weight"]) == repr(DEFAULT_PRIOR)
+        assert repr(told_first.variational_distribution["weight"]) == repr(
+            MeanFieldNormal(std=1.0)
+        )
+        assert repr(told_first.prior["weight"]) == repr(MeanFieldNormal(std=3.0))
+        regression = worker.Job(data="", output="", task="regression", outputs=1)
+        loss = worker._loss(regression, 10)
+        assert type(loss.predictive_distribution) is MeanFieldNormal
+        assert loss.predictive_distribution.learn_noise  # the default fits its noise
+
+
 def _same(job) -> dict:
     return {"architecture": job.architecture, "hidden": job.hidden}
 
