@@ -428,3 +428,59 @@ def test_scaled_variance_is_bitwise_the_plain_formula_in_range():
         + VARIANCE_FLOOR
     )
     assert torch.equal(got, plain)
+
+
+def _fused_case(prior_mean, prior_std, dtype=torch.float64):
+    torch.manual_seed(0)
+    layer = VILinear(4, 3, prior=MeanFieldNormal(mean=prior_mean, std=prior_std))
+    layer.to(dtype)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return layer
+
+
+@pytest.mark.parametrize("constants", [True, False])
+@pytest.mark.parametrize(("prior_mean", "prior_std"), [(0.0, 1.0), (0.4, 0.3)])
+def test_summed_expected_log_probs_is_the_sum_over_variables(
+    constants, prior_mean, prior_std
+):
+    from torch_blue.vi.estimators import expected_log_probs, summed_expected_log_probs
+    from torch_blue.vi.utils import norm_constants
+
+    layer = _fused_case(prior_mean, prior_std)
+    with norm_constants(constants):
+        fused = summed_expected_log_probs(layer, ("weight", "bias"))
+        want = expected_log_probs(layer, "weight") + expected_log_probs(layer, "bias")
+    torch.testing.assert_close(fused, want, rtol=1e-12, atol=1e-10)
+    grads = torch.autograd.grad(
+        fused @ torch.tensor([0.7, -1.3]).double(), [*layer.parameters()]
+    )
+    wants = torch.autograd.grad(
+        want @ torch.tensor([0.7, -1.3]).double(), [*layer.parameters()]
+    )
+    for got, expected in zip(grads, wants):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-10)
+
+
+def test_summed_expected_log_probs_has_exact_first_and_second_derivatives():
+    from torch_blue.vi.estimators import _NormalExpectedLogProbs
+
+    layer = _fused_case(0.4, 0.3)
+    tensors = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    priors = ((0.4, float(layer.prior["weight"].log_std)),) * 2
+    # (parameters() order: weight mean, weight log-std, bias mean, bias log-std)
+    function = lambda *t: _NormalExpectedLogProbs.apply(priors, True, *t)  # noqa: E731
+    assert torch.autograd.gradcheck(function, tensors)
+    assert torch.autograd.gradgradcheck(function, tensors)
+
+
+def test_summed_expected_log_probs_leaves_other_priors_and_half_weights_alone():
+    from torch_blue.vi.distributions import LaplacePrior
+    from torch_blue.vi.estimators import summed_expected_log_probs
+
+    other = VILinear(4, 3, prior=LaplacePrior())
+    assert summed_expected_log_probs(other, ("weight", "bias")) is None
+    half = VILinear(4, 3).to(torch.bfloat16)
+    assert summed_expected_log_probs(half, ("weight", "bias")) is None
+    assert summed_expected_log_probs(VILinear(4, 3), ("weight", "bias")) is not None

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from types import MethodType
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -74,7 +74,8 @@ class SamplingState:
         # lane, for operations that draw random numbers in place (which vmap forbids
         # on shared tensors).
         self.lane: Optional[Tensor] = None
-        self._entries: dict[tuple[int, str], list] = {}
+        # (module id, variable name, or a tuple of names recorded together)
+        self._entries: dict[tuple[int, Union[str, tuple[str, ...]]], list] = {}
         self.deferred: list[tuple[Callable[[Tensor], None], Tensor]] = []
         # (id(module), variable) -> its draw, for modules with reuse_draws
         self.draws: dict[tuple[int, str], Optional[Tensor]] = {}
@@ -88,8 +89,16 @@ class SamplingState:
         """
         self.deferred.append((callback, value))
 
-    def add(self, module: torch.nn.Module, variable: str, log_probs: Tensor) -> None:
+    def add(
+        self,
+        module: torch.nn.Module,
+        variable: Union[str, tuple[str, ...]],
+        log_probs: Tensor,
+    ) -> None:
         """Record the ``(2,)`` log-probabilities of one access of ``variable``.
+
+        ``variable`` may be a tuple of names whose log-probabilities come summed
+        (a layer's closed-form terms); each access of it counts once, as for one name.
 
         On the stacked path (:class:`Stacked`) they are ``(S, 2)``, one row per
         sample, and may mix with the ``(2,)`` ones of closed-form KL terms.
