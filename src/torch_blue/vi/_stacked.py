@@ -212,13 +212,15 @@ def _step_of(module: nn.Module) -> Optional[Step]:
     if type(module) in STACKED_LAYERS:
         if module._reuse_draws:
             return None
-        ready = getattr(module, "_stacked_ready", None)
-        return _vi_step if ready is None or ready() else None
+        # (looked up on the class: a failed lookup on a module raises inside torch)
+        ready = getattr(type(module), "_stacked_ready", None)
+        return _vi_step if ready is None or ready(module) else None
     step = PLAIN_STEPS.get(type(module))
+    attributes = module.__dict__  # (plain attributes set by the constructors)
     if (
         step is None
-        or getattr(module, "dim", 0) is None  # (softmax's implicit dim)
-        or getattr(module, "return_indices", False)  # (pooling's tuple output)
+        or attributes.get("dim", 0) is None  # (softmax's implicit dim)
+        or attributes.get("return_indices", False)  # (pooling's tuple output)
     ):
         return None
     return step

@@ -130,8 +130,8 @@ class _LowRankAdapter(VIModule):
             return False
         if self.lora_A._reuse_draws:
             return False
-        ready = getattr(self.lora_A, "_stacked_ready", None)
-        return ready is None or ready()
+        ready = getattr(type(self.lora_A), "_stacked_ready", None)
+        return ready is None or ready(self.lora_A)
 
     def _stacked_forward(self, input_: Tensor, stacked: Stacked) -> Tensor:
         """:meth:`forward` for all S samples at once (the stacked path).

@@ -365,10 +365,10 @@ class VIModule(Module):
                 f"{type(self).__name__}: random variable {variable!r} is None and has "
                 "no parameters"
             )
-        return [
-            getattr(self, self.variational_parameter_name(variable, p))
-            for p in dist.distribution_parameters
-        ]
+        found = self._parameters  # (direct: getattr goes through two __getattr__s)
+        name = self.variational_parameter_name
+        names = [name(variable, p) for p in dist.distribution_parameters]
+        return [found[n] if n in found else getattr(self, n) for n in names]
 
     def _prior_hyperparameters(self, variable: str) -> tuple[Tensor, ...]:
         prior = self.prior[variable]
