@@ -357,19 +357,20 @@ def _bayesian_torch_trainer(
 def summed_kl(model: nn.Module) -> Tensor:
     """KL(q || p) of a bayesian-torch model, summed over every weight.
 
-    bayesian-torch keeps ``mu_<name>``, ``rho_<name>`` (scale ``softplus(rho)``) and
-    the prior's ``prior_<name>_mu`` and ``prior_<name>_sigma`` per weight tensor
-    (``weight``, ``bias``, ``kernel``); both are Normal, so the KL is closed form.
+    bayesian-torch keeps ``mu_<name>`` and ``rho_<name>`` (scale ``softplus(rho)``)
+    per weight tensor (``weight`` and ``bias``; convolutions call their weight
+    ``kernel`` but its prior ``prior_weight_*``) and the prior's ``prior_<name>_mu``
+    and ``prior_<name>_sigma``; both are Normal, so the KL is closed form.
     """
     total = torch.zeros(())
     for module in model.modules():
-        for name in ("weight", "bias", "kernel"):
+        for name, prior in (("weight", "weight"), ("kernel", "weight"), ("bias", "bias")):
             mean = getattr(module, f"mu_{name}", None)
             if not isinstance(mean, Tensor):
                 continue
             std = nn.functional.softplus(getattr(module, f"rho_{name}"))
-            prior_mean = getattr(module, f"prior_{name}_mu")
-            prior_std = getattr(module, f"prior_{name}_sigma")
+            prior_mean = getattr(module, f"prior_{prior}_mu")
+            prior_std = getattr(module, f"prior_{prior}_sigma")
             ratio = (std / prior_std).square()
             shift = ((mean - prior_mean) / prior_std).square()
             total = total + 0.5 * (ratio + shift - 1 - ratio.log()).sum()

@@ -1,5 +1,7 @@
 """Gradient estimators: same distribution per example, exact KL term, lower variance."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -484,3 +486,29 @@ def test_summed_expected_log_probs_leaves_other_priors_and_half_weights_alone():
     half = VILinear(4, 3).to(torch.bfloat16)
     assert summed_expected_log_probs(half, ("weight", "bias")) is None
     assert summed_expected_log_probs(VILinear(4, 3), ("weight", "bias")) is not None
+
+
+def test_summed_expected_log_probs_has_the_forward_mode_derivative():
+    import torch.autograd.forward_ad as forward_ad
+
+    from torch_blue.vi.estimators import _NormalExpectedLogProbs
+
+    layer = _fused_case(0.4, 0.3)
+    tensors = [p.detach() for p in layer.parameters()]
+    tangents = [torch.randn_like(t) for t in tensors]
+    log_s = float(layer.prior["weight"].log_std)
+
+    def reference(mean_w, log_std_w, mean_b, log_std_b):  # the closed form, plainly
+        total = []
+        for mean, log_std in ((mean_w, log_std_w), (mean_b, log_std_b)):
+            spread = ((mean - 0.4).square() + torch.exp(2 * log_std)).sum()
+            total.append(torch.stack([-0.5 * spread / math.exp(2 * log_s), -log_std.sum()]))
+        return total[0] + total[1]
+
+    _, want = torch.func.jvp(reference, tuple(tensors), tuple(tangents))
+    with forward_ad.dual_level():
+        duals = [forward_ad.make_dual(t, d) for t, d in zip(tensors, tangents)]
+        priors = ((0.4, log_s),) * 2
+        out = _NormalExpectedLogProbs.apply(priors, True, *duals)
+        got = forward_ad.unpack_dual(out).tangent
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-10)

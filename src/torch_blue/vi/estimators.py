@@ -206,7 +206,34 @@ class _NormalExpectedLogProbs(torch.autograd.Function):
             offset_q += log_std.numel() * per_element
         ctx.priors = priors
         ctx.save_for_backward(*tensors, *variances)
+        ctx.save_for_forward(*tensors)
+        ctx.variances = variances
         return torch.stack([log_p.sub_(offset_p), log_q.sub_(offset_q)])
+
+    @staticmethod
+    def jvp(
+        ctx: Any, _priors: None, _constants: None, *tangents: Optional[Tensor]
+    ) -> Tensor:
+        """Forward-mode derivative: the backward pass's gradients dotted with tangents."""
+        tensors, variances = ctx.saved_tensors[: 2 * len(ctx.priors)], ctx.variances
+        log_p = log_q = None
+        for i, (m, log_s) in enumerate(ctx.priors):
+            mean, d_mean, d_log_std = tensors[2 * i], tangents[2 * i], tangents[2 * i + 1]
+            scale = -math.exp(-2 * log_s)  # 2 k
+            centred = (mean if m == 0.0 else mean - m).reshape(-1)
+            terms = []
+            if d_mean is not None:
+                terms.append(torch.dot(centred, d_mean.reshape(-1)) * scale)
+            if d_log_std is not None:
+                flat = d_log_std.reshape(-1)
+                terms.append(torch.dot(variances[i].reshape(-1), flat) * scale)
+                log_q = -flat.sum() if log_q is None else log_q - flat.sum()
+            for term in terms:
+                log_p = term if log_p is None else log_p + term
+        zero = tensors[0].new_zeros(())
+        return torch.stack(
+            [zero if log_p is None else log_p, zero if log_q is None else log_q]
+        )
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:

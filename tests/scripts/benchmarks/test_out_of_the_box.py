@@ -157,29 +157,35 @@ def test_first_seed_runs_the_later_seeds_of_a_table(ootb, tmp_path):
 
 
 class _PeerLayer(torch.nn.Module):
-    """bayesian-torch's attribute names for one layer's weight, kernel and bias."""
+    """bayesian-torch's attribute names: a linear layer's weight, or a convolution's
+    kernel (whose prior is named ``prior_weight_*``), and a bias."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight: str) -> None:
         super().__init__()
-        for name, shape in (("weight", (3, 4)), ("kernel", (2, 1, 3)), ("bias", (3,))):
+        self.weight_name = weight
+        shapes = {"weight": (3, 4), "kernel": (2, 1, 3)}
+        for name, prior, shape in (
+            (weight, "weight", shapes[weight]),
+            ("bias", "bias", (3,)),
+        ):
             setattr(self, f"mu_{name}", torch.nn.Parameter(torch.randn(shape)))
             setattr(self, f"rho_{name}", torch.nn.Parameter(torch.randn(shape) - 2))
-            self.register_buffer(f"prior_{name}_mu", torch.full(shape, 0.3))
-            self.register_buffer(f"prior_{name}_sigma", torch.full(shape, 1.5))
+            self.register_buffer(f"prior_{prior}_mu", torch.full(shape, 0.3))
+            self.register_buffer(f"prior_{prior}_sigma", torch.full(shape, 1.5))
 
 
 def test_summed_kl_is_the_kl_of_every_weight_summed(ootb):
     torch.manual_seed(0)
-    model = torch.nn.Sequential(_PeerLayer(), torch.nn.ReLU(), _PeerLayer())
+    model = torch.nn.Sequential(_PeerLayer("kernel"), torch.nn.ReLU(), _PeerLayer("weight"))
     want = 0.0
     for layer in (model[0], model[2]):
-        for name in ("weight", "kernel", "bias"):
+        for name, prior in ((layer.weight_name, "weight"), ("bias", "bias")):
             q = torch.distributions.Normal(
                 getattr(layer, f"mu_{name}"),
                 torch.nn.functional.softplus(getattr(layer, f"rho_{name}")),
             )
             p = torch.distributions.Normal(
-                getattr(layer, f"prior_{name}_mu"), getattr(layer, f"prior_{name}_sigma")
+                getattr(layer, f"prior_{prior}_mu"), getattr(layer, f"prior_{prior}_sigma")
             )
             want = want + torch.distributions.kl_divergence(q, p).sum()
     got = ootb.summed_kl(model)
