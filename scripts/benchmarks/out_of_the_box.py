@@ -83,6 +83,12 @@ samples) so that the tests run the whole pipeline in seconds; its numbers mean
 nothing. The full run takes hours on a laptop
 CPU (Fashion-MNIST dominates): select rows.
 
+``--validation`` scores every row on data cut from its training part instead of its
+test part (a stratified 20 % for classification, the last 20 % of each split's
+training rows for the regression sets, other points of the same process for the
+sine), with the same table and checks: the mode to choose defaults or settings in;
+the test sets only score the choice.
+
 Examples
 --------
 Everything (all rows available offline, all methods)::
@@ -93,6 +99,11 @@ Two rows, torch_blue against its twin only, at the usual budget::
 
     python scripts/benchmarks/out_of_the_box.py --rows digits-mlp,boston \
         --methods twin,defaults --budgets 1
+
+Choosing between settings, on validation data::
+
+    python scripts/benchmarks/out_of_the_box.py --rows concrete --methods twin,defaults \
+        --validation
 
 The whole pipeline in seconds (numbers meaningless)::
 
@@ -109,7 +120,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
@@ -152,6 +163,8 @@ CHECKED = ("defaults", "local_reparameterization", "flipout")
 REGRESSION_ONLY = ("fixed-noise",)
 METHODS = ("twin", *TORCH_BLUE, "ivon", "bayesian-torch", "bayesian-torch-elbo")
 QUICK_LIMIT = 256
+#: Share of each training part that ``--validation`` holds out to score on.
+VALIDATION_SHARE = 0.2
 #: bayesian-torch 0.5 README's prior and posterior initialisation.
 BNN_PRIOR = {
     "prior_mu": 0.0,
@@ -187,8 +200,12 @@ def regression_arrays(source: str) -> tuple[np.ndarray, np.ndarray]:
     return datasets.load_uci(source)
 
 
-def sine_data(test_points: int = 500) -> Dataset:
-    """The 1-D sine regression (fixed data, generator seed 0)."""
+def sine_data(test_points: int = 500, validation: bool = False) -> Dataset:
+    """The 1-D sine regression (fixed data, generator seed 0).
+
+    With ``validation`` the test points are replaced by as many other points of the
+    same process (generator seed 1); the 64 training points stay.
+    """
     generator = torch.Generator().manual_seed(0)
     x = torch.linspace(-2, 2, 64).unsqueeze(-1)
     x_test = torch.rand(test_points, 1, generator=generator) * 4 - 2
@@ -196,20 +213,62 @@ def sine_data(test_points: int = 500) -> Dataset:
         torch.sin(2 * t) + 0.1 * torch.randn(t.shape, generator=generator)
         for t in (x, x_test)
     )
+    if validation:
+        generator = torch.Generator().manual_seed(1)
+        x_test = torch.rand(test_points, 1, generator=generator) * 4 - 2
+        y_test = torch.sin(2 * x_test) + 0.1 * torch.randn(
+            x_test.shape, generator=generator
+        )
     return Dataset("sine-1d", x, y, x_test, y_test)
 
 
+def validation_part(data: Dataset) -> Dataset:
+    """``data`` with its test part replaced by a stratified 20 % of its training part.
+
+    The cut is fixed (``random_state=0``) and the test part is not used; inputs keep
+    the normalisation of the whole training part, and the OOD set stays.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(data.y_train))
+    train, held_out = train_test_split(
+        rows, test_size=VALIDATION_SHARE, stratify=data.y_train.numpy(), random_state=0
+    )
+    train, held_out = torch.as_tensor(train), torch.as_tensor(held_out)
+    return replace(
+        data,
+        x_train=data.x_train[train],
+        y_train=data.y_train[train],
+        x_test=data.x_train[held_out],
+        y_test=data.y_train[held_out],
+    )
+
+
 def row_datasets(
-    spec: RowSpec, count: int, data_dir: Path, limit: Optional[int]
+    spec: RowSpec,
+    count: int,
+    data_dir: Path,
+    limit: Optional[int],
+    validation: bool = False,
 ) -> list[Dataset]:
-    """One ``Dataset`` per seed (regression sets: per split)."""
+    """One ``Dataset`` per seed (regression sets: per split).
+
+    With ``validation`` the scores are taken on data cut from each training part,
+    never the test part: a stratified 20 % for classification, the last 20 % of each
+    split's training rows for the regression sets (normalised on the other 80 %), and
+    other points of the same process for the sine.
+    """
     if spec.source == "sine":
-        return [sine_data()] * count
+        return [sine_data(validation=validation)] * count
     if spec.task == "classification":
-        return [classification_data(spec.source, data_dir, limit)] * count
+        data = classification_data(spec.source, data_dir, limit)
+        return [validation_part(data) if validation else data] * count
     x, y = regression_arrays(spec.source)
     result = []
     for train, test in datasets.uci_splits(len(x), count):
+        if validation:
+            cut = round(len(train) * (1 - VALIDATION_SHARE))
+            train, test = train[:cut], train[cut:]
         data = uci_split(spec.name, x, y, train, test)
         data.x_train, data.y_train = (
             take_first(data.x_train, limit),
@@ -610,6 +669,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=0,
         help="start at this seed (split), to spread one table over several runs",
     )
+    add(
+        "--validation",
+        action="store_true",
+        help="score on data cut from the training parts, never the test parts\n"
+        "(to choose settings; see row_datasets)",
+    )
     add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
     add("--output-dir", type=Path, default=Path("out_of_the_box"))
     add("--data-dir", type=Path, default=datasets.FASHION_MNIST_DIR, help="Fashion-MNIST")
@@ -637,6 +702,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_header("out_of_the_box.py", argv, args.threads)
     if args.quick:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
+    if args.validation:
+        print("--validation: scored on data cut from the training parts (not the tests)")
     methods, notes = available_methods(args.methods, args.peers_dir)
     limit = QUICK_LIMIT if args.quick else None
     counts = {n: args.splits if ROWS[n].has_splits else args.seeds for n in args.rows}
@@ -653,7 +720,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec = ROWS[name]
         try:
             first = args.first_seed
-            datasets = row_datasets(spec, first + counts[name], args.data_dir, limit)
+            datasets = row_datasets(
+                spec, first + counts[name], args.data_dir, limit, args.validation
+            )
             datasets = datasets[first:]
         except (ImportError, FileNotFoundError) as error:
             notes.append(f"note: row {name} skipped: {error}")
@@ -693,6 +762,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": platform.platform(),
         "torch": torch.__version__,
         "quick": args.quick,
+        "validation": args.validation,
         "notes": notes,
         "results": results,
         "summary": summary,

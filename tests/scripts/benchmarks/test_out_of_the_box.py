@@ -192,3 +192,49 @@ def test_summed_kl_is_the_kl_of_every_weight_summed(ootb):
     torch.testing.assert_close(got, want)
     got.backward()  # differentiable in every variational parameter
     assert all(p.grad is not None for p in model.parameters())
+
+
+def _rows_of(part, whole):
+    """Indices in ``whole`` of each row of ``part`` (-1 if absent)."""
+    matches = (part.flatten(1)[:, None] == whole.flatten(1)[None]).all(-1)
+    return torch.where(matches.any(1), matches.float().argmax(1), -1)
+
+
+def test_validation_data_come_from_the_training_part_only(ootb, tmp_path):
+    from torch_blue import datasets
+
+    spec = ootb.ROWS["digits-mlp"]
+    (full,) = ootb.row_datasets(spec, 1, tmp_path, None)
+    (held,) = ootb.row_datasets(spec, 1, tmp_path, None, validation=True)
+    assert len(held.x_train) + len(held.x_test) == len(full.x_train)
+    in_train = _rows_of(held.x_test, full.x_train)
+    assert (in_train >= 0).all()  # every validation row is a training row ...
+    torch.testing.assert_close(held.y_test, full.y_train[in_train])
+    assert not set(in_train.tolist()) & set(_rows_of(held.x_train, full.x_train).tolist())
+    # ... and the class shares stay (stratified)
+    share = torch.bincount(held.y_test, minlength=10) / len(held.y_test)
+    whole = torch.bincount(full.y_train, minlength=10) / len(full.y_train)
+    assert (share - whole).abs().max() < 0.02
+
+    spec = ootb.ROWS["boston"]
+    x, y = ootb.regression_arrays("boston")
+    ((train, _),) = datasets.uci_splits(len(x), 1)
+    (held,) = ootb.row_datasets(spec, 1, tmp_path, None, validation=True)
+    cut = round(0.8 * len(train))  # the last 20 % of the training rows score
+    want = torch.as_tensor(y[train[cut:]], dtype=torch.float32).unsqueeze(-1)
+    torch.testing.assert_close(held.y_test, want)
+    assert len(held.x_train) == cut  # and no test row is anywhere
+
+    sine, sine_held = ootb.sine_data(), ootb.sine_data(validation=True)
+    torch.testing.assert_close(sine_held.y_train, sine.y_train)
+    assert not torch.equal(sine_held.x_test, sine.x_test)
+
+
+def test_validation_run_says_so(ootb, tmp_path, capsys):
+    args = ["--rows", "digits-mlp", "--methods", "twin,defaults", "--validation"]
+    run_main(ootb, [*args, "--quick", "--output-dir", str(tmp_path)])
+    assert (
+        "--validation: scored on data cut from the training parts"
+        in capsys.readouterr().out
+    )
+    assert json.loads((tmp_path / "out_of_the_box.json").read_text())["validation"] is True
