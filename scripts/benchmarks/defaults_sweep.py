@@ -20,7 +20,7 @@ Configurations (``--configs``; every other setting is the library's default):
 
 * ``twin``: the deterministic ``nn.Sequential`` with ``nn.CrossEntropyLoss``.
 * ``defaults``: the layers get no arguments.
-* ``init-1.0``, ``init-0.3``, ``init-0.03``: ``variational_distribution=
+* ``init-1.0``, ``init-0.3``, ``init-0.03``, ``init-0.01``: ``variational_distribution=
   MeanFieldNormal(std=...)``, times ``1 / sqrt(fan_in)``; 1.0 is upstream 1.1's start.
 * ``prior-3``, ``prior-10``, ``prior-0.1``: ``prior=MeanFieldNormal(std=...)``.
 * ``prior-he``: ``prior=MeanFieldNormal(std=sqrt(2 / fan_in))`` per layer (He's scale).
@@ -166,6 +166,7 @@ CONFIGS = {
     "init-1.0": _with(variational_distribution=MeanFieldNormal(std=1.0)),
     "init-0.3": _with(variational_distribution=MeanFieldNormal(std=0.3)),
     "init-0.03": _with(variational_distribution=MeanFieldNormal(std=0.03)),
+    "init-0.01": _with(variational_distribution=MeanFieldNormal(std=0.01)),
     "prior-3": _with(prior=MeanFieldNormal(std=3.0)),
     "prior-10": _with(prior=MeanFieldNormal(std=10.0)),
     "prior-0.1": _with(prior=MeanFieldNormal(std=0.1)),
