@@ -342,10 +342,13 @@ PLAIN = _worker.PLAIN_MODULES
 SWAPPED = {"linear": vi.VILinear, "conv1d": vi.VIConv1d, "conv2d": vi.VIConv2d}
 
 
-def build_network(spec: RowSpec, in_shape: tuple[int, ...], bayesian: bool) -> nn.Module:
+def build_network(
+    spec: RowSpec, in_shape: tuple[int, ...], bayesian: bool, **layer_kwargs: Any
+) -> nn.Module:
     """The twin (``nn.Sequential``) or its class-swapped torch_blue version.
 
-    The Bayesian layers get exactly the twin's arguments, no distribution arguments.
+    The Bayesian layers get exactly the twin's arguments and no distribution
+    arguments, unless ``layer_kwargs`` (given to every Bayesian layer) says otherwise.
     """
     job = _worker.Job(
         data="",
@@ -357,7 +360,12 @@ def build_network(spec: RowSpec, in_shape: tuple[int, ...], bayesian: bool) -> n
     layers = _worker.layers(job, in_shape)
     if not bayesian:
         return nn.Sequential(*(PLAIN[k](*a, **kw) for k, a, kw in layers))
-    return vi.VISequential(*({**PLAIN, **SWAPPED}[k](*a, **kw) for k, a, kw in layers))
+    return vi.VISequential(
+        *(
+            SWAPPED[k](*a, **kw, **layer_kwargs) if k in SWAPPED else PLAIN[k](*a, **kw)
+            for k, a, kw in layers
+        )
+    )
 
 
 def names_type(choices: Sequence[str], what: str) -> Callable[[str], list[str]]:

@@ -116,6 +116,7 @@ import argparse
 import functools
 import itertools
 import json
+import math
 import platform
 import sys
 import time
@@ -317,10 +318,23 @@ def _adam_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
     optimizer.step()
 
 
-def make_trainer(method: str, spec: RowSpec, in_shape: tuple[int, ...], n: int) -> Trainer:
-    """Build the network, loss and optimiser of ``method`` (seed the RNG first)."""
+def make_trainer(
+    method: str,
+    spec: RowSpec,
+    in_shape: tuple[int, ...],
+    n: int,
+    initial_std: Optional[float] = None,
+) -> Trainer:
+    """Build the network, loss and optimiser of ``method`` (seed the RNG first).
+
+    ``initial_std`` (``--candidate-init-std``) starts torch_blue's layers at
+    ``MeanFieldNormal(std=initial_std)`` instead of the library's default.
+    """
     if method in TORCH_BLUE:
-        model = build_network(spec, in_shape, bayesian=True)
+        candidate = {}
+        if initial_std is not None:
+            candidate["variational_distribution"] = MeanFieldNormal(std=initial_std)
+        model = build_network(spec, in_shape, bayesian=True, **candidate)
         if TORCH_BLUE[method] is not None:
             model.estimator = TORCH_BLUE[method]
         if spec.task == "classification":
@@ -470,11 +484,13 @@ def run_method(
     seed: int,
     checkpoints: dict[int, int],
     predict_samples: int,
+    initial_std: Optional[float] = None,
 ) -> list[dict[str, Any]]:
     """Train ``method`` and score it at each checkpoint (epochs -> budget)."""
     torch.manual_seed(seed)
     n = len(data.x_train)
-    trainer = make_trainer(method, spec, tuple(data.x_train.shape[1:]), n)
+    in_shape = tuple(data.x_train.shape[1:])
+    trainer = make_trainer(method, spec, in_shape, n, initial_std)
     generator = torch.Generator().manual_seed(seed)  # the same batches for every method
     batch = spec.batch_size or n
     results, seconds = [], 0.0
@@ -675,6 +691,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="score on data cut from the training parts, never the test parts\n"
         "(to choose settings; see row_datasets)",
     )
+    add(
+        "--candidate-init-std",
+        type=float,
+        help="start torch_blue's layers at MeanFieldNormal(std=X) instead of the\n"
+        "library's default: a candidate default, to be compared with --validation",
+    )
     add("--quick", action="store_true", help="seconds, for tests; numbers meaningless")
     add("--output-dir", type=Path, default=Path("out_of_the_box"))
     add("--data-dir", type=Path, default=datasets.FASHION_MNIST_DIR, help="Fashion-MNIST")
@@ -692,6 +714,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--budgets, --seeds and --splits must be positive")
     if args.first_seed < 0:
         parser.error("--first-seed must be non-negative")
+    candidate = args.candidate_init_std
+    if candidate is not None and not (math.isfinite(candidate) and candidate > 0):
+        parser.error(f"--candidate-init-std must be positive, got {candidate}")
     return args
 
 
@@ -704,6 +729,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
     if args.validation:
         print("--validation: scored on data cut from the training parts (not the tests)")
+    if args.candidate_init_std is not None:
+        print(
+            f"--candidate-init-std {args.candidate_init_std:g}: torch_blue's methods start "
+            "at this std, not the library's default"
+        )
     methods, notes = available_methods(args.methods, args.peers_dir)
     limit = QUICK_LIMIT if args.quick else None
     counts = {n: args.splits if ROWS[n].has_splits else args.seeds for n in args.rows}
@@ -738,7 +768,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 bar.set_description(f"{name} {method} seed {seed}")
                 try:
                     results += run_method(
-                        method, spec, data, seed, checkpoints, 4 if args.quick else 32
+                        method,
+                        spec,
+                        data,
+                        seed,
+                        checkpoints,
+                        4 if args.quick else 32,
+                        args.candidate_init_std,
                     )
                 except TypeError as error:  # bayesian-torch 0.5 on nn.Conv1d
                     if not method.startswith("bayesian-torch"):
@@ -763,6 +799,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "torch": torch.__version__,
         "quick": args.quick,
         "validation": args.validation,
+        "candidate_init_std": args.candidate_init_std,
         "notes": notes,
         "results": results,
         "summary": summary,

@@ -238,3 +238,25 @@ def test_validation_run_says_so(ootb, tmp_path, capsys):
         in capsys.readouterr().out
     )
     assert json.loads((tmp_path / "out_of_the_box.json").read_text())["validation"] is True
+
+
+def test_candidate_initial_std_reaches_only_the_torch_blue_layers(ootb, tmp_path, capsys):
+    from torch_blue.vi.distributions import MeanFieldNormal
+
+    spec = ootb.ROWS["digits-mlp"]
+    model = ootb.build_network(
+        spec, (1, 8, 8), bayesian=True, variational_distribution=MeanFieldNormal(std=0.03)
+    )
+    layers = [m for m in model.modules() if isinstance(m, vi.VILinear)]
+    assert len(layers) == 3
+    assert all(
+        repr(m.variational_distribution["weight"]) == repr(MeanFieldNormal(std=0.03))
+        for m in layers
+    )
+    args = ["--rows", "digits-mlp", "--methods", "twin,defaults", "--quick"]
+    run_main(ootb, [*args, "--candidate-init-std", "0.03", "--output-dir", str(tmp_path)])
+    assert "--candidate-init-std 0.03: torch_blue's methods" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out_of_the_box.json").read_text())
+    assert report["candidate_init_std"] == 0.03
+    with pytest.raises(SystemExit):
+        ootb.parse_args(["--candidate-init-std", "-1"])
