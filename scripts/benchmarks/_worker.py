@@ -5,7 +5,7 @@ builds a network, trains it for a fixed budget and writes its sampled test outpu
 It uses nothing beyond upstream torch_blue 1.1's public API (``VILinear``,
 ``VIConv1d/2d``, ``VISequential``, ``KullbackLeiblerLoss``, ``Categorical``,
 ``MeanFieldNormal``) unless a job asks for one of our additions (an estimator other
-than ``"reparameterization"``, the ``"learned"`` noise likelihood). So the same file
+than ``"reparameterization"``, or another data term). So the same file
 runs with either library first on ``PYTHONPATH``, and both are trained and scored
 identically::
 
@@ -57,13 +57,12 @@ class Job:
     estimator : str
         Gradient estimator of the Bayesian layers; ``"reparameterization"`` is
         upstream's only one and is not passed on, so upstream runs too.
-    noise : {"default", "learned", "samples"}
-        Regression likelihood of the Bayesian network: ``MeanFieldNormal()``, which in
-        torch_blue fits its noise (the library's default; ``"default"``) and in
-        upstream 1.1 is the Gaussian with the samples' mean and spread (``"samples"``,
-        upstream only), or a homoscedastic noise learned by the optimiser
-        (``LearnedNoiseNormal``, torch_blue only; ``"learned"``).
-        The twin always learns its noise.
+    noise : {"default", "samples"}
+        What the Bayesian network's regression likelihood ``MeanFieldNormal()`` is:
+        in torch_blue a fitted noise (the library's default; ``"default"``), reported
+        with the predictions; in upstream 1.1 the Gaussian with the samples' mean and
+        spread (``"samples"``), which has no noise to report. The twin always learns
+        its noise.
     objective : {"elbo", "log_mean_predictive"}
         Data term of torch_blue's loss (upstream 1.1 always uses the second, the log
         of the sample-averaged likelihood); only passed on when not ``"elbo"``.
@@ -217,14 +216,7 @@ def _loss(job: Job, train_size: int) -> nn.Module:
     from torch_blue import vi
     from torch_blue.vi.distributions import Categorical, MeanFieldNormal
 
-    if job.task == "classification":
-        likelihood = Categorical()
-    elif job.noise == "learned":
-        from torch_blue.vi.distributions import LearnedNoiseNormal  # torch_blue only
-
-        likelihood = LearnedNoiseNormal()
-    else:
-        likelihood = MeanFieldNormal()
+    likelihood = Categorical() if job.task == "classification" else MeanFieldNormal()
     if job.objective != "elbo":  # a torch_blue option
         return vi.KullbackLeiblerLoss(
             likelihood, dataset_size=train_size, objective=job.objective

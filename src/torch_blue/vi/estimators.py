@@ -206,8 +206,7 @@ class _NormalExpectedLogProbs(torch.autograd.Function):
             offset_q += log_std.numel() * per_element
         ctx.priors = priors
         ctx.save_for_backward(*tensors, *variances)
-        ctx.save_for_forward(*tensors)
-        ctx.variances = variances
+        ctx.save_for_forward(*tensors, *variances)
         return torch.stack([log_p.sub_(offset_p), log_q.sub_(offset_q)])
 
     @staticmethod
@@ -215,7 +214,8 @@ class _NormalExpectedLogProbs(torch.autograd.Function):
         ctx: Any, _priors: None, _constants: None, *tangents: Optional[Tensor]
     ) -> Tensor:
         """Forward-mode derivative: the backward pass's gradients dotted with tangents."""
-        tensors, variances = ctx.saved_tensors[: 2 * len(ctx.priors)], ctx.variances
+        saved, count = ctx.saved_tensors, len(ctx.priors)
+        tensors, variances = saved[: 2 * count], saved[2 * count :]
         log_p = log_q = None
         for i, (m, log_s) in enumerate(ctx.priors):
             mean, d_mean, d_log_std = tensors[2 * i], tangents[2 * i], tangents[2 * i + 1]
