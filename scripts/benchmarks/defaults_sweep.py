@@ -13,8 +13,8 @@ dataset_size=N)`` with its default reduction. One run per seed is scored at each
 of ``--evals`` (default 100,300: the usual budget and 3x), the random state forked
 around each evaluation: accuracy, NLL of the sample-averaged softmax, ECE (15 bins),
 conf-acc (mean max probability minus accuracy; negative: underconfident) and the mean
-posterior weight std of each layer (``radial``: its scale parameter). The table shows
-mean ± standard error over seeds.
+posterior weight std of each layer (``radial``: its scale parameter; ``logit-scale`` adds
+the fitted ``tau``). The table shows mean ± standard error over seeds.
 
 Configurations (``--configs``; every other setting is the library's default):
 
@@ -41,6 +41,10 @@ Configurations (``--configs``; every other setting is the library's default):
 * ``heat-0.002``: the loss's ``heat=0.002``, a cold posterior (not an ELBO): about the
   weight that bayesian-torch's README recipe gives the KL of the hidden layers' weights
   (see ``docs/defaults.rst``, "What the peers optimise").
+* ``logit-scale``: the defaults with a learned temperature of the Categorical
+  likelihood, ``softmax(tau * f(x, w))`` with ``log tau`` a point estimate (started at
+  0) trained with the weights on the ELBO: type-II maximum likelihood of a likelihood
+  parameter, as the regression noise is fitted, not a cold posterior.
 
 Examples
 --------
@@ -108,6 +112,19 @@ class Config:
     sgd: bool = False  # SGD(lr=0.01, momentum=0.9) instead of Adam
     reduction: Optional[str] = None  # None: the loss's default
     heat: float = 1.0  # the loss's heat (1: the ELBO)
+    logit_scale: bool = False  # a LogitScale after the last layer
+
+
+class LogitScale(nn.Module):
+    """Multiplies the logits by a learned ``tau = exp(log_tau)`` (a point estimate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.zeros(()))
+
+    def forward(self, logits: Tensor) -> Tensor:
+        """``tau * logits``."""
+        return logits * self.log_tau.exp()
 
 
 def _with(**kwargs: Any) -> Config:
@@ -182,6 +199,7 @@ CONFIGS = {
     "twin-sgd": Config(bayesian=False, sgd=True),
     "sum-loss-sgd": Config(sgd=True, reduction="sum"),
     "heat-0.002": Config(heat=0.002),
+    "logit-scale": Config(logit_scale=True),
 }
 
 
@@ -236,6 +254,8 @@ def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
             layers.append(vi.VILinear(*args, **kwargs, **config.layer_arguments(args[0])))
         else:
             layers.append(PLAIN[kind](*args, **kwargs))
+    if config.logit_scale:
+        layers.append(LogitScale())
     return vi.VISequential(*layers)
 
 
@@ -277,6 +297,9 @@ def score(model: nn.Module, split: Split, bayesian: bool, samples: int) -> dict[
         "ece": expected_calibration_error(probs, split.y_val, n_bins=15).item(),
         "conf_minus_acc": mean.max(-1).values.mean().item() - accuracy,
         "posterior_std": posterior_stds(model),
+        "logit_scale": [
+            m.log_tau.exp().item() for m in model.modules() if isinstance(m, LogitScale)
+        ],
     }
 
 
@@ -384,6 +407,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             entry[key], entry[f"{key}_se"] = stats or (None, None)  # all diverged
         stds = [r["posterior_std"] for r in kept if r["posterior_std"]]
         entry["posterior_std"] = np.mean(stds, axis=0).tolist() if stds else []
+        taus = [r["logit_scale"] for r in kept if r.get("logit_scale")]
+        entry["logit_scale"] = np.mean(taus, axis=0).tolist() if taus else []
         summary.append(entry)
     return summary
 
@@ -400,6 +425,8 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
             if e["seeds"] - e["diverged"] > 1:  # (no standard error from one seed)
                 cells[-1] += f" ± {e[key + '_se'] * scale:.{fmt[-2]}f}"
         cells.append(" / ".join(f"{s:.3g}" for s in e["posterior_std"]) or "n/a")
+        if e.get("logit_scale"):
+            cells[-1] += "; tau " + " / ".join(f"{t:.3g}" for t in e["logit_scale"])
         cells.append(f"{e['diverged']}/{e['seeds']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Tests of scripts/benchmarks/defaults_sweep.py (the sweep behind the defaults)."""
 
 import json
+import math
 import re
 
 import pytest
@@ -101,3 +102,20 @@ def test_every_config_trains_and_is_scored(sweep):
         (result,) = sweep.run_config(name, 0, split, [1], 2, 1e-3)
         assert not result["diverged"] and 0 <= result["accuracy"] <= 1, name
         assert len(result["posterior_std"]) == (0 if "twin" in name else 3), name
+
+
+def test_logit_scale_config_learns_a_temperature_with_the_weights(sweep, capsys):
+    model = sweep.build_model(sweep.CONFIGS["logit-scale"], (1, 8, 8))
+    scale = model[-1]
+    assert isinstance(scale, sweep.LogitScale)
+    assert scale.log_tau in set(model.parameters())  # (a plain Adam trains it)
+    x = torch.randn(3, 1, 8, 8)
+    outputs = []
+    for tau in (1.0, 2.0):
+        scale.log_tau.data.fill_(math.log(tau))
+        torch.manual_seed(0)
+        outputs.append(model(x, samples=2).as_subclass(torch.Tensor))
+    torch.testing.assert_close(outputs[1], 2 * outputs[0])
+    assert run_main(sweep, ["--quick", "--configs", "logit-scale"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\| logit-scale \| 2 \| .*; tau [0-9.]+ \| 0/1 \|$", out, re.M)
