@@ -91,6 +91,7 @@ from torch_blue.uncertainty import (
     reliability_diagram,
     uncertainty_histogram,
 )
+from torch_blue.vi.distributions.defaults import INITIAL_STD
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(_worker.__file__).resolve()
@@ -154,7 +155,7 @@ def models(estimators: Sequence[str], upstream: bool) -> list[Model]:
                 "bayesian",
                 "upstream",
                 noise="samples",
-                init_std=0.1,
+                init_std=INITIAL_STD,
             )
         )
     return rows

@@ -99,7 +99,7 @@ def test_trains_with_kl_loss():
     tokens = torch.randint(0, 12, (64,))
     labels = tokens % 3
     model = VISequential(VIEmbedding(12, 8), nn.ReLU(), VILinear(8, 3))
-    loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=64)
+    loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=64, track=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     losses = []
     for _ in range(40):
@@ -108,7 +108,11 @@ def test_trains_with_kl_loss():
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+    # Learning shows in the data term (1.0 without it: lr=0); with 64 examples the KL
+    # term is most of the loss and falls as fast as Adam widens the posterior scales.
+    data = loss_fn.log["data_fitting"]
+    assert sum(data[-5:]) < 0.3 * sum(data[:5])
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
 
 
 @pytest.mark.parametrize("padding_idx", [None, 4])

@@ -500,7 +500,7 @@ def test_learns_the_sign_of_a_sequence_sum(vi_cls, estimator):
     x = torch.randn(64, 6, 1)
     y = (x.sum(dim=(1, 2)) > 0).long()
     model = Classifier()
-    loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=64)
+    loss_fn = KullbackLeiblerLoss(Categorical(), dataset_size=64, track=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     losses = []
     for _ in range(40):
@@ -509,7 +509,11 @@ def test_learns_the_sign_of_a_sequence_sum(vi_cls, estimator):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    # Learning shows in the data term (1.0 without it: lr=0); with 64 examples the KL
+    # term is most of the loss and falls as fast as Adam widens the posterior scales.
+    data = loss_fn.log["data_fitting"]
+    assert sum(data[-5:]) < 0.5 * sum(data[:5])
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
 
 
 # ----------------------------------------------------------------- errors, repr

@@ -90,7 +90,9 @@ def test_scoring_leaves_training_alone_and_divergence_is_reported(sweep):
     both = sweep.run_config("defaults", 0, split, [1, 2], 2, 1e-3)
     last = sweep.run_config("defaults", 0, split, [2], 2, 1e-3)
     assert both[1] == last[0]
-    gone = sweep.run_config("sum-loss-sgd", 0, sweep.validation_split(0), [1, 2], 2, 1e-3)
+    # (SGD on the full-data loss diverges in the first epoch from the 0.1 start)
+    split = sweep.validation_split(0)
+    gone = sweep.run_config("sum-loss-sgd", 0, split, [1, 2], 2, 1e-3, start_std=0.1)
     assert [(r["diverged"], r["epochs"]) for r in gone] == [(True, 1), (True, 2)]
     table = sweep.markdown_table(sweep.summarise(gone))
     assert "| sum-loss-sgd | 2 | NaN | NaN | NaN | NaN | n/a | 1/1 |" in table
@@ -119,3 +121,24 @@ def test_logit_scale_config_learns_a_temperature_with_the_weights(sweep, capsys)
     assert run_main(sweep, ["--quick", "--configs", "logit-scale"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^\| logit-scale \| 2 \| .*; tau [0-9.]+ \| 0/1 \|$", out, re.M)
+
+
+def test_start_std_applies_only_where_a_config_sets_no_start(sweep):
+    def log_stds(config, start_std):
+        model = sweep.build_model(sweep.CONFIGS[config], (1, 8, 8), start_std)
+        return [m._weight_log_std[0, 0].item() for m in model.modules()
+                if isinstance(m, vi.VILinear)]  # fmt: skip
+
+    bounds = [1 / math.sqrt(f) + 1e-5 for f in (64, 100, 100)]
+    expected = [math.log(0.1 * b) for b in bounds]
+    assert log_stds("defaults", 0.1) == pytest.approx(expected)
+    assert log_stds("prior-3", 0.1) == pytest.approx(expected)
+    assert log_stds("init-1.0", 0.1) == pytest.approx([math.log(b) for b in bounds])
+    assert log_stds("defaults", None) == pytest.approx([math.log(0.03 * b) for b in bounds])
+
+
+@pytest.mark.parametrize("value", ["0", "-0.1", "nan"])
+def test_start_std_must_be_positive(sweep, value, capsys):
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["--start-std", value])
+    assert "--start-std must be positive" in capsys.readouterr().err

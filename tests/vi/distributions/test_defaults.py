@@ -16,10 +16,10 @@ from torch_blue.vi.distributions.defaults import (
 )
 
 
-def test_default_variational_distribution_starts_at_a_tenth():
+def test_default_variational_distribution_starts_at_three_percent():
     assert isinstance(DEFAULT_VARIATIONAL_DISTRIBUTION, MeanFieldNormal)
-    assert INITIAL_STD == 0.1
-    assert float(DEFAULT_VARIATIONAL_DISTRIBUTION.std) == pytest.approx(0.1)
+    assert INITIAL_STD == 0.03
+    assert float(DEFAULT_VARIATIONAL_DISTRIBUTION.std) == pytest.approx(0.03)
     assert float(DEFAULT_VARIATIONAL_DISTRIBUTION.mean) == 0.0
 
 
@@ -37,9 +37,9 @@ def test_default_prior_is_standard_normal():
         (lambda: vi.VIConv1d(2, 5, 4), 8),
     ],
 )
-def test_layers_start_at_a_tenth_of_the_kaiming_bound(layer, fan_in):
+def test_layers_start_at_three_percent_of_the_kaiming_bound(layer, fan_in):
     module = layer()
-    expected = math.log(0.1) + math.log(1 / math.sqrt(fan_in) + 1e-5)
+    expected = math.log(0.03) + math.log(1 / math.sqrt(fan_in) + 1e-5)
     for variable in ("weight", "bias"):
         log_std = getattr(module, f"_{variable}_log_std")
         torch.testing.assert_close(log_std, torch.full_like(log_std, expected))
