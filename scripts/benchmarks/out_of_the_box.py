@@ -73,7 +73,10 @@ schedule, and with the random state forked around each prediction, this is the s
 as separate runs. Seeds (``--seeds``, classification and sine-1d) vary the
 initialisation, the batch order and the weight samples, the data stay fixed; the
 regression rows use ``--splits`` splits, split ``i`` with seed ``i``. ``--first-seed
-K`` starts at seed (split) ``K``, to spread one table over several runs.
+K`` starts at seed (split) ``K``, to spread one table over several runs;
+``--merge A.json B.json ...`` trains nothing and makes one table, the checks and the
+figure from such runs' reports (they must agree on ``--validation``, ``--quick`` and
+``--candidate-init-std``, and hold no run twice).
 
 The table shows mean ± standard error; ``--output-dir`` receives a JSON file with every
 per-seed result and the summary and a figure of NLL (log-likelihood) minus the twin's.
@@ -703,6 +706,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR, help="bayesian-torch wheel")
     add("--threads", type=int, default=1, help="torch threads (default 1)")
     add("--no-progress", action="store_true")
+    add(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="train nothing: one table, checks and figure from the results of these\n"
+        "out_of_the_box.json files (runs spread over processes or seeds)",
+    )
     args = parser.parse_args(argv)
     try:
         args.budgets = sorted({int(b) for b in args.budgets.split(",")})
@@ -720,20 +731,35 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print_header("out_of_the_box.py", argv, args.threads)
-    if args.quick:
-        print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
-    if args.validation:
-        print("--validation: scored on data cut from the training parts (not the tests)")
-    if args.candidate_init_std is not None:
-        print(
-            f"--candidate-init-std {args.candidate_init_std:g}: torch_blue's methods start "
-            "at this std, not the library's default"
-        )
+def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str], dict]:
+    """The results and notes of several reports, checked to be of one kind.
+
+    Raises ``ValueError`` for reports that mix test and validation scores, quick and
+    full runs or different candidate starts, or that hold the same run twice.
+    """
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    kinds = {
+        key: {json.dumps(r.get(key)) for r in reports}
+        for key in ("validation", "quick", "candidate_init_std")
+    }
+    for key, values in kinds.items():
+        if len(values) > 1:
+            raise ValueError(f"--merge: the reports differ in {key}: {sorted(values)}")
+    results, notes, seen = [], [], set()
+    for path, report in zip(paths, reports):
+        for r in report["results"]:
+            key = (r["row"], r["method"], r["seed"], r["budget"])
+            if key in seen:
+                raise ValueError(f"--merge: {path} repeats a run already read: {key}")
+            seen.add(key)
+            results.append(r)
+        notes += [n for n in report.get("notes", []) if n not in notes]
+    settings = {key: reports[0].get(key) for key in kinds}
+    return results, notes, settings
+
+
+def run_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """Train every row, method and seed of the command line; results and notes."""
     methods, notes = available_methods(args.methods, args.peers_dir)
     limit = QUICK_LIMIT if args.quick else None
     counts = {n: args.splits if ROWS[n].has_splits else args.seeds for n in args.rows}
@@ -784,6 +810,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     break
                 bar.update()
     bar.close()
+    return results, notes
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print_header("out_of_the_box.py", argv, args.threads)
+    if args.merge:
+        try:
+            results, notes, settings = merged_results(args.merge)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"out_of_the_box.py: error: {error}", file=sys.stderr)
+            return 2
+        args.quick, args.validation = settings["quick"], settings["validation"]
+        args.candidate_init_std = settings["candidate_init_std"]
+        print(f"--merge: {len(results)} results from {len(args.merge)} reports")
+    if args.quick:
+        print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
+    if args.validation:
+        print("--validation: scored on data cut from the training parts (not the tests)")
+    if args.candidate_init_std is not None:
+        print(
+            f"--candidate-init-std {args.candidate_init_std:g}: torch_blue's methods start "
+            "at this std, not the library's default"
+        )
+    if not args.merge:
+        results, notes = run_rows(args)
     summary = summarise(results)
     checks = all_checks(summary)
     print("\n".join(notes))

@@ -156,6 +156,45 @@ def test_first_seed_runs_the_later_seeds_of_a_table(ootb, tmp_path):
         ootb.parse_args(["--first-seed", "-1"])
 
 
+def test_merge_makes_one_table_of_runs_spread_over_processes(ootb, tmp_path, capsys):
+    base = ["--quick", "--rows", "sine-1d", "--no-progress"]
+    parts = [
+        (["--methods", "twin,defaults", "--seeds", "1"], "a"),
+        (["--methods", "twin,defaults", "--seeds", "1", "--first-seed", "1"], "b"),
+        (["--methods", "twin,defaults", "--seeds", "2"], "whole"),
+    ]
+    for extra, name in parts:
+        assert run_main(ootb, [*base, *extra, "--output-dir", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    reports = [str(tmp_path / n / "out_of_the_box.json") for n in ("a", "b")]
+    out = tmp_path / "merged"
+    assert run_main(ootb, ["--merge", *reports, "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "--merge: 8 results from 2 reports" in printed  # 2 methods x 2 seeds x 2
+    assert "--quick:" in printed and "sine-1d x3 defaults: rmse" in printed
+    merged = json.loads((out / "out_of_the_box.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "out_of_the_box.json").read_text())
+
+    def scores(report):  # (the training times differ between runs)
+        return [
+            {k: v for k, v in e.items() if "seconds" not in k} for e in report["summary"]
+        ]
+
+    assert scores(merged) == scores(whole)
+    assert (out / "out_of_the_box.png").exists()
+    # Reports of different kinds, or one run twice, are refused.
+    val = tmp_path / "val"
+    args = [*base, "--methods", "twin", "--seeds", "1", "--validation"]
+    assert run_main(ootb, [*args, "--output-dir", str(val)]) == 0
+    capsys.readouterr()
+    for paths, message in [
+        ([reports[0], str(val / "out_of_the_box.json")], "differ in validation"),
+        ([reports[0], reports[0]], "repeats a run"),
+    ]:
+        assert run_main(ootb, ["--merge", *paths, "--output-dir", str(out)]) == 2
+        assert message in capsys.readouterr().err
+
+
 class _PeerLayer(torch.nn.Module):
     """bayesian-torch's attribute names: a linear layer's weight, or a convolution's
     kernel (whose prior is named ``prior_weight_*``), and a bias."""
