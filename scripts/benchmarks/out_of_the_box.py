@@ -76,7 +76,7 @@ regression rows use ``--splits`` splits, split ``i`` with seed ``i``. ``--first-
 K`` starts at seed (split) ``K``, to spread one table over several runs;
 ``--merge A.json B.json ...`` trains nothing and makes one table, the checks and the
 figure from such runs' reports (they must agree on ``--validation``, ``--quick`` and
-``--candidate-init-std``, and hold no run twice).
+the initial posterior scale, and hold no run twice).
 
 The table shows mean ± standard error; ``--output-dir`` receives a JSON file with every
 per-seed result and the summary and a figure of NLL (log-likelihood) minus the twin's.
@@ -154,6 +154,7 @@ from _common import (
 )
 from torch_blue import datasets, vi
 from torch_blue.vi.distributions import Categorical, MeanFieldNormal
+from torch_blue.vi.distributions.defaults import INITIAL_STD
 
 TORCH_BLUE = {  # method -> estimator set on the model (None: the default)
     "defaults": None,
@@ -735,12 +736,15 @@ def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
     """The results and notes of several reports, checked to be of one kind.
 
     Raises ``ValueError`` for reports that mix test and validation scores, quick and
-    full runs or different candidate starts, or that hold the same run twice.
+    full runs or different initial posterior scales of torch_blue's layers, or that
+    hold the same run twice.
     """
     reports = [json.loads(Path(path).read_text()) for path in paths]
+    for r in reports:  # (the start torch_blue's layers had: reports before it was kept
+        r.setdefault("initial_std", r.get("candidate_init_std"))  # name the candidate)
     kinds = {
         key: {json.dumps(r.get(key)) for r in reports}
-        for key in ("validation", "quick", "candidate_init_std")
+        for key in ("validation", "quick", "initial_std")
     }
     for key, values in kinds.items():
         if len(values) > 1:
@@ -756,6 +760,11 @@ def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
         notes += [n for n in report.get("notes", []) if n not in notes]
     settings = {key: reports[0].get(key) for key in kinds}
     return results, notes, settings
+
+
+def _initial_std(candidate: Optional[float]) -> float:
+    """The initial posterior scale of torch_blue's layers in this run."""
+    return candidate if candidate is not None else INITIAL_STD
 
 
 def run_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
@@ -825,7 +834,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"out_of_the_box.py: error: {error}", file=sys.stderr)
             return 2
         args.quick, args.validation = settings["quick"], settings["validation"]
-        args.candidate_init_std = settings["candidate_init_std"]
+        args.candidate_init_std = None
+        if settings["initial_std"] not in (None, INITIAL_STD):
+            args.candidate_init_std = settings["initial_std"]
         print(f"--merge: {len(results)} results from {len(args.merge)} reports")
     if args.quick:
         print("--quick: tiny budgets for testing the pipeline; the numbers mean nothing")
@@ -854,6 +865,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "quick": args.quick,
         "validation": args.validation,
         "candidate_init_std": args.candidate_init_std,
+        "initial_std": _initial_std(args.candidate_init_std),
         "notes": notes,
         "results": results,
         "summary": summary,

@@ -187,8 +187,19 @@ def test_merge_makes_one_table_of_runs_spread_over_processes(ootb, tmp_path, cap
     args = [*base, "--methods", "twin", "--seeds", "1", "--validation"]
     assert run_main(ootb, [*args, "--output-dir", str(val)]) == 0
     capsys.readouterr()
+    # (a candidate start equal to the library's is the library's)
+    start = ootb.INITIAL_STD
+    for name, extra in [("same", ["--candidate-init-std", str(start)]),
+                        ("other", ["--candidate-init-std", str(start * 3)])]:  # fmt: skip
+        args = [*base, "--methods", "defaults", "--seeds", "1", "--first-seed", "2", *extra]
+        assert run_main(ootb, [*args, "--output-dir", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    same, other = (str(tmp_path / n / "out_of_the_box.json") for n in ("same", "other"))
+    assert run_main(ootb, ["--merge", *reports, same, "--output-dir", str(out)]) == 0
+    assert "--candidate-init-std" not in capsys.readouterr().out
     for paths, message in [
         ([reports[0], str(val / "out_of_the_box.json")], "differ in validation"),
+        ([reports[0], other], "differ in initial_std"),
         ([reports[0], reports[0]], "repeats a run"),
     ]:
         assert run_main(ootb, ["--merge", *paths, "--output-dir", str(out)]) == 2
