@@ -742,10 +742,13 @@ def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
     reports = [json.loads(Path(path).read_text()) for path in paths]
     for r in reports:  # (the start torch_blue's layers had: reports before it was kept
         r.setdefault("initial_std", r.get("candidate_init_std"))  # name the candidate)
+    layered = [  # (the others, twin and peers only, had no torch_blue layers)
+        r for r in reports if any(e["method"] in TORCH_BLUE for e in r["results"])
+    ]
     kinds = {
-        key: {json.dumps(r.get(key)) for r in reports}
-        for key in ("validation", "quick", "initial_std")
+        key: {json.dumps(r.get(key)) for r in reports} for key in ("validation", "quick")
     }
+    kinds["initial_std"] = {json.dumps(r["initial_std"]) for r in layered}
     for key, values in kinds.items():
         if len(values) > 1:
             raise ValueError(f"--merge: the reports differ in {key}: {sorted(values)}")
@@ -758,7 +761,8 @@ def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
             seen.add(key)
             results.append(r)
         notes += [n for n in report.get("notes", []) if n not in notes]
-    settings = {key: reports[0].get(key) for key in kinds}
+    settings = {key: reports[0].get(key) for key in ("validation", "quick")}
+    settings["initial_std"] = layered[0]["initial_std"] if layered else None
     return results, notes, settings
 
 

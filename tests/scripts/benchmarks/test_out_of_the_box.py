@@ -197,6 +197,12 @@ def test_merge_makes_one_table_of_runs_spread_over_processes(ootb, tmp_path, cap
     same, other = (str(tmp_path / n / "out_of_the_box.json") for n in ("same", "other"))
     assert run_main(ootb, ["--merge", *reports, same, "--output-dir", str(out)]) == 0
     assert "--candidate-init-std" not in capsys.readouterr().out
+    # A report of the twin alone had no torch_blue layers: it merges with any start.
+    args = [*base, "--methods", "twin", "--seeds", "1", "--first-seed", "2"]
+    assert run_main(ootb, [*args, "--output-dir", str(tmp_path / "t")]) == 0
+    twin = str(tmp_path / "t" / "out_of_the_box.json")
+    assert run_main(ootb, ["--merge", twin, other, "--output-dir", str(out)]) == 0
+    assert f"--candidate-init-std {start * 3:g}" in capsys.readouterr().out
     for paths, message in [
         ([reports[0], str(val / "out_of_the_box.json")], "differ in validation"),
         ([reports[0], other], "differ in initial_std"),
