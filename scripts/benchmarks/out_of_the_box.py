@@ -745,8 +745,9 @@ def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
     layered = [  # (the others, twin and peers only, had no torch_blue layers)
         r for r in reports if any(e["method"] in TORCH_BLUE for e in r["results"])
     ]
-    kinds = {
-        key: {json.dumps(r.get(key)) for r in reports} for key in ("validation", "quick")
+    kinds = {  # (reports before --validation existed scored the test sets)
+        key: {json.dumps(bool(r.get(key))) for r in reports}
+        for key in ("validation", "quick")
     }
     kinds["initial_std"] = {json.dumps(r["initial_std"]) for r in layered}
     for key, values in kinds.items():
@@ -761,7 +762,7 @@ def merged_results(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[st
             seen.add(key)
             results.append(r)
         notes += [n for n in report.get("notes", []) if n not in notes]
-    settings = {key: reports[0].get(key) for key in ("validation", "quick")}
+    settings = {key: bool(reports[0].get(key)) for key in ("validation", "quick")}
     settings["initial_std"] = layered[0]["initial_std"] if layered else None
     return results, notes, settings
 

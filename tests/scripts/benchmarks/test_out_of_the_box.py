@@ -182,6 +182,12 @@ def test_merge_makes_one_table_of_runs_spread_over_processes(ootb, tmp_path, cap
 
     assert scores(merged) == scores(whole)
     assert (out / "out_of_the_box.png").exists()
+    # A report from before --validation existed scored the test sets.
+    older = json.loads((tmp_path / "b" / "out_of_the_box.json").read_text())
+    del older["validation"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    merge = ["--merge", reports[0], str(tmp_path / "older.json"), "--output-dir", str(out)]
+    assert run_main(ootb, merge) == 0
     # Reports of different kinds, or one run twice, are refused.
     val = tmp_path / "val"
     args = [*base, "--methods", "twin", "--seeds", "1", "--validation"]
