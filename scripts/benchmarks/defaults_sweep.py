@@ -23,11 +23,6 @@ Configurations (``--configs``; every other setting is the library's default):
 * ``init-1.0``, ``init-0.3``, ``init-0.1``, ``init-0.03``, ``init-0.01``:
   ``variational_distribution=MeanFieldNormal(std=...)``, times ``1 / sqrt(fan_in)``; 1.0
   is upstream 1.1's start, 0.1 the default until December 2026, 0.03 the default.
-
-``--start-std X`` starts every config that sets no variational distribution of its own
-at ``MeanFieldNormal(std=X)`` instead of the library's default: the tables in
-``docs/defaults.rst`` measured before the default became 0.03 come back with
-``--start-std 0.1``.
 * ``prior-3``, ``prior-10``, ``prior-0.1``: ``prior=MeanFieldNormal(std=...)``.
 * ``prior-he``: ``prior=MeanFieldNormal(std=sqrt(2 / fan_in))`` per layer (He's scale).
 * ``prior-3-fanin``: ``prior=MeanFieldNormal(std=3 / sqrt(fan_in))`` per layer: the
@@ -51,6 +46,11 @@ at ``MeanFieldNormal(std=X)`` instead of the library's default: the tables in
   likelihood, ``softmax(tau * f(x, w))`` with ``log tau`` a point estimate (started at
   0) trained with the weights on the ELBO: type-II maximum likelihood of a likelihood
   parameter, as the regression noise is fitted, not a cold posterior.
+
+``--start-std X`` starts every config that sets no variational distribution of its own
+at ``MeanFieldNormal(std=X)`` instead of the library's default: the tables in
+``docs/defaults.rst`` measured before the default became 0.03 come back with
+``--start-std 0.1``.
 
 Examples
 --------
