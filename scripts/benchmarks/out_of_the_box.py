@@ -294,10 +294,13 @@ class Trainer(NamedTuple):
 
     ``predict(x, samples)`` returns sampled outputs ``(S, N, outputs)`` and the noise
     std on the standardised scale (broadcastable to them; ``None`` for classes).
+    ``elbo_log`` is torch_blue's loss log (:meth:`KullbackLeiblerLoss.track`): the
+    two terms of the negative ELBO per training example, one entry per step.
     """
 
     step: Callable[[Tensor, Tensor], None]
     predict: Callable[[Tensor, int], tuple[Tensor, Noise]]
+    elbo_log: Optional[dict[str, list]] = None
 
 
 def _twin_loss(spec: RowSpec) -> nn.Module:
@@ -347,7 +350,7 @@ def make_trainer(
             likelihood = MeanFieldNormal(std=1.0)
         else:
             likelihood = MeanFieldNormal()
-        loss_fn = vi.KullbackLeiblerLoss(likelihood, dataset_size=n)
+        loss_fn = vi.KullbackLeiblerLoss(likelihood, dataset_size=n, track=True)
         adam = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], spec.lr)
 
         def predict(x: Tensor, samples: int) -> tuple[Tensor, Noise]:
@@ -360,6 +363,7 @@ def make_trainer(
         return Trainer(
             lambda x, y: _adam_step(adam, loss_fn(model(x, samples=spec.train_samples), y)),
             predict,
+            loss_fn.log,
         )
     model, loss_fn = build_network(spec, in_shape, bayesian=False), _twin_loss(spec)
     params = [*model.parameters(), *loss_fn.parameters()]
@@ -510,6 +514,10 @@ def run_method(
         with torch.random.fork_rng(devices=[]):  # training goes on as if unscored
             scores = score(trainer, data, spec.task, method != "twin", predict_samples)
         progress = {"budget": checkpoints[epoch], "epochs": epoch, "train_seconds": seconds}
+        if trainer.elbo_log is not None:  # the last epoch's mean of each term
+            steps = -(-n // batch)
+            for key, name in ELBO_TERMS.items():
+                progress[key] = float(np.mean(trainer.elbo_log[name][-steps:]))
         results.append(
             {"row": spec.name, "method": method, "seed": seed, **progress, **scores}
         )
@@ -541,6 +549,11 @@ COLUMNS = {
 }
 
 
+# The negative ELBO per training example, averaged over the last epoch's steps (the
+# parameters move within the epoch): its data term and its KL term.
+ELBO_TERMS = {"train_data_term": "data_fitting", "train_kl_term": "prior_matching"}
+
+
 def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard error per (row, budget, method) of every metric."""
     groups: dict[tuple, list[dict]] = {}
@@ -552,7 +565,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.items(), key=lambda g: (order[g[0][0]], g[0][1], order[g[0][2]])
     ):
         entry = {"row": row, "budget": budget, "method": method, "seeds": len(group)}
-        for key in [*COLUMNS["classification"], *COLUMNS["regression"], "train_seconds"]:
+        keys = [*COLUMNS["classification"], *COLUMNS["regression"], *ELBO_TERMS]
+        for key in [*keys, "train_seconds"]:
             stats = _common.summary([g[key] for g in group if key in g], True)
             if stats is not None:
                 entry[key], entry[f"{key}_se"] = stats
@@ -587,6 +601,27 @@ def markdown_tables(summary: Sequence[dict[str, Any]]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
+
+
+def elbo_table(summary: Sequence[dict[str, Any]]) -> str:
+    """The negative ELBO per training example of torch_blue's methods, by its terms.
+
+    Means over the last epoch before each budget (see ``ELBO_TERMS``); it tells a
+    method that optimises the objective better from one that scores better.
+    """
+    entries = [e for e in summary if all(k in e for k in ELBO_TERMS)]
+    if not entries:
+        return ""
+    lines = [
+        "| row | budget | method | data term | KL term | negative ELBO |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for e in entries:
+        data, kl = (e[k] for k in ELBO_TERMS)
+        cells = [e["row"], f"x{e['budget']}", e["method"]]
+        cells += [f"{data:.4f}", f"{kl:.4f}", f"{data + kl:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def target_checks(
@@ -858,6 +893,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     checks = all_checks(summary)
     print("\n".join(notes))
     print(f"\n{markdown_tables(summary)}\n")
+    if elbo := elbo_table(summary):
+        print(f"training objective (last epoch's mean per example):\n{elbo}\n")
     print(
         "\n".join(c.line() for c in checks)
         or ("no targets checked: they need the twin and one of " + ", ".join(CHECKED))

@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -322,3 +323,42 @@ def test_candidate_initial_std_reaches_only_the_torch_blue_layers(ootb, tmp_path
     assert report["candidate_init_std"] == 0.03
     with pytest.raises(SystemExit):
         ootb.parse_args(["--candidate-init-std", "-1"])
+
+
+def test_training_objective_is_the_last_epochs_mean_of_each_term(ootb, monkeypatch):
+    # A stand-in trainer logs step k of epoch e as data term 10 e + k, KL term e: each
+    # budget's numbers must be the mean over that epoch's steps only.
+    spec = replace(ootb.ROWS["boston"], batch_size=4)
+    data = ootb.Dataset("toy", torch.zeros(10, 2), torch.zeros(10), None, None)
+    log = {"data_fitting": [], "prior_matching": []}
+    count = {"steps": 0}
+
+    def step(x, y):
+        epoch, k = divmod(count["steps"], 3)  # 10 examples in batches of 4: 3 steps
+        log["data_fitting"].append(10.0 * (epoch + 1) + k)
+        log["prior_matching"].append(float(epoch + 1))
+        count["steps"] += 1
+
+    stand_in = ootb.Trainer(step, None, log)
+    monkeypatch.setattr(ootb, "make_trainer", lambda *args: stand_in)
+    monkeypatch.setattr(ootb, "score", lambda *args: {})
+    results = ootb.run_method("defaults", spec, data, 0, {1: 1, 3: 3}, 2)
+    terms = [(r["budget"], r["train_data_term"], r["train_kl_term"]) for r in results]
+    assert terms == [(1, 11.0, 1.0), (3, 31.0, 3.0)]
+    table = ootb.elbo_table(ootb.summarise(results))
+    assert "| boston | x3 | defaults | 31.0000 | 3.0000 | 34.0000 |" in table
+
+
+def test_only_torch_blue_methods_report_the_training_objective(ootb, tmp_path, capsys):
+    args = ["--quick", "--rows", "sine-1d", "--methods", "twin,defaults", "--seeds", "1"]
+    assert run_main(ootb, [*args, "--no-progress", "--output-dir", str(tmp_path)]) == 0
+    assert (
+        "| sine-1d | x3 | defaults |"
+        in capsys.readouterr().out.split("training objective")[1]
+    )
+    report = json.loads((tmp_path / "out_of_the_box.json").read_text())
+    for result in report["results"]:
+        logged = {"train_data_term", "train_kl_term"} <= result.keys()
+        assert logged == (result["method"] == "defaults")
+        if logged:  # a KL term per example, positive: the posterior is not the prior
+            assert result["train_kl_term"] > 0
