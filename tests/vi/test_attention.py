@@ -388,7 +388,10 @@ def test_attention_takes_upstreams_nine_distributions():
         ({"embed_dim": 6, "num_heads": 4}, "embed_dim=6 must be divisible by num_heads=4"),
         ({"embed_dim": D, "num_heads": 0}, "num_heads must be a positive int"),
         ({"embed_dim": D, "num_heads": H, "kdim": 0}, "kdim must be a positive int"),
-        ({"embed_dim": D, "num_heads": H, "dropout": 1.5}, "dropout must be a probability"),
+        (
+            {"embed_dim": D, "num_heads": H, "dropout": 1.5},
+            r"dropout must be a number in \[0, 1\]",
+        ),
     ],
 )
 def test_attention_bad_arguments_raise(kwargs, match):

@@ -4,7 +4,6 @@ Each names the layer (``owner``) in its message. The checks of the attention's o
 inputs and masks are in :mod:`torch_blue.vi.attention`.
 """
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,29 +14,6 @@ from .base import VIModule
 from .estimators import ESTIMATORS
 from .utils.checks import check_input_dtype
 from .utils.errors import ShapeError
-
-
-def check_probability(owner: str, name: str, value: Any) -> float:
-    """``value`` as a float in [0, 1] (a dropout rate), else a ``ValueError``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0.0 <= value <= 1.0
-    ):
-        raise ValueError(f"{owner}: {name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def check_positive_float(owner: str, name: str, value: Any) -> float:
-    """``value`` as a finite positive float (e.g. ``layer_norm_eps``)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{owner}: {name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def check_estimator(owner: str, estimator: Any) -> str:

@@ -17,14 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from ._transformer_checks import check_probability
 from .base import VIModule
 from .distributions import Prior, VariationalDistribution
 from .distributions.defaults import DEFAULT_PRIOR, DEFAULT_VARIATIONAL_DISTRIBUTION
 from .functional.attention import sampled_attention, sequence_length, transpose_qkv
 from .linear import VILinear
 from .sampling import mean_weights_enabled
-from .utils.checks import check_input_dtype, check_int
+from .utils.checks import check_input_dtype, check_int, check_probability
 from .utils.errors import ShapeError
 
 __all__ = ["VIMultiheadAttention"]

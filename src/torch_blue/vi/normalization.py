@@ -40,7 +40,7 @@ from typing_extensions import Unpack
 from ._lane_norm import batch_norm_in_lanes
 from .base import VIModule
 from .distributions import MeanFieldNormal
-from .utils.checks import check_input_dtype, check_int
+from .utils.checks import check_input_dtype, check_int, check_probability
 from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
@@ -134,16 +134,9 @@ class _VIBatchNormNd(_VIAffineNorm):
         name = type(self).__name__
         self.num_features = check_int(name, "num_features", num_features)
         self.eps = _check_eps(name, eps)
-        if momentum is not None and (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, (int, float))
-            or not 0 <= momentum <= 1
-        ):
-            raise ValueError(
-                f"{name}: momentum must be a number in [0, 1] or None (cumulative "
-                f"average), got {momentum!r}"
-            )
-        self.momentum = None if momentum is None else float(momentum)
+        if momentum is not None:
+            momentum = check_probability(name, "momentum", momentum, " or None")
+        self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         vikwargs = _norm_vikwargs(name, vikwargs)

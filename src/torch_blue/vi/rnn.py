@@ -56,7 +56,6 @@ it. In prediction mode (``return_log_probs=False``) the reparameterisation estim
 keeps drawing weights for the same reason.
 """
 
-import numbers
 import warnings
 from typing import Any, ClassVar, NamedTuple, Optional, Union
 
@@ -83,7 +82,7 @@ from .functional.rnn import (
     recur,
 )
 from .sampling import current_state, mean_weights_enabled
-from .utils.checks import check_input_dtype, check_int
+from .utils.checks import check_input_dtype, check_int, check_probability
 from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
@@ -191,15 +190,8 @@ class _VIRNNBase(VIModule, EstimatorLayer):
 
     def _check_dropout(self, dropout: float) -> float:
         name = type(self).__name__
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, numbers.Real)
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(
-                f"{name}: dropout must be a number in [0, 1] (the probability of "
-                f"zeroing an element between layers), got {dropout!r}"
-            )
+        note = " (the probability of zeroing an element between layers)"
+        dropout = check_probability(name, "dropout", dropout, note)
         if dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 f"{name}: dropout is applied between recurrent layers only, so a "
@@ -208,7 +200,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
                 # the caller of the public constructor (VIRNN has its own __init__)
                 stacklevel=3 if type(self).__init__ is _VIRNNBase.__init__ else 4,
             )
-        return float(dropout)
+        return dropout
 
     # ------------------------------------------------------------------ structure
     @property

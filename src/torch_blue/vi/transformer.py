@@ -46,8 +46,6 @@ from ._transformer_checks import (
     activation_function,
     check_estimator,
     check_module,
-    check_positive_float,
-    check_probability,
     check_sequences,
     check_single_distribution,
 )
@@ -63,7 +61,7 @@ from .functional.attention import (
 )
 from .functional.linear import flat_linear
 from .linear import VILinear
-from .utils.checks import check_int
+from .utils.checks import check_int, check_positive_float, check_probability
 from .utils.errors import ShapeError
 
 __all__ = [

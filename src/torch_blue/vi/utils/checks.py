@@ -8,7 +8,15 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-__all__ = ["check_bool", "check_input_dtype", "check_int", "check_weight", "int_tuple"]
+__all__ = [
+    "check_bool",
+    "check_input_dtype",
+    "check_int",
+    "check_positive_float",
+    "check_probability",
+    "check_weight",
+    "int_tuple",
+]
 
 
 def check_bool(owner: str, name: str, value: Any) -> bool:
@@ -40,6 +48,45 @@ def check_weight(owner: str, name: str, value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{owner}: {name} must be finite and non-negative, got {value!r}")
     return value
+
+
+def check_probability(owner: str, name: str, value: Any, note: str = "") -> float:
+    """``value`` as a float in [0, 1] (a rate such as dropout), else a ``ValueError``.
+
+    ``note`` is added to the description in the message.
+
+    Examples
+    --------
+    >>> check_probability("VIMultiheadAttention", "dropout", 1)
+    1.0
+    >>> check_probability("VIRNN", "dropout", 1.5, " (between layers)")
+    Traceback (most recent call last):
+    ...
+    ValueError: VIRNN: dropout must be a number in [0, 1] (between layers), got 1.5
+    """
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+        raise ValueError(f"{owner}: {name} must be a number in [0, 1]{note}, got {value!r}")
+    return float(value)
+
+
+def check_positive_float(owner: str, name: str, value: Any) -> float:
+    """``value`` as a finite positive float (``layer_norm_eps``), else a ``ValueError``.
+
+    Examples
+    --------
+    >>> check_positive_float("VITransformerEncoderLayer", "layer_norm_eps", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: VITransformerEncoderLayer: layer_norm_eps must be a positive number, got 0
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{owner}: {name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def check_int(owner: str, name: str, value: Any, minimum: int = 1, note: str = "") -> int:
