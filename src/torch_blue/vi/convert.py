@@ -39,6 +39,7 @@ from .distributions.empirical import EmpiricalNormalPrior
 from .estimators import EstimatorLayer
 from .sampling import register_lane_rule
 from .selection import ModuleSelection, Selection, select_modules
+from .utils.checks import check_bool
 from .utils.errors import ShapeError, TorchBlueError
 from .utils.init import fixed_
 
@@ -104,8 +105,7 @@ def convert_norms(mode: bool = True) -> None:
     >>> convert_norms(True)   # Bayesian affine parameters in converted norms
     >>> convert_norms(False)  # back to the default
     """
-    if not isinstance(mode, bool):
-        raise TypeError(f"convert_norms: mode must be a bool, got {mode!r}")
+    check_bool("convert_norms", "mode", mode)
     if mode:
         _banlists["ban"].difference_update(_TORCH_NORMS)
     else:

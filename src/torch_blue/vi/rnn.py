@@ -82,7 +82,7 @@ from .functional.rnn import (
     recur,
 )
 from .sampling import current_state, mean_weights_enabled
-from .utils.checks import check_input_dtype, check_int, check_probability
+from .utils.checks import check_bool, check_input_dtype, check_int, check_probability
 from .utils.common_types import VIkwargs, check_vi_kwargs
 from .utils.errors import ShapeError
 
@@ -161,8 +161,7 @@ class _VIRNNBase(VIModule, EstimatorLayer):
             ("batch_first", batch_first),
             ("bidirectional", bidirectional),
         ):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name}: {arg} must be a bool, got {value!r}")
+            check_bool(name, arg, value)
         self.bias = bias
         self.batch_first = batch_first
         self.bidirectional = bidirectional

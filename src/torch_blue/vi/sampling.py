@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from .._compat import is_batched, tree_flatten, tree_unflatten
-from .utils.checks import check_int
+from .utils.checks import check_bool, check_int
 from .utils.errors import ShapeError
 from .utils.precision import log_prob_dtype
 from .utils.vi_return import VIReturn
@@ -219,9 +219,7 @@ class mean_weights:  # noqa: N801 - a context manager named like torch.no_grad
     """
 
     def __init__(self, mode: bool = True) -> None:
-        if not isinstance(mode, bool):
-            raise TypeError(f"mean_weights: mode must be a bool, got {mode!r}")
-        self.mode = mode
+        self.mode = check_bool("mean_weights", "mode", mode)
         self._previous: list[bool] = []
 
     def __enter__(self) -> "mean_weights":

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..functional.densities import LOG_2PI
 from ..sampling import fused_pays_off
+from ..utils.checks import check_bool
 from ..utils.use_norm_constants import norm_constants_enabled
 from ._fused_normal import NormalDraw, normal_draw
 from .base import (
@@ -118,8 +119,8 @@ class MeanFieldNormal(Prior, VariationalDistribution, PredictiveDistribution):
         self.mean = torch.tensor(_finite(name, "mean", mean))
         self.log_std = torch.tensor(_positive(name, "std", std, squared=True)).log()
         self.eps = _non_negative(name, "eps", eps)
-        if learn_noise is not None and not isinstance(learn_noise, bool):
-            raise TypeError(f"{name}: learn_noise must be a bool, got {learn_noise!r}")
+        if learn_noise is not None:
+            check_bool(name, "learn_noise", learn_noise)
         self.learn_noise = std is _DEFAULT_STD if learn_noise is None else learn_noise
         self._noise_fitted = False
 

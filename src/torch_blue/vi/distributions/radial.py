@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..functional.densities import HALF_LOG_2PI
+from ..utils.checks import check_bool
 from ..utils.use_norm_constants import norm_constants_enabled
 from .base import VariationalDistribution, _finite, _positive
 
@@ -102,9 +103,7 @@ class RadialNormal(VariationalDistribution):
         name = type(self).__name__
         self.mean = _finite(name, "mean", mean)
         self.log_std = math.log(_positive(name, "std", std, squared=True))
-        if not isinstance(per_unit, bool):
-            raise TypeError(f"{name}: per_unit must be a bool, got {per_unit!r}")
-        self.per_unit = per_unit
+        self.per_unit = check_bool(name, "per_unit", per_unit)
 
     def _repr_args(self) -> str:
         args = f"std={math.exp(self.log_std):g}"

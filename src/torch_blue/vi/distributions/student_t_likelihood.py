@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..utils.checks import check_bool
 from .base import PredictiveDistribution, _positive
 from .student_t import student_t_log_density
 
@@ -72,8 +73,7 @@ class StudentTLikelihood(PredictiveDistribution, nn.Module):
         name = type(self).__name__
         log_scale = math.log(_positive(name, "scale", scale, squared=True))
         nu = _positive(name, "degrees_of_freedom", degrees_of_freedom)
-        if not isinstance(learn_scale, bool):
-            raise TypeError(f"{name}: learn_scale must be a bool, got {learn_scale!r}")
+        check_bool(name, "learn_scale", learn_scale)
         super().__init__()
         self.degrees_of_freedom = nu
         self.learn_scale = learn_scale

@@ -3,6 +3,8 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .checks import check_bool
+
 __all__ = ["use_norm_constants", "norm_constants", "norm_constants_enabled"]
 
 # torch_blue computes true log-densities by default. Upstream torch_blue 1.1 left the
@@ -35,9 +37,7 @@ def use_norm_constants(mode: bool = True) -> None:
     >>> use_norm_constants(True)
     """
     global _USE_NORM_CONSTANTS
-    if not isinstance(mode, bool):
-        raise TypeError(f"use_norm_constants: mode must be a bool, got {mode!r}")
-    _USE_NORM_CONSTANTS = mode
+    _USE_NORM_CONSTANTS = check_bool("use_norm_constants", "mode", mode)
 
 
 @contextmanager
