@@ -565,8 +565,10 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.items(), key=lambda g: (order[g[0][0]], g[0][1], order[g[0][2]])
     ):
         entry = {"row": row, "budget": budget, "method": method, "seeds": len(group)}
-        keys = [*COLUMNS["classification"], *COLUMNS["regression"], *ELBO_TERMS]
-        for key in [*keys, "train_seconds"]:
+        keys = [*COLUMNS["classification"], *COLUMNS["regression"], "train_seconds"]
+        # the objective's terms only where every seed has them (older reports do not)
+        keys += [k for k in ELBO_TERMS if all(k in g for g in group)]
+        for key in keys:
             stats = _common.summary([g[key] for g in group if key in g], True)
             if stats is not None:
                 entry[key], entry[f"{key}_se"] = stats

@@ -362,3 +362,16 @@ def test_only_torch_blue_methods_report_the_training_objective(ootb, tmp_path, c
         assert logged == (result["method"] == "defaults")
         if logged:  # a KL term per example, positive: the posterior is not the prior
             assert result["train_kl_term"] > 0
+
+
+def test_objective_is_summarised_only_where_every_seed_has_it(ootb):
+    # Reports written before the objective was recorded merge with newer ones: a mean
+    # over some of the seeds would stand beside metrics averaged over all of them.
+    old = {"row": "boston", "budget": 1, "method": "defaults", "seed": 0}
+    old |= {"rmse": 3.0, "log_likelihood": -2.5, "train_seconds": 1.0}
+    new = {**old, "seed": 1, "train_data_term": 1.0, "train_kl_term": 2.0}
+    (mixed,) = ootb.summarise([old, new])
+    assert mixed["seeds"] == 2 and "train_kl_term" not in mixed
+    assert ootb.elbo_table([mixed]) == ""
+    (both,) = ootb.summarise([new, {**new, "seed": 2, "train_kl_term": 4.0}])
+    assert both["train_kl_term"] == 3.0
