@@ -80,6 +80,9 @@ the initial posterior scale, and hold no run twice).
 
 The table shows mean ± standard error; ``--output-dir`` receives a JSON file with every
 per-seed result and the summary and a figure of NLL (log-likelihood) minus the twin's.
+For torch_blue's methods a second table gives the training objective, the negative
+ELBO per training example as its data and KL terms (the mean over the last epoch's
+steps): it tells a method that optimises the ELBO further from one that scores better.
 ``--quick`` shrinks everything (1 seed/split, 1 epoch or 10 steps per budget unit,
 256 training examples, and test and OOD examples for classification, 4 prediction
 samples) so that the tests run the whole pipeline in seconds; its numbers mean
