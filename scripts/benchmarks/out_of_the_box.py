@@ -677,7 +677,11 @@ def plot_summary(summary: Sequence[dict[str, Any]], path: Path) -> None:
     methods = [m for m in METHODS[1:] if any(e["method"] == m for e in summary)]
     columns = min(4, len(rows))
     grid = (len(rows) + columns - 1) // columns
-    figure, axes = plt.subplots(grid, columns, figsize=(4 * columns, 3 * grid))
+    # a legend row holds about three names per panel's width
+    per_line = min(len(methods), 3 * columns) or 1
+    legend_inches = 0.3 * -(-len(methods) // per_line)
+    height = 3 * grid + legend_inches
+    figure, axes = plt.subplots(grid, columns, figsize=(4 * columns, height))
     axes = np.atleast_1d(axes).ravel()
     width = 0.8 / max(1, len(methods))
     for ax, row in zip(axes, rows):
@@ -697,8 +701,8 @@ def plot_summary(summary: Sequence[dict[str, Any]], path: Path) -> None:
     for ax in axes[len(rows) :]:
         ax.axis("off")
     patches = [Patch(color=f"C{j}") for j in range(len(methods))]
-    figure.legend(patches, methods, loc="lower center", ncol=len(methods), fontsize=8)
-    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    figure.legend(patches, methods, loc="lower center", ncol=per_line, fontsize=8)
+    figure.tight_layout(rect=(0, legend_inches / height, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
