@@ -348,7 +348,10 @@ def test_bad_inputs_raise(layer, shape, match):
     ("factory", "match"),
     [
         (lambda: VIBatchNorm1d(0), "num_features must be a positive int"),
-        (lambda: VIBatchNorm2d(3, momentum=2.0), r"momentum must be a number in \[0, 1\]"),
+        (
+            lambda: VIBatchNorm2d(3, momentum=2.0),
+            r"momentum must be a number in \[0, 1\] or None \(cumulative average\)",
+        ),
         (lambda: VIBatchNorm3d(3, eps=-1.0), "eps must be a non-negative number"),
         (lambda: VILayerNorm([]), "normalized_shape must be a positive int"),
         (lambda: VILayerNorm((3, 0)), "normalized_shape must be a positive int"),

@@ -135,7 +135,9 @@ class _VIBatchNormNd(_VIAffineNorm):
         self.num_features = check_int(name, "num_features", num_features)
         self.eps = _check_eps(name, eps)
         if momentum is not None:
-            momentum = check_probability(name, "momentum", momentum, " or None")
+            momentum = check_probability(
+                name, "momentum", momentum, " or None (cumulative average)"
+            )
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
